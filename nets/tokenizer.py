@@ -1,0 +1,82 @@
+"""The reports' tokenizer: OpenAI CLIP's byte-pair encoding, as the authors use it.
+
+The BPE vocabulary comes from ``open-clip-torch``, which ships it and needs no network. The rules follow the
+authors' ``clip.tokenize(text, context_length=token_len, truncate=True)``: lower-cased, ftfy- and
+whitespace-cleaned text, a start token, the BPE tokens, an end token, zeros after; a report longer than
+``token_len`` is cut and its last token forced to the end token. ``text_mask`` is ``tokens != 0``.
+
+Before tokenising, the authors' ``read_text`` pads reports of fewer than 9 words with " EOF XXX" until they have
+9 (reference spec 1.2). Their padding relies on pandas chained assignment and silently does nothing under
+pandas >= 3; here it is explicit, behind ``Config.pad_short_reports`` (on by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+
+PAD_WORD = " EOF XXX"
+MIN_REPORT_WORDS = 9
+
+
+def pad_report(text: str, min_words: int = MIN_REPORT_WORDS) -> str:
+    """Append " EOF XXX" to ``text`` once per missing whitespace-separated word, up to ``min_words``.
+
+    >>> pad_report("The nuclei are evenly distributed.")
+    'The nuclei are evenly distributed. EOF XXX EOF XXX EOF XXX EOF XXX'
+    """
+    missing = min_words - len(text.split())
+    return text + PAD_WORD * missing if missing > 0 else text
+
+
+@dataclass
+class TokenizedReports:
+    """Token ids ``[N, L]`` (int64), ``text_mask`` ``[N, L]`` (int64, 1 on SOT, words and EOT), and for each
+    report whether it was cut to fit ``L`` (``truncated`` ``[N]``, bool)."""
+
+    tokens: torch.Tensor
+    text_mask: torch.Tensor
+    truncated: torch.Tensor
+
+
+class ReportTokenizer:
+    """CLIP BPE tokenizer for reports, with the authors' context length, truncation and padding rules.
+
+    Args:
+        token_len: the context length ``L`` (18 for QaTa-COV19 and MosMedData+, 10 for MoNuSeg).
+        pad_short_reports: apply :func:`pad_report` before tokenising (the authors' behaviour).
+    """
+
+    def __init__(self, token_len: int, pad_short_reports: bool = True):
+        from open_clip.tokenizer import SimpleTokenizer
+
+        if token_len < 2:
+            raise ValueError(f"token_len must be >= 2 (start and end token), got {token_len}")
+        self.token_len = token_len
+        self.pad_short_reports = pad_short_reports
+        self._bpe = SimpleTokenizer(context_length=token_len)
+        self.sot_token_id = self._bpe.sot_token_id
+        self.eot_token_id = self._bpe.eot_token_id
+        self.vocab_size = self._bpe.vocab_size
+
+    def prepare(self, text: str) -> str:
+        """The text as it is tokenised: padded when ``pad_short_reports`` is on."""
+        if not isinstance(text, str):
+            raise TypeError(f"a report must be a str, got {type(text).__name__} {text!r}")
+        return pad_report(text) if self.pad_short_reports else text
+
+    def __call__(self, texts: Union[str, Sequence[str]]) -> TokenizedReports:
+        if isinstance(texts, str):
+            texts = [texts]
+        tokens = torch.zeros(len(texts), self.token_len, dtype=torch.long)
+        truncated = torch.zeros(len(texts), dtype=torch.bool)
+        for i, text in enumerate(texts):
+            ids = [self.sot_token_id, *self._bpe.encode(self.prepare(text)), self.eot_token_id]
+            if len(ids) > self.token_len:
+                ids = ids[: self.token_len]
+                ids[-1] = self.eot_token_id
+                truncated[i] = True
+            tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return TokenizedReports(tokens=tokens, text_mask=(tokens != 0).long(), truncated=truncated)

@@ -1,0 +1,161 @@
+"""Typed configuration shared by data, model, training and testing.
+
+One frozen dataclass holds every default. The field names are the authors' (``task_name``, ``img_size``,
+``base_channel``, ``token_len``, ``img_mask_rate``, ...) so that a user of their code can read and override them
+as before. The dataset modules (``Config_QaTa.py`` and friends) state only what differs, through
+:meth:`Config.replace`.
+
+This module uses the standard library only: importing a config never imports torch or touches the disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Optional
+
+MASK_MODES = ("dist", "topk")
+
+
+@dataclass(frozen=True)
+class Config:
+    # ---- task and data -------------------------------------------------------------------------------------
+    task_name: str = "Covid19"  # the authors' task name; outputs go under <output_root>/<task_name>/RecLMIS/
+    train_dataset: str = "datasets/Covid19/Train_Folder"  # split folders holding img/ and labelcol/
+    val_dataset: str = "datasets/Covid19/Val_Folder"
+    test_dataset: str = "datasets/Covid19/Test_Folder"
+    # Report tables, relative to their split folder (or absolute). QaTa keeps train and val reports in one file.
+    train_text: str = "Train_Val_text.xlsx"
+    val_text: str = "../Train_Folder/Train_Val_text.xlsx"
+    test_text: str = "Test_text.xlsx"
+    # ---- data loading and augmentation (Load_Dataset.py) ------------------------------------------------------
+    pairing: str = "qata"  # "qata": mask_<X>.png <-> <X>.png; "stem": image and mask share a file stem
+    blur_mode: str = "rows"  # "rows": the authors' row-wise blur (a quirk); "2d": a true 2-D Gaussian blur
+    num_workers: int = 2  # DataLoader worker processes
+
+    # ---- image and text sizes ------------------------------------------------------------------------------
+    img_size: int = 224  # any multiple of 16; the interaction grid is img_size // 16
+    n_channels: int = 3  # input channels (BGR, as cv2 reads them)
+    n_labels: int = 1  # one foreground class: the network returns one logit map
+    token_len: int = 18  # CLIP context length used for the reports (10 for MoNuSeg)
+    pad_short_reports: bool = True  # the authors' padding: append " EOF XXX" until a report has 9 words
+
+    # ---- network -------------------------------------------------------------------------------------------
+    base_channel: int = 64  # U-Net width at full resolution
+    clip_weights: Optional[str] = "nets/ViT-B-32.pt"  # OpenAI archive or state dict; None = random text tower
+    frozen_clip: bool = True  # freeze the CLIP text tower and keep it in eval mode
+    # Shape of the randomly initialised text tower (clip_weights=None). With weights, the file decides.
+    clip_width: int = 512
+    clip_layers: int = 12
+    clip_heads: int = 8
+    clip_embed_dim: int = 512  # width after text_projection: the width every later block works at
+    clip_context_length: int = 77
+    clip_vocab_size: int = 49408
+    interact_heads: int = 4  # heads of the two cross-attentions in the interaction module
+    rec_heads: int = 4  # heads of the reconstruction decoders
+    rec_trans_num_layers1: int = 4  # decoder layers in each stack of each reconstruction head
+    rec_dropout: float = 0.1  # dropout inside the reconstruction decoder layers
+    text_mask_rate: float = 0.3  # share of valid report tokens masked for language reconstruction
+    img_mask_rate: float = 0.5  # share of bottleneck patches masked for vision reconstruction
+    mask_mode: str = "dist"  # "dist": sample without replacement, probability ~ weight; "topk": highest weights
+    mask_mode_dist_random: bool = True  # 'dist': top up with uniform picks when too few weights are positive
+    dropout: bool = False  # dropout on the features fed to the words/patches-of-interest heads
+    dropout_value: float = 0.3
+
+    # ---- fixes of the authors' quirks (all off: faithful by default; docs/QUIRKS.md) ---------------------------
+    fix_ccl_double_softmax: bool = False  # CCL uses the WOI/POI weights as they are, not softmaxed twice
+    fix_detach_img_target: bool = False  # the vision reconstruction target is detached
+    fix_img_causal_mask: bool = False  # no causal mask over image tokens in the reconstruction decoders
+    fix_text_rec_padding: bool = False  # the language reconstruction loss ignores padded tokens
+
+    # ---- losses --------------------------------------------------------------------------------------------
+    loss_weight_seg: float = 5.0  # weight of 0.5 * Dice + 0.5 * BCE
+    loss_weight_ccl: float = 0.2  # conditioned contrastive loss
+    loss_weight_text_rec: float = 1.0  # conditioned language reconstruction (MSE)
+    loss_weight_img_rec: float = 1.0  # conditioned vision reconstruction (MSE)
+    dice_weight: float = 0.5
+    bce_weight: float = 0.5
+
+    # ---- optimisation --------------------------------------------------------------------------------------
+    seed: int = 3407
+    epochs: int = 2000
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    lr: str = "cosineLR"  # schedule: "cosineLR" (warm restarts T0=10, eta_min=1e-4) or "exp" (max(0.99^e, 0.1))
+    weight_decay: float = 0.0  # the authors configured 1e-5 but Adam never received it
+    early_stopping_patience: int = 100
+
+    def replace(self, **changes: Any) -> "Config":
+        """Return a copy with ``changes`` applied, each checked against the field's type.
+
+        Raises:
+            KeyError: a name that is not a field; the message lists the fields.
+            TypeError: a value whose type does not fit the field.
+            ValueError: a value outside what the field accepts (see :meth:`validate`).
+        """
+        fields = field_types()
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise KeyError(f"unknown config key(s) {unknown}; known keys: {', '.join(sorted(fields))}")
+        checked = {name: _check_type(name, value, fields[name]) for name, value in changes.items()}
+        new = dataclasses.replace(self, **checked)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field when a value cannot work."""
+        if self.img_size <= 0 or self.img_size % 16:
+            raise ValueError(f"img_size must be a positive multiple of 16 (four 2x poolings), got {self.img_size}")
+        for name in ("base_channel", "token_len", "clip_width", "clip_layers", "clip_heads", "clip_embed_dim",
+                     "interact_heads", "rec_heads", "rec_trans_num_layers1", "n_channels"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.token_len < 2:
+            raise ValueError(f"token_len must leave room for the start and end tokens (>= 2), got {self.token_len}")
+        if self.n_labels != 1:
+            raise ValueError(f"n_labels must be 1 (binary segmentation), got {self.n_labels}")
+        if self.mask_mode not in MASK_MODES:
+            raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
+        for name in ("text_mask_rate", "img_mask_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        for name in ("dropout_value", "rec_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
+        for name in ("loss_weight_seg", "loss_weight_ccl", "loss_weight_text_rec", "loss_weight_img_rec",
+                     "dice_weight", "bce_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Config":
+        """Rebuild a config saved by :meth:`to_dict` (for example from a checkpoint)."""
+        return cls().replace(**values)
+
+
+def field_types() -> dict:
+    """Map each field name of :class:`Config` to its resolved type."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> Any:
+    optional = typing.get_origin(annotation) is typing.Union and type(None) in typing.get_args(annotation)
+    if optional:
+        if value is None:
+            return None
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is bool and not isinstance(value, bool):
+        raise TypeError(f"config key {name!r} expects True or False, got {value!r}")
+    if annotation is int and isinstance(value, bool):
+        raise TypeError(f"config key {name!r} expects an int, got {value!r}")
+    if not isinstance(value, annotation):
+        expected = annotation.__name__ + (" or None" if optional else "")
+        raise TypeError(f"config key {name!r} expects {expected}, got {type(value).__name__} {value!r}")
+    return value
