@@ -1,0 +1,198 @@
+"""RecLMIS: cross-modal conditioned reconstruction for language-guided medical image segmentation.
+
+Huang et al., IEEE TMI 2025 (arXiv 2404.02845). Inference path: CLIP text tower -> ``text_module4`` (Conv1d)
+-> U-Net encoder -> conditioned interaction (whose patch tokens replace the bottleneck) -> U-Net decoder with
+pixel-level attention -> logits. In training, two auxiliary branches shape the features: conditioned language
+and vision reconstruction (mask the tokens the words/patches-of-interest heads weigh most, rebuild them from the
+other modality) and the conditioned contrastive loss (computed from this model's outputs in
+``utils/losses.py``).
+
+Sizes: ``C = base_channel``, ``D`` = the text tower's output width (512 for ViT-B/32), ``G = img_size // 16``.
+The deepest encoder block outputs ``D`` channels so that the bottleneck, the text and every auxiliary block share
+one width; at the authors' sizes (``C = 64``, ``D = 512 = 8 C``) this is their ``down4`` (512 -> 512).
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import nn
+
+from nets.interaction import Interactor
+from nets.reconstruction import DualTransformer, conditioned_mask
+from nets.text_encoder import TextTowerShape, build_text_encoder
+from nets.unet import ConvBatchNorm, DownBlock, UpBlockAttention
+
+
+def _weight_head(dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+
+
+def random_tower_shape(config) -> TextTowerShape:
+    return TextTowerShape(width=config.clip_width, layers=config.clip_layers, heads=config.clip_heads,
+                          embed_dim=config.clip_embed_dim, context_length=config.clip_context_length,
+                          vocab_size=config.clip_vocab_size)
+
+
+class RecLMIS(nn.Module):
+    """The RecLMIS network for one :class:`utils.config.Config`.
+
+    The output is **logits**: ``sigmoid(logits)`` equals the probabilities of the authors' model for the same
+    weights, so their checkpoints give the same masks. Losses take logits (``utils/losses.py``).
+
+    Args:
+        config: reads ``img_size``, ``n_channels``, ``base_channel``, ``token_len``, ``clip_*``, ``frozen_clip``,
+            ``interact_heads``, ``rec_heads``, ``rec_trans_num_layers1``, ``rec_dropout``, the mask settings,
+            ``dropout``/``dropout_value`` and ``fix_img_causal_mask``.
+        text_encoder: an already built text tower to use instead of building one from the config.
+    """
+
+    def __init__(self, config, text_encoder: nn.Module = None):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.img_size = config.img_size
+        self.grid = config.img_size // 16
+        c = config.base_channel
+        self.clip = text_encoder if text_encoder is not None else build_text_encoder(
+            config.clip_weights, random_tower_shape(config))
+        if config.token_len > self.clip.shape.context_length:
+            raise ValueError(f"token_len {config.token_len} exceeds the text tower's context length "
+                             f"{self.clip.shape.context_length}")
+        d = self.clip.shape.embed_dim
+        self.dim = d
+        self.frozen_clip = config.frozen_clip
+        self.clip.requires_grad_(not config.frozen_clip)
+
+        self.inc = ConvBatchNorm(config.n_channels, c)
+        self.down1 = DownBlock(c, 2 * c)
+        self.down2 = DownBlock(2 * c, 4 * c)
+        self.down3 = DownBlock(4 * c, 8 * c)
+        self.down4 = DownBlock(8 * c, d)
+        self.text_module4 = nn.Conv1d(d, d, kernel_size=3, padding=1)
+        self.interact = Interactor(d, self.grid, num_heads=config.interact_heads)
+        self.up4 = UpBlockAttention(8 * c, d, 4 * c)
+        self.up3 = UpBlockAttention(4 * c, 4 * c, 2 * c)
+        self.up2 = UpBlockAttention(2 * c, 2 * c, c)
+        self.up1 = UpBlockAttention(c, c, c)
+        self.outc = nn.Conv2d(c, config.n_labels, kernel_size=1)
+
+        # Auxiliary branch: words/patches-of-interest heads and the two reconstruction heads.
+        self.mlp_woi = _weight_head(d)
+        self.mlp_visual = _weight_head(d)
+        self.head_dropout = nn.Dropout(config.dropout_value if config.dropout else 0.0)
+        image_causal = not config.fix_img_causal_mask
+        layers = config.rec_trans_num_layers1
+        # Language reconstruction: condition = image tokens (decoder1), target = masked text (decoder2).
+        self.rec_text_trans1 = DualTransformer(d, config.rec_heads, layers, config.rec_dropout,
+                                               causal1=image_causal, causal2=True)
+        # Vision reconstruction: condition = text tokens (decoder1), target = masked image tokens (decoder2).
+        self.rec_img_trans1 = DualTransformer(d, config.rec_heads, layers, config.rec_dropout,
+                                              causal1=True, causal2=image_causal)
+
+    def train(self, mode: bool = True) -> "RecLMIS":
+        """Set train/eval mode; a frozen text tower always stays in eval mode."""
+        super().train(mode)
+        if self.frozen_clip:
+            self.clip.eval()
+        return self
+
+    def _check_inputs(self, images: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> None:
+        expected = (self.config.n_channels, self.img_size, self.img_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"images must be [B, {expected[0]}, {expected[1]}, {expected[2]}] (img_size="
+                             f"{self.img_size}), got {list(images.shape)}")
+        if text_tokens.dim() != 2 or text_tokens.shape[0] != images.shape[0]:
+            raise ValueError(f"text_tokens must be [B, L] with B = {images.shape[0]} images, got "
+                             f"{list(text_tokens.shape)}")
+        if text_tokens.shape[1] > self.clip.shape.context_length:
+            raise ValueError(f"text_tokens has {text_tokens.shape[1]} tokens, more than the text tower's context "
+                             f"length {self.clip.shape.context_length}")
+        if text_mask.shape != text_tokens.shape:
+            raise ValueError(f"text_mask {list(text_mask.shape)} must have the shape of text_tokens "
+                             f"{list(text_tokens.shape)}")
+        if text_tokens.is_floating_point():
+            raise ValueError(f"text_tokens must hold integer token ids, got {text_tokens.dtype}")
+
+    def encode_text(self, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """CLIP hidden states ``[B, L, D]`` (no graph through a frozen tower)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_clip):
+            return self.clip(text_tokens, text_mask)
+
+    def word_weights(self, text_i: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """Words of interest ``[B, L]``: softmax over the valid tokens of ``mlp_woi``; exactly 0 on padding."""
+        logits = self.mlp_woi(self.head_dropout(text_i)).squeeze(-1)
+        return torch.softmax(logits.masked_fill(~text_mask.bool(), float("-inf")), dim=-1)
+
+    def patch_weights(self, img_i: torch.Tensor) -> torch.Tensor:
+        """Patches of interest ``[B, G*G]``: softmax over the patches of ``mlp_visual``."""
+        return torch.softmax(self.mlp_visual(self.head_dropout(img_i)).squeeze(-1), dim=-1)
+
+    def forward(self, images: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor,
+                return_aux: bool = None, return_weights: bool = False) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            images: ``[B, n_channels, img_size, img_size]`` float.
+            text_tokens: ``[B, L]`` int64 CLIP token ids.
+            text_mask: ``[B, L]``, nonzero on real tokens.
+            return_aux: run the auxiliary branch and return what its losses need. Defaults to
+                ``self.training``. The logits do not depend on it.
+            return_weights: also return ``word_weights`` ``[B, L]`` and ``patch_weights`` ``[B, G*G]``.
+
+        Returns:
+            dict with ``logits`` ``[B, 1, H, W]``; with ``return_aux`` also ``text_feat`` ``[B, L, D]`` and
+            ``img_feat`` ``[B, G*G, D]`` (pre-interaction tokens), ``text_mask``, ``word_weights``,
+            ``patch_weights``, ``logit_scale`` (exp'd), ``text_rec``/``text_target`` ``[B, L, D]`` and
+            ``img_rec``/``img_target`` ``[B, G*G, D]``.
+        """
+        self._check_inputs(images, text_tokens, text_mask)
+        if return_aux is None:
+            return_aux = self.training
+        text_clip = self.encode_text(text_tokens, text_mask)  # (B, L, D)
+        text_feat = self.text_module4(text_clip.transpose(1, 2)).transpose(1, 2)  # (B, L, D)
+
+        x1 = self.inc(images.float())  # (B, C, H, W)
+        e1 = self.down1(x1)  # (B, 2C, H/2, W/2)
+        e2 = self.down2(e1)  # (B, 4C, H/4, W/4)
+        e3 = self.down3(e2)  # (B, 8C, H/8, W/8)
+        e4 = self.down4(e3)  # (B, D, G, G)
+        text_i, img_i = self.interact(e4, text_feat)  # (B, L, D), (B, G*G, D)
+
+        bottleneck = img_i.transpose(1, 2).reshape(-1, self.dim, self.grid, self.grid)  # (B, D, G, G)
+        d4 = self.up4(bottleneck, e3)
+        d3 = self.up3(d4, e2)
+        d2 = self.up2(d3, e1)
+        d1 = self.up1(d2, x1)
+        out: Dict[str, torch.Tensor] = {"logits": self.outc(d1)}  # (B, 1, H, W)
+
+        if return_aux or return_weights:
+            out["word_weights"] = self.word_weights(text_i, text_mask)
+            out["patch_weights"] = self.patch_weights(img_i)
+        if return_aux:
+            out.update(self._reconstruct(text_clip, text_feat, text_mask, e4, img_i,
+                                         out["word_weights"], out["patch_weights"]))
+        return out
+
+    def _reconstruct(self, text_clip, text_feat, text_mask, e4, img_i, word_w, patch_w) -> Dict[str, torch.Tensor]:
+        cfg = self.config
+        img_tok = e4.flatten(2).transpose(1, 2)  # (B, G*G, D): the bottleneck before interaction
+        all_patches = torch.ones(img_tok.shape[:2], dtype=torch.bool, device=img_tok.device)
+        img_masked = conditioned_mask(patch_w, all_patches, cfg.img_mask_rate, cfg.mask_mode,
+                                      cfg.mask_mode_dist_random)
+        text_masked = conditioned_mask(word_w, text_mask.bool(), cfg.text_mask_rate, cfg.mask_mode,
+                                       cfg.mask_mode_dist_random)
+        # Vision reconstruction: the masked bottleneck, conditioned on the words weighted by interest.
+        img_rec = self.rec_img_trans1(text_feat, img_tok.masked_fill(img_masked[..., None], 0.0), word_w)
+        # Language reconstruction: the masked words, conditioned on the patches weighted by interest.
+        text_rec = self.rec_text_trans1(img_tok, text_feat.masked_fill(text_masked[..., None], 0.0), patch_w)
+        return {
+            "text_feat": text_feat,
+            "img_feat": img_tok,
+            "text_mask": text_mask,
+            "logit_scale": self.clip.logit_scale.exp(),
+            "text_rec": text_rec,
+            "text_target": text_clip,
+            "img_rec": img_rec,
+            "img_target": img_i,
+        }

@@ -1,0 +1,209 @@
+"""The CLIP text tower (ViT-B/32's by default), and loading its weights from OpenAI's archive.
+
+Only the text half of CLIP is built: token and positional embeddings, pre-LN residual attention blocks with
+QuickGELU, the final LayerNorm, the text projection and ``logit_scale``. Parameter names match OpenAI's, so the
+tower sits under ``clip.`` in the RecLMIS state dict exactly where the authors' full CLIP put its text half.
+
+The authors' ``encode_text`` differs from stock CLIP in one respect: its attention mask combines the causal mask
+with a key-padding mask (a padded key is hidden from every query). Outputs differ from stock CLIP only at padded
+positions, which later blocks do use (the interaction attends to them, ``text_module4`` convolves over them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from nets.attention import MultiheadAttention
+
+logger = logging.getLogger(__name__)
+
+VIT_B32_SHA256 = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
+VIT_B32_URL = f"https://openaipublic.azureedge.net/clip/models/{VIT_B32_SHA256}/ViT-B-32.pt"
+# Keys OpenAI's archives carry that are not tensors of the text tower.
+_NON_TEXT_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+@dataclass(frozen=True)
+class TextTowerShape:
+    width: int = 512
+    layers: int = 12
+    heads: int = 8
+    embed_dim: int = 512  # output width, after text_projection
+    context_length: int = 77
+    vocab_size: int = 49408
+
+    @classmethod
+    def from_state_dict(cls, state: Dict[str, torch.Tensor], prefix: str = "") -> "TextTowerShape":
+        """Read the tower's shape off its tensors (OpenAI names, under ``prefix``), as CLIP's loader does."""
+        width = state[prefix + "ln_final.weight"].shape[0]
+        blocks = {k[len(prefix):].split(".")[2] for k in state if k.startswith(prefix + "transformer.resblocks.")}
+        return cls(
+            width=width,
+            layers=len(blocks),
+            heads=max(width // 64, 1),
+            embed_dim=state[prefix + "text_projection"].shape[1],
+            context_length=state[prefix + "positional_embedding"].shape[0],
+            vocab_size=state[prefix + "token_embedding.weight"].shape[0],
+        )
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.attn = MultiheadAttention(width, heads)
+        self.ln_1 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            OrderedDict([("c_fc", nn.Linear(width, width * 4)), ("gelu", QuickGELU()),
+                         ("c_proj", nn.Linear(width * 4, width))])
+        )
+        self.ln_2 = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, attn_mask=attn_mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int):
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        for block in self.resblocks:
+            x = block(x, attn_mask)
+        return x
+
+
+class CLIPTextEncoder(nn.Module):
+    """CLIP's text tower, returning the projected hidden state of every token.
+
+    Args:
+        shape: the tower's sizes (:class:`TextTowerShape`); ViT-B/32's by default.
+    """
+
+    def __init__(self, shape: TextTowerShape = TextTowerShape()):
+        super().__init__()
+        self.shape = shape
+        self.token_embedding = nn.Embedding(shape.vocab_size, shape.width)
+        self.positional_embedding = nn.Parameter(torch.empty(shape.context_length, shape.width))
+        self.transformer = Transformer(shape.width, shape.layers, shape.heads)
+        self.ln_final = nn.LayerNorm(shape.width)
+        self.text_projection = nn.Parameter(torch.empty(shape.width, shape.embed_dim))
+        # ln(100): the temperature the released CLIP weights carry, so a random tower scales CCL like a real one.
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(100.0)))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """CLIP's initialisation (only used when no weights are loaded)."""
+        width, layers = self.shape.width, self.shape.layers
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        proj_std = width**-0.5 * (2 * layers) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=width**-0.5)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width**-0.5)
+
+    def forward(self, tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            tokens: ``[B, L]`` int64 token ids, ``L <= context_length``.
+            text_mask: ``[B, L]``, nonzero on real tokens (SOT, words, EOT), zero on padding.
+
+        Returns:
+            ``[B, L, embed_dim]``: ``ln_final(x) @ text_projection`` at every position, padded ones included.
+        """
+        length = tokens.shape[1]
+        x = self.token_embedding(tokens) + self.positional_embedding[:length]  # (B, L, W)
+        causal = torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
+        # (B, 1, L, L): query i sees key j when j <= i and j is not padding.
+        attn_mask = causal[None, None] & text_mask.bool()[:, None, None, :]
+        x = self.transformer(x, attn_mask)
+        return self.ln_final(x) @ self.text_projection
+
+
+def sha256_of(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def missing_weights_message(path: str) -> str:
+    return (
+        f"CLIP weights not found at {path!r}. Download OpenAI's ViT-B/32 archive ({VIT_B32_URL}, "
+        f"sha256 {VIT_B32_SHA256}) and save it as nets/ViT-B-32.pt, or set clip_weights to the file's path. "
+        "clip_weights=None builds a randomly initialised text tower instead (for tests and the demo); "
+        "an authors' RecLMIS checkpoint already holds the text tower and needs no separate file."
+    )
+
+
+def _is_torchscript_archive(path: str) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.Tensor]:
+    """Read the text-tower tensors (OpenAI names, fp32) from a CLIP file.
+
+    Accepts OpenAI's TorchScript archive (read with ``torch.jit.load``, which runs no Python code) or a plain
+    state dict saved with ``torch.save`` (read with ``weights_only=True``), optionally nested under
+    ``"state_dict"``. The vision tower's tensors are dropped.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist; the message says where to get the file.
+        ValueError: the file holds no CLIP text tower.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(missing_weights_message(path))
+    if check_hash and os.path.basename(path) == "ViT-B-32.pt":
+        actual = sha256_of(path)
+        if actual != VIT_B32_SHA256:
+            logger.warning("%s has sha256 %s, not the published %s: it may be corrupt or another model",
+                           path, actual, VIT_B32_SHA256)
+    if _is_torchscript_archive(path):
+        state = torch.jit.load(path, map_location="cpu").state_dict()
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    if not isinstance(state, dict) or "ln_final.weight" not in state:
+        raise ValueError(f"{path} holds no CLIP text tower (no 'ln_final.weight' tensor); expected OpenAI's "
+                         "ViT-B/32 archive or a CLIP state dict")
+    return {k: v.float() for k, v in state.items() if not k.startswith("visual.") and k not in _NON_TEXT_KEYS}
+
+
+def build_text_encoder(clip_weights: Optional[str], random_shape: TextTowerShape) -> CLIPTextEncoder:
+    """The text tower with weights from ``clip_weights``, or randomly initialised with ``random_shape``."""
+    if clip_weights is None:
+        return CLIPTextEncoder(random_shape)
+    state = load_clip_text_state(clip_weights)
+    encoder = CLIPTextEncoder(TextTowerShape.from_state_dict(state))
+    encoder.load_state_dict(state, strict=True)
+    logger.info("loaded the CLIP text tower from %s", clip_weights)
+    return encoder

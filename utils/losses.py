@@ -1,0 +1,142 @@
+"""RecLMIS losses, on the model's output dict. All take logits, never probabilities.
+
+Total, with the config's weights (the authors' 5, 0.2, 1, 1):
+
+    5 * (0.5 * Dice + 0.5 * BCE) + 0.2 * CCL + text reconstruction MSE + image reconstruction MSE
+
+- Dice is the authors' soft Dice with squared denominator on ``0.5 * sigmoid(logits)`` and ``0.5 * mask`` (their
+  ``WeightedDiceLoss`` with weights [0.5, 0.5]), smoothing 1e-5, one value per image, averaged.
+- BCE is the pixel mean of binary cross-entropy, computed from logits (stable; equal to the authors' BCE on
+  their sigmoid output).
+- CCL is the conditioned contrastive loss (spec 2.5): token-wise max similarity text->image and image->text,
+  weighted by the words/patches of interest, scaled by CLIP's ``logit_scale``, symmetric in-batch cross-entropy.
+- The reconstruction terms are MSEs to the frozen CLIP text states and to the interaction's patch tokens.
+
+The authors' quirks that change these numbers are reproduced unless a ``fix_*`` switch is set (docs/QUIRKS.md).
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _check_pair(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: shapes {list(a.shape)} and {list(b.shape)} differ")
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """The authors' soft Dice loss: ``1 - (2 sum(p t) + s) / (sum(p^2) + sum(t^2) + s)`` per image, averaged, with
+    ``p = 0.5 sigmoid(logits)`` and ``t = 0.5 target``.
+
+    Args:
+        logits: ``[B, ...]``; target: same shape, values in {0, 1}.
+    """
+    _check_pair("soft_dice_loss", logits, target)
+    b = logits.shape[0]
+    p = 0.5 * torch.sigmoid(logits.float()).reshape(b, -1)
+    t = 0.5 * target.float().reshape(b, -1)
+    dice = (2 * (p * t).sum(-1) + smooth) / ((p * p).sum(-1) + (t * t).sum(-1) + smooth)
+    return (1 - dice).mean()
+
+
+def cross_entropy_diagonal(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``-log_softmax(row)[diagonal]``: matched pairs sit on the diagonal (the authors' CrossEn)."""
+    return -torch.diagonal(F.log_softmax(logits, dim=-1)).mean()
+
+
+def conditioned_contrastive_loss(
+    text_feat: torch.Tensor,
+    img_feat: torch.Tensor,
+    text_mask: torch.Tensor,
+    word_weights: torch.Tensor,
+    patch_weights: torch.Tensor,
+    logit_scale: torch.Tensor,
+    double_softmax: bool = True,
+) -> torch.Tensor:
+    """Conditioned contrastive loss between the reports and the images of a batch.
+
+    Args:
+        text_feat: ``[B, L, D]`` token features (``text_module4`` output).
+        img_feat: ``[B, N, D]`` patch features (the bottleneck before interaction).
+        text_mask: ``[B, L]``, nonzero on real tokens.
+        word_weights: ``[B, L]`` words of interest; patch_weights: ``[B, N]`` patches of interest.
+        logit_scale: scalar multiplier (CLIP's ``logit_scale.exp()``, 100 with the released weights).
+        double_softmax: softmax the (already softmaxed) weights again, as the authors do (spec 2.5).
+
+    Returns:
+        scalar loss.
+    """
+    if text_feat.dim() != 3 or img_feat.dim() != 3 or text_feat.shape[0] != img_feat.shape[0] \
+            or text_feat.shape[2] != img_feat.shape[2]:
+        raise ValueError(f"text_feat [B, L, D] and img_feat [B, N, D] must share B and D, got "
+                         f"{list(text_feat.shape)} and {list(img_feat.shape)}")
+    _check_pair("text_mask vs word_weights", text_mask, word_weights)
+    if text_mask.shape != text_feat.shape[:2] or patch_weights.shape != img_feat.shape[:2]:
+        raise ValueError(f"weights must be [B, L] and [B, N]: text_mask {list(text_mask.shape)}, patch_weights "
+                         f"{list(patch_weights.shape)} for text {list(text_feat.shape)}, image {list(img_feat.shape)}")
+    if double_softmax:
+        word_weights = torch.softmax(word_weights, dim=-1)
+        patch_weights = torch.softmax(patch_weights, dim=-1)
+    t = F.normalize(text_feat.float(), dim=-1)
+    v = F.normalize(img_feat.float(), dim=-1)
+    sim = torch.einsum("atd,bvd->abtv", t, v) * text_mask.float()[:, None, :, None]  # (B, B, L, N)
+    t2v = torch.einsum("abt,at->ab", sim.amax(dim=-1), word_weights.float())
+    v2t = torch.einsum("abv,bv->ab", sim.amax(dim=-2), patch_weights.float())
+    logits = (t2v + v2t) / 2 * logit_scale
+    return (cross_entropy_diagonal(logits) + cross_entropy_diagonal(logits.T)) / 2
+
+
+class RecLMISCriterion(nn.Module):
+    """All RecLMIS losses, returned by name.
+
+    Args:
+        config: reads ``loss_weight_*``, ``dice_weight``, ``bce_weight`` and the ``fix_*`` loss switches.
+
+    Call with the model's output dict and the masks ``[B, H, W]`` or ``[B, 1, H, W]`` (values 0/1). Returns
+    ``dice``, ``bce``, ``seg`` (= dice_weight * dice + bce_weight * bce) and, when the outputs carry the auxiliary
+    tensors, ``ccl``, ``text_rec`` and ``img_rec``; plus ``total``, the weighted sum of ``seg`` and the auxiliary
+    terms.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.weights = {"seg": config.loss_weight_seg, "ccl": config.loss_weight_ccl,
+                        "text_rec": config.loss_weight_text_rec, "img_rec": config.loss_weight_img_rec}
+
+    def forward(self, outputs: Dict[str, torch.Tensor], masks: torch.Tensor) -> Dict[str, torch.Tensor]:
+        cfg = self.config
+        logits = outputs["logits"]
+        if masks.dim() == logits.dim() - 1:
+            masks = masks.unsqueeze(1)
+        _check_pair("logits vs masks", logits, masks)
+        masks = masks.to(logits.dtype)
+        terms = {"dice": soft_dice_loss(logits, masks),
+                 "bce": F.binary_cross_entropy_with_logits(logits.float(), masks.float())}
+        terms["seg"] = cfg.dice_weight * terms["dice"] + cfg.bce_weight * terms["bce"]
+        if "text_rec" in outputs:
+            terms.update(self.auxiliary_terms(outputs))
+        terms["total"] = sum(self.weights[name] * terms[name] for name in self.weights if name in terms)
+        return terms
+
+    def auxiliary_terms(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        cfg = self.config
+        terms = {"ccl": conditioned_contrastive_loss(
+            outputs["text_feat"], outputs["img_feat"], outputs["text_mask"], outputs["word_weights"],
+            outputs["patch_weights"], outputs["logit_scale"], double_softmax=not cfg.fix_ccl_double_softmax)}
+        text_err = (outputs["text_rec"].float() - outputs["text_target"].float()).pow(2)
+        if cfg.fix_text_rec_padding:
+            valid = outputs["text_mask"].float()[..., None].expand_as(text_err)
+            terms["text_rec"] = (text_err * valid).sum() / valid.sum().clamp_min(1)
+        else:
+            terms["text_rec"] = text_err.mean()
+        img_target = outputs["img_target"]
+        if cfg.fix_detach_img_target:
+            img_target = img_target.detach()
+        terms["img_rec"] = (outputs["img_rec"].float() - img_target.float()).pow(2).mean()
+        return terms
