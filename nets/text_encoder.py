@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import os
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -187,7 +188,9 @@ def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.
             logger.warning("%s has sha256 %s, not the published %s: it may be corrupt or another model",
                            path, actual, VIT_B32_SHA256)
     if _is_torchscript_archive(path):
-        state = torch.jit.load(path, map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; OpenAI ships its weights so
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load")
+            state = torch.jit.load(path, map_location="cpu").state_dict()
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):

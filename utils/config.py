@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 MASK_MODES = ("dist", "topk")
 
@@ -159,3 +159,63 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
         expected = annotation.__name__ + (" or None" if optional else "")
         raise TypeError(f"config key {name!r} expects {expected}, got {type(value).__name__} {value!r}")
     return value
+
+
+def parse_override(item: str) -> tuple:
+    """Split ``"key=value"``; the value is a Python literal (``3``, ``1e-4``, ``True``, ``None``, ``'x'``) or, when
+    it is not one, the raw string (``train_dataset=/data/x/Train_Folder``)."""
+    import ast
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {item!r} must look like key=value")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key.strip(), value
+
+
+def load_config(name: str = "Config_QaTa", overrides: Sequence[str] = ()) -> Config:
+    """Load a config module and apply ``key=value`` overrides.
+
+    Args:
+        name: a module name on the path (``"Config_QaTa"``) or a file (``"path/to/Config_Mine.py"``); the module
+            must define ``config``, a :class:`Config`.
+        overrides: ``"key=value"`` strings, each type-checked against the field.
+
+    Raises:
+        FileNotFoundError: no such config; the message lists the config modules there are.
+        KeyError, TypeError, ValueError: a bad override (see :meth:`Config.replace`).
+    """
+    import importlib
+    import importlib.util
+    import os
+
+    if name.endswith(".py") or "/" in name or os.sep in name:
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"config file {name!r} does not exist; known configs: {', '.join(known_configs())}")
+        spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(name))[0], name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            raise FileNotFoundError(f"unknown config {name!r}; known configs: {', '.join(known_configs())}") from None
+    config = getattr(module, "config", None)
+    if not isinstance(config, Config):
+        raise TypeError(f"config module {name!r} must define `config = Config().replace(...)`")
+    changes = dict(parse_override(item) for item in overrides)
+    return config.replace(**changes) if changes else config
+
+
+def known_configs() -> list:
+    """Names of the ``Config_*.py`` modules beside this repository's entry points."""
+    import glob
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(root, "Config_*.py")))

@@ -1,0 +1,147 @@
+"""Loading RecLMIS weights: our checkpoints and the authors' released ones.
+
+The authors' checkpoint (``best_model-RecLMIS.pth.tar``) is a dict whose ``state_dict`` holds the whole model,
+CLIP's unused vision tower included, with a ``module.`` prefix when it was trained under DataParallel. Loading
+drops the vision tower and the prefix, reads the text tower's shape off its tensors and needs no separate
+``ViT-B-32.pt``. Files are read with ``torch.load(weights_only=True)``: no Python object is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from typing import Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from nets.text_encoder import TextTowerShape
+
+logger = logging.getLogger(__name__)
+
+_DROPPED_PREFIXES = ("clip.visual.",)
+_DROPPED_KEYS = ("clip.input_resolution", "clip.context_length", "clip.vocab_size")
+
+
+def read_checkpoint(path: str, map_location="cpu") -> dict:
+    """``torch.load(path, weights_only=True)``, with errors that name the file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file needs more than tensors and plain containers to load (a pickled object, possibly
+            code), or is not a torch file at all.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist") from None
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"refusing to load {path!r}: it holds Python objects beyond tensors and plain containers, and loading "
+            f"it would run code from the file (weights_only=True refused it: {str(error).splitlines()[0]}). "
+            "Re-save only its state_dict from a trusted environment."
+        ) from None
+    except RuntimeError as error:
+        raise ValueError(f"{path!r} is not a readable torch checkpoint: {str(error).splitlines()[0]}") from None
+
+
+def extract_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
+    """The model tensors of a checkpoint dict (ours or the authors'), cleaned for our model.
+
+    Takes ``checkpoint["state_dict"]`` if present (else the dict itself), strips a ``module.`` prefix and drops
+    CLIP's vision tower.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"a checkpoint must be a dict, got {type(checkpoint).__name__}")
+    state = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"checkpoint['state_dict'] must be a dict of tensors, got {type(state).__name__}")
+    cleaned = {}
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"checkpoint entry {name!r} is a {type(tensor).__name__}, not a tensor")
+        if name.startswith("module."):
+            name = name[len("module."):]
+        if name.startswith(_DROPPED_PREFIXES) or name in _DROPPED_KEYS:
+            continue
+        cleaned[name] = tensor
+    return cleaned
+
+
+def text_tower_shape(state: Mapping[str, torch.Tensor]) -> TextTowerShape:
+    """The text tower's shape as stored in a RecLMIS state dict (``clip.*`` tensors)."""
+    if "clip.ln_final.weight" not in state:
+        raise ValueError("the state dict holds no CLIP text tower (no 'clip.ln_final.weight')")
+    return TextTowerShape.from_state_dict(state, prefix="clip.")
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise ``ValueError`` listing every missing, unexpected and mis-shaped tensor of ``state`` for ``model``."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [f"{k}: {source} {list(state[k].shape)} vs model {list(expected[k].shape)}"
+                  for k in expected if k in state and state[k].shape != expected[k].shape]
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"the tensors of {source} do not fit this model (is it from another config? compare img_size, "
+             "base_channel, rec_trans_num_layers1 and the text tower):"]
+    for title, items in (("shape mismatch", mismatched), ("missing from the file", missing),
+                         ("not in the model", unexpected)):
+        if items:
+            lines.append(f"  {title} ({len(items)}):")
+            lines.extend(f"    {item}" for item in items[:40])
+            if len(items) > 40:
+                lines.append(f"    ... and {len(items) - 40} more")
+    raise ValueError("\n".join(lines))
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load ``state`` into ``model`` strictly, after :func:`check_state_dict`."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True)
+
+
+def build_model_from_checkpoint(path: str, config=None, map_location="cpu"):
+    """Rebuild a RecLMIS model from a checkpoint file alone (ours or the authors').
+
+    Args:
+        path: the checkpoint file.
+        config: the :class:`utils.config.Config` to build with. Defaults to the config saved in the checkpoint
+            (``checkpoint["config"]``, ours) or, failing that, the default config (the authors' QaTa sizes).
+            The text tower's shape always comes from the checkpoint's tensors; ``clip_weights`` is not read.
+
+    Returns:
+        ``(model, checkpoint)``: the model in eval mode, and the loaded checkpoint dict.
+    """
+    from nets.reclmis import RecLMIS
+    from utils.config import Config
+
+    checkpoint = read_checkpoint(path, map_location=map_location)
+    state = extract_state_dict(checkpoint)
+    if config is None:
+        saved = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
+        config = Config.from_dict(saved) if isinstance(saved, Mapping) else Config()
+    shape = text_tower_shape(state)
+    config = config.replace(clip_weights=None, clip_width=shape.width, clip_layers=shape.layers,
+                            clip_heads=shape.heads, clip_embed_dim=shape.embed_dim,
+                            clip_context_length=shape.context_length, clip_vocab_size=shape.vocab_size)
+    model = RecLMIS(config)
+    load_weights(model, state, source=path)
+    logger.info("loaded %d tensors from %s", len(state), path)
+    return model.eval(), checkpoint
+
+
+def save_authors_format(model: nn.Module, path: str, epoch: int = 0, data_parallel: bool = False,
+                        extra: Optional[Dict[str, torch.Tensor]] = None) -> None:
+    """Write ``model`` as the authors' code writes a checkpoint (for compatibility tests and exports).
+
+    Args:
+        data_parallel: prefix every name with ``module.`` as DataParallel does.
+        extra: more tensors to put in the state dict (e.g. a stand-in for ``clip.visual.*``).
+    """
+    prefix = "module." if data_parallel else ""
+    state = {prefix + k: v for k, v in model.state_dict().items()}
+    state.update({prefix + k: v for k, v in (extra or {}).items()})
+    torch.save({"epoch": epoch, "best_model": True, "model": "RecLMIS", "state_dict": state,
+                "val_loss": torch.tensor(0.0)}, path)

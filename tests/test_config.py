@@ -1,0 +1,57 @@
+"""Config: typed overrides, clear errors for unknown keys and configs, the dataset modules' values."""
+
+import pytest
+
+from utils.config import Config, load_config, parse_override
+
+
+def test_overrides_are_parsed_and_type_checked():
+    config = load_config("Config_QaTa", ["epochs=3", "img_size=96", "base_channel=16",
+                                         "train_dataset=/data/x/Train_Folder", "clip_weights=None",
+                                         "learning_rate=1"])
+    assert (config.epochs, config.img_size, config.base_channel) == (3, 96, 16)
+    assert config.train_dataset == "/data/x/Train_Folder" and config.clip_weights is None
+    assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+
+
+@pytest.mark.parametrize("item,error,fragment", [
+    ("epochz=3", KeyError, "known keys"),
+    ("epochs=3.5", TypeError, "expects int"),
+    ("frozen_clip=1", TypeError, "True or False"),
+    ("img_size=100", ValueError, "multiple of 16"),
+    ("mask_mode='random'", ValueError, "mask_mode"),
+    ("epochs", ValueError, "key=value"),
+])
+def test_bad_overrides_raise_clear_errors(item, error, fragment):
+    with pytest.raises(error, match=fragment):
+        load_config("Config_QaTa", [item])
+
+
+def test_unknown_config_lists_the_known_ones(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Config_MosMed"):
+        load_config("Config_Nope")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(str(tmp_path / "Config_Mine.py"))
+
+
+def test_config_from_a_file_path(tmp_path):
+    path = tmp_path / "Config_Mine.py"
+    path.write_text("from utils.config import Config\nconfig = Config().replace(epochs=7)\n")
+    assert load_config(str(path)).epochs == 7
+
+
+def test_dataset_configs_carry_the_authors_values():
+    qata, mosmed, monuseg = (load_config(n) for n in ("Config_QaTa", "Config_MosMed", "Config_MoNuSeg"))
+    assert (qata.batch_size, qata.rec_trans_num_layers1, qata.img_mask_rate, qata.dropout) == (32, 4, 0.5, False)
+    assert (mosmed.lr, mosmed.epochs, mosmed.batch_size, mosmed.img_mask_rate) == ("exp", 400, 20, 0.3)
+    assert (monuseg.token_len, monuseg.learning_rate, monuseg.early_stopping_patience) == (10, 1e-3, 50)
+
+
+def test_round_trip_through_a_dict():
+    config = Config().replace(epochs=5, clip_weights=None)
+    assert Config.from_dict(config.to_dict()) == config
+
+
+def test_parse_override_keeps_strings_that_are_not_literals():
+    assert parse_override("train_dataset=datasets/x") == ("train_dataset", "datasets/x")
+    assert parse_override("seed=1") == ("seed", 1)

@@ -1,0 +1,30 @@
+"""Small model configs and inputs shared by the network tests (CPU, random weights, no downloads)."""
+
+import torch
+
+from nets.tokenizer import ReportTokenizer
+from utils.config import Config
+
+REPORTS = [
+    "Bilateral pulmonary infection, two infected areas, upper left lung and upper right lung.",
+    "Unilateral pulmonary infection, one infected area, middle left lung.",
+    "No infection.",
+]
+
+
+def tiny_config(**changes) -> Config:
+    """A RecLMIS small enough to run in milliseconds: 2-layer text tower of width 32, base_channel 4, 32 px."""
+    values = dict(clip_weights=None, img_size=32, base_channel=4, clip_width=32, clip_layers=2, clip_heads=2,
+                  clip_embed_dim=32, rec_trans_num_layers1=1, token_len=18)
+    values.update(changes)
+    return Config().replace(**values)
+
+
+def batch(config: Config, reports=REPORTS, seed: int = 0):
+    """Images ``[B, 3, S, S]``, tokens and mask for ``reports``, and binary masks ``[B, S, S]``."""
+    generator = torch.Generator().manual_seed(seed)
+    tok = ReportTokenizer(config.token_len, config.pad_short_reports)(list(reports))
+    size = config.img_size
+    images = torch.rand(len(reports), config.n_channels, size, size, generator=generator)
+    masks = (torch.rand(len(reports), size, size, generator=generator) > 0.7).long()
+    return images, tok.tokens, tok.text_mask, masks
