@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 MASK_MODES = ("dist", "topk")
+LR_SCHEDULES = ("cosineLR", "exp")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class Config:
     pairing: str = "qata"  # "qata": mask_<X>.png <-> <X>.png; "stem": image and mask share a file stem
     blur_mode: str = "rows"  # "rows": the authors' row-wise blur (a quirk); "2d": a true 2-D Gaussian blur
     num_workers: int = 2  # DataLoader worker processes
+    augment: bool = True  # training augmentation of spec 1.6 (blur, photometric, rot/flip/rotate); never val/test
+    test_batch_size: int = 1  # the authors test one image at a time
+    check_images: bool = True  # the pre-training data check decodes every image and mask (sizes, binary masks)
+    demo_data: bool = False  # write the synthetic demo set (utils/demo_data.py) at the split folders when missing
 
     # ---- image and text sizes ------------------------------------------------------------------------------
     img_size: int = 224  # any multiple of 16; the interaction grid is img_size // 16
@@ -86,6 +91,13 @@ class Config:
     weight_decay: float = 0.0  # the authors configured 1e-5 but Adam never received it
     early_stopping_patience: int = 100
 
+    # ---- runs ----------------------------------------------------------------------------------------------
+    output_root: str = "."  # sessions go to <output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/
+    device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", ...
+    amp: bool = False  # mixed precision: fp16 autocast + gradient scaling on CUDA, bf16 autocast on CPU
+    deterministic: bool = True  # cuDNN picks fixed algorithms (the authors' setting)
+    tensorboard_images: int = 4  # validation images drawn in TensorBoard each epoch
+
     def replace(self, **changes: Any) -> "Config":
         """Return a copy with ``changes`` applied, each checked against the field's type.
 
@@ -113,6 +125,10 @@ class Config:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.token_len < 2:
             raise ValueError(f"token_len must leave room for the start and end tokens (>= 2), got {self.token_len}")
+        if self.epochs < 1 or self.batch_size < 1 or self.early_stopping_patience < 1:
+            raise ValueError("epochs, batch_size and early_stopping_patience must be >= 1")
+        if self.lr not in LR_SCHEDULES:
+            raise ValueError(f"lr (the schedule) must be one of {LR_SCHEDULES}, got {self.lr!r}")
         if self.n_labels != 1:
             raise ValueError(f"n_labels must be 1 (binary segmentation), got {self.n_labels}")
         if self.mask_mode not in MASK_MODES:
@@ -127,6 +143,19 @@ class Config:
                      "dice_weight", "bce_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+        # ---- data loading and augmentation (Load_Dataset.py) ----
+        if self.pairing not in ("qata", "stem"):
+            raise ValueError(f"pairing must be 'qata' (mask_<X>.png <-> <X>.png) or 'stem', got {self.pairing!r}")
+        if self.blur_mode not in ("rows", "2d"):
+            raise ValueError(f"blur_mode must be 'rows' (the authors') or '2d', got {self.blur_mode!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.test_batch_size < 1:
+            raise ValueError(f"test_batch_size must be >= 1, got {self.test_batch_size}")
+        for name in ("train_dataset", "val_dataset", "test_dataset", "train_text", "val_text", "test_text"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name} must not be empty")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,296 @@
+"""The data sets of RecLMIS and LViT (QaTa-COV19, MosMedData+, MoNuSeg), loaded as the authors load them.
+
+``ImageToImage2D(cfg, split)`` is one dataset class for all three sets; the differences are config: the split
+folders and report tables (``train_dataset``, ``train_text``, ...), the pairing of images and masks
+(``pairing``: "qata" or "stem"), ``token_len``. Per sample (reference spec 1.4-1.7):
+
+- the image is read as 3-channel BGR uint8, resized bilinearly to ``img_size`` and scaled to [0, 1], with no
+  mean/std normalisation: ``image`` float32 ``[3, S, S]``;
+- the mask is read as grey, resized bilinearly, and ``> 0`` becomes 1: ``label`` int64 ``[S, S]``;
+- the mask's report is tokenised by the network's tokenizer (``nets.tokenizer.ReportTokenizer``):
+  ``text_token`` and ``text_mask`` int64 ``[L]``; ``text`` is the report as written (before the " EOF XXX"
+  padding) and ``name`` the image's file name, for logs and pictures;
+- training samples are augmented (``utils/transforms.py``): blur (the authors' row-wise quirk, or a 2-D blur,
+  ``blur_mode``), photometric distortion, then rot90+flip or a small rotation of image and mask together.
+  Validation and test samples are not.
+
+Before training, :func:`build_dataloaders` runs the data checks (``utils/data_check.py``) and stops with a
+:class:`DatasetError` that names every file or row at fault. ``python Load_Dataset.py --check <folder>`` prints
+the same checks.
+
+Determinism: each dataset draws its augmentation from its own ``numpy.random.Generator``.
+
+- In the main process (``num_workers=0``) that generator is seeded with ``cfg.seed`` when the dataset is built
+  and runs on across epochs.
+- In DataLoader workers, :func:`seed_worker` re-seeds it with the worker's torch seed, which PyTorch sets to
+  ``base_seed + worker_id`` where ``base_seed`` is drawn, each epoch, from the loader's ``torch.Generator``
+  (seeded with ``cfg.seed`` by :func:`build_dataloader`).
+
+So a run repeats exactly for the same seed and worker count; the shuffling order depends on the seed only.
+The authors seeded only Python's ``random``, identically every epoch, and left numpy unseeded in the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from utils.data_check import CheckReport, check_dataset
+from utils.data_files import (
+    ERROR,
+    SPLITS,
+    DatasetError,
+    SplitIndex,
+    load_split_index,
+    read_image,
+    read_mask,
+    tokenize_reports,
+)
+from utils.demo_data import ensure_demo_dataset, make_demo_dataset
+from utils.transforms import train_augment
+
+__all__ = ["DatasetError", "ImageToImage2D", "build_dataloader", "build_dataloaders", "seed_worker", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+class ImageToImage2D(Dataset):
+    """Images, binary masks and tokenised reports of one split.
+
+    Args:
+        cfg: a :class:`utils.config.Config`.
+        split: "train", "val" or "test".
+        augment: apply the training augmentation; None = ``cfg.augment and split == "train"``.
+        index: the split's sample index from a data check (:class:`utils.data_check.CheckReport`), to avoid
+            listing the folders again; None = index the split now.
+
+    Raises:
+        DatasetError: the split cannot be loaded (missing folder or table, unpaired files, rows missing ...);
+            the message lists the errors, each naming its file or row.
+
+    Attributes:
+        samples: the split's image/mask/report triples, in sorted order.
+        text_tokens, text_masks: ``[N, L]`` int64, the tokenised reports.
+        words_cut: ``[N]`` bool, reports whose words did not fit ``token_len`` and were cut.
+        n_truncated: ``int(words_cut.sum())``.
+
+    Each item is a dict: ``image`` float32 ``[3, S, S]`` in [0, 1] (BGR), ``label`` int64 ``[S, S]`` in {0, 1},
+    ``text_token`` int64 ``[L]``, ``text_mask`` int64 ``[L]``, ``text`` str, ``name`` str. PyTorch's default
+    collate stacks the tensors and turns the strings into lists.
+    """
+
+    def __init__(self, cfg, split: str, augment: Optional[bool] = None, index: Optional[SplitIndex] = None):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.split = split
+        self.img_size = cfg.img_size
+        self.blur_mode = cfg.blur_mode
+        self.augment = (cfg.augment and split == "train") if augment is None else augment
+        if index is None:
+            index, table = load_split_index(cfg, split)
+            errors = [p for p in table.problems + index.problems if p.severity == ERROR]
+            if errors:
+                lines = "\n".join(f"  [{p.split}] {p.code}: {p.message}" for p in errors[:20])
+                more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+                raise DatasetError(f"cannot load the {split} split ({index.paths.folder}): {len(errors)} error(s)\n"
+                                   f"{lines}{more}\nRun `python Load_Dataset.py --check <data set folder> -c <config>`"
+                                   " for the full report.")
+        self.samples = list(index.samples)
+        tokenized = tokenize_reports([s.report for s in self.samples], cfg.token_len, cfg.pad_short_reports)
+        self.text_tokens = tokenized.tokens
+        self.text_masks = tokenized.text_mask
+        self.words_cut = tokenized.words_cut
+        self.n_truncated = int(self.words_cut.sum())
+        self._rng = np.random.default_rng(cfg.seed)
+        logger.info("%s: %d samples from %s; %d report(s) longer than token_len=%d are cut%s", split,
+                    len(self.samples), index.paths.folder, self.n_truncated, cfg.token_len,
+                    f"; augmentation on (blur_mode={self.blur_mode!r})" if self.augment else "")
+
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation generator from ``seed`` (called by :func:`seed_worker` in each worker)."""
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_arrays(self, i: int):
+        """Sample ``i`` read, resized and binarised, before augmentation.
+
+        Returns:
+            The image ``[S, S, 3]`` uint8 (BGR) and the mask ``[S, S]`` uint8 in {0, 1}.
+        """
+        sample = self.samples[i]
+        size = (self.img_size, self.img_size)
+        image = cv2.resize(read_image(sample.image_path), size, interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(read_mask(sample.mask_path), size, interpolation=cv2.INTER_LINEAR)
+        # Bilinear, then > 0, as the authors: a downsampled mask grows by up to a pixel at its edges.
+        return image, (mask > 0).astype(np.uint8)
+
+    def __getitem__(self, i: int) -> Dict[str, object]:
+        image, mask = self.load_arrays(i)
+        if self.augment:
+            image, mask = train_augment(image, mask, self._rng, self.blur_mode)
+        sample = self.samples[i]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
+            "label": torch.from_numpy(np.ascontiguousarray(mask)).long(),
+            "text_token": self.text_tokens[i],
+            "text_mask": self.text_masks[i],
+            "text": sample.report,
+            "name": sample.name,
+        }
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn`` for DataLoaders: seed the worker's augmentation, ``random`` and ``numpy`` from the torch
+    seed PyTorch gave the worker (``base_seed + worker_id``, a new ``base_seed`` every epoch)."""
+    seed = torch.initial_seed()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    # One OpenCV thread per worker: the workers already run in parallel and would otherwise oversubscribe the CPUs.
+    cv2.setNumThreads(1)
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    while dataset is not None and not isinstance(dataset, ImageToImage2D):
+        dataset = getattr(dataset, "dataset", None)  # look inside wrappers such as torch's Subset
+    if dataset is not None:
+        dataset.reseed(seed)
+
+
+def build_dataloader(cfg, split: str, device=None, dataset: Optional[ImageToImage2D] = None) -> DataLoader:
+    """A DataLoader for one split, without the full data check (:func:`build_dataloaders` runs it).
+
+    Training batches are shuffled; validation and test batches are not (the authors shuffled validation too,
+    which changes no per-image metric). Test batches hold ``cfg.test_batch_size`` images (the authors: 1).
+
+    Args:
+        cfg: a :class:`utils.config.Config`.
+        split: "train", "val" or "test".
+        device: the device the batches go to; pinned memory is used only for CUDA.
+        dataset: the split's dataset if already built; None = ``ImageToImage2D(cfg, split)``.
+
+    Returns:
+        The DataLoader (``num_workers = cfg.num_workers``, workers seeded by :func:`seed_worker`).
+    """
+    dataset = ImageToImage2D(cfg, split) if dataset is None else dataset
+    pin = device is not None and torch.device(device).type == "cuda"
+    return DataLoader(
+        dataset,
+        batch_size=cfg.test_batch_size if split == "test" else cfg.batch_size,
+        shuffle=split == "train",
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+        drop_last=False,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
+def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None) -> Dict[str, DataLoader]:
+    """Check the data set, then build one DataLoader per split. This is what training calls.
+
+    With ``cfg.demo_data`` the synthetic demo set is written first when it is missing. The check covers the
+    given splits (decoding every image when ``cfg.check_images``); its warnings are logged.
+
+    Args:
+        cfg: a :class:`utils.config.Config`.
+        splits: the splits to load.
+        device: passed to :func:`build_dataloader`.
+
+    Returns:
+        split name -> DataLoader.
+
+    Raises:
+        DatasetError: the data set has errors; the message lists them.
+    """
+    if cfg.demo_data:
+        ensure_demo_dataset(cfg)
+    report = check_dataset(cfg, splits)
+    log_report(report)
+    report.raise_if_errors()
+    return {split: build_dataloader(cfg, split, device, ImageToImage2D(cfg, split, index=report.indexes[split]))
+            for split in splits}
+
+
+def log_report(report: CheckReport) -> None:
+    """Log a check's counts and warnings (errors are raised by :meth:`CheckReport.raise_if_errors`)."""
+    for summary in report.splits.values():
+        logger.info("data %s: %d images, %d masks, %d reports, %d pairs, %d report(s) cut to token_len",
+                    summary.split, summary.images, summary.masks, summary.reports, summary.pairs,
+                    summary.cut_reports)
+    warnings = report.warnings
+    for problem in warnings[:20]:
+        logger.warning("data [%s] %s: %s", problem.split, problem.code, problem.message)
+    if len(warnings) > 20:
+        logger.warning("data: %d more warnings; run `python Load_Dataset.py --check` to see them all",
+                       len(warnings) - 20)
+
+
+# ---- command line -----------------------------------------------------------------------------------------------
+
+
+def _config_for_folder(cfg, folder: Path):
+    """``cfg`` with its three split folders moved under ``folder`` (their names, e.g. Train_Folder, kept)."""
+    return cfg.replace(**{f"{split}_dataset": str(folder / Path(getattr(cfg, f"{split}_dataset")).name)
+                          for split in SPLITS})
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python Load_Dataset.py --check <data set folder> [-c <config>]`` or ``--make-demo <folder>``.
+
+    Returns:
+        0 when the set can be trained on, 1 when it has errors, 2 for a bad command line or config.
+    """
+    parser = argparse.ArgumentParser(
+        prog="Load_Dataset.py",
+        description="Check a data set folder (counts and problems per split), or write the synthetic demo set.")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--check", metavar="FOLDER", help="data set folder holding Train_Folder, Val_Folder and "
+                                                          "Test_Folder (e.g. datasets/Covid19)")
+    action.add_argument("--make-demo", metavar="FOLDER", help="write the synthetic demo set to FOLDER")
+    parser.add_argument("-c", "--config", default="Config_QaTa",
+                        help="config module or file deciding tables, pairing and token_len (default: Config_QaTa)")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to check")
+    parser.add_argument("--no-decode", action="store_true", help="do not decode images (faster; sizes, binary "
+                                                                 "masks and unreadable files go unchecked)")
+    parser.add_argument("--all", action="store_true", help="list every problem (default: 10 of each kind)")
+    parser.add_argument("--seed", type=int, default=0, help="--make-demo: the set's seed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    if args.make_demo:
+        try:
+            root = make_demo_dataset(args.make_demo, seed=args.seed)
+        except (FileExistsError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote the demo data set to {root}")
+        return 0
+
+    from utils.config import load_config
+
+    try:
+        cfg = load_config(args.config)
+    except (FileNotFoundError, ImportError, KeyError, TypeError, ValueError) as error:
+        print(f"error: cannot load config {args.config!r}: {error}", file=sys.stderr)
+        return 2
+    folder = Path(args.check)
+    cfg = _config_for_folder(cfg, folder)
+    print(f"checking {folder} with {args.config} (pairing {cfg.pairing!r}, token_len {cfg.token_len}, "
+          f"tables {cfg.train_text!r}, {cfg.val_text!r}, {cfg.test_text!r})")
+    report = check_dataset(cfg, args.splits, decode=not args.no_decode)
+    print(report.format(max_per_kind=None if args.all else 10))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

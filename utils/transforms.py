@@ -1,0 +1,176 @@
+"""Training augmentation of the authors' pipeline (reference spec 1.6), on uint8 arrays, with an explicit RNG.
+
+Order, as in the authors' ``RandomGenerator`` path:
+
+1. Gaussian blur, p = 0.5 per image. ``blur_mode="rows"`` reproduces the authors' ``BioMedicalGaussianBlur``: it
+   takes the ``[H, W, 3]`` image for channel-first data, so it walks the image *rows* and blurs each row (p = 0.5)
+   over its width and its 3 colour values with sigmas ~ U(0.5, 1.0) drawn anew per row. ``blur_mode="2d"`` is the
+   blur that was meant: one sigma ~ U(0.5, 1.0) over height and width, colours kept apart.
+2. Photometric distortion (mmseg's ``PhotoMetricDistortion`` defaults): brightness, contrast (before or after the
+   colour steps, 50/50), saturation and hue, each with p = 0.5.
+3. Geometry, applied to image and mask alike: with p = 0.5 a ``rot90`` by k in {0..3} then a flip along a random
+   axis; otherwise with p = 0.5 (0.25 overall) a rotation by an integer angle in [-20, 19] degrees, nearest
+   neighbour, same size, zero fill; otherwise nothing.
+
+Every random draw comes from the ``numpy.random.Generator`` passed in, never from a global RNG, so a caller that
+seeds the generator repeats the augmentation exactly (see ``Load_Dataset.py`` for how the generators are seeded).
+Images are ``[H, W, 3]`` uint8 (BGR), masks ``[H, W]`` uint8 in {0, 1}; every function returns new arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+BLUR_MODES = ("rows", "2d")
+SIGMA_RANGE = (0.5, 1.0)
+
+
+def gaussian_blur_rows(image: np.ndarray, rng: np.random.Generator, prob: float = 0.5, row_prob: float = 0.5,
+                       sigma_range: Tuple[float, float] = SIGMA_RANGE) -> np.ndarray:
+    """The authors' blur, quirk included: each image row is blurred on its own, over width and colour.
+
+    Args:
+        image: ``[H, W, 3]`` uint8.
+        rng: the random source.
+        prob: probability that the image is blurred at all.
+        row_prob: probability, per row, that the row is blurred.
+        sigma_range: each blurred row draws one sigma for its width axis and one for its colour axis.
+
+    Returns:
+        ``[H, W, 3]`` uint8; rows are never mixed with each other.
+    """
+    out = image.copy()
+    if rng.random() >= prob:
+        return out
+    for row in range(out.shape[0]):
+        if rng.random() < row_prob:
+            sigma = rng.uniform(sigma_range[0], sigma_range[1], size=2)
+            # uint8 in, uint8 out (truncating), as the authors' in-place assignment into the uint8 image.
+            out[row] = ndimage.gaussian_filter(out[row], sigma=sigma, order=0)
+    return out
+
+
+def gaussian_blur_2d(image: np.ndarray, rng: np.random.Generator, prob: float = 0.5,
+                     sigma_range: Tuple[float, float] = SIGMA_RANGE) -> np.ndarray:
+    """A true 2-D Gaussian blur: one sigma over height and width, each colour channel blurred on its own.
+
+    Args:
+        image: ``[H, W, 3]`` uint8.
+        rng: the random source.
+        prob: probability that the image is blurred.
+        sigma_range: range of the sigma, in pixels.
+
+    Returns:
+        ``[H, W, 3]`` uint8.
+    """
+    if rng.random() >= prob:
+        return image.copy()
+    sigma = rng.uniform(sigma_range[0], sigma_range[1])
+    # In float and rounded: scipy's uint8 output truncates, darkening flat areas by up to one level.
+    blurred = ndimage.gaussian_filter(image.astype(np.float32), sigma=(sigma, sigma, 0.0), order=0)
+    return np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
+
+
+def _affine(image: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    """``image * alpha + beta``, clipped to [0, 255] and truncated back to uint8 (mmseg's ``convert``)."""
+    return np.clip(image.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+
+def photometric_distortion(image: np.ndarray, rng: np.random.Generator, brightness_delta: int = 32,
+                           contrast_range: Tuple[float, float] = (0.5, 1.5),
+                           saturation_range: Tuple[float, float] = (0.5, 1.5), hue_delta: int = 18) -> np.ndarray:
+    """Random brightness, contrast, saturation and hue (mmseg's ``PhotoMetricDistortion`` with its defaults).
+
+    Args:
+        image: ``[H, W, 3]`` uint8, BGR.
+        rng: the random source.
+        brightness_delta: ``beta ~ U(-delta, delta)`` is added.
+        contrast_range: ``alpha ~ U(range)`` multiplies.
+        saturation_range: the HSV saturation is multiplied by ``U(range)``.
+        hue_delta: the HSV hue (0..179) is shifted by an integer in ``[-delta, delta - 1]``, modulo 180.
+
+    Returns:
+        ``[H, W, 3]`` uint8. On grey images the saturation and hue steps change (almost) nothing.
+    """
+    out = image
+    if rng.integers(2):
+        out = _affine(out, beta=rng.uniform(-brightness_delta, brightness_delta))
+    contrast_first = rng.integers(2) == 1
+    if contrast_first and rng.integers(2):
+        out = _affine(out, alpha=rng.uniform(*contrast_range))
+    if rng.integers(2):
+        hsv = cv2.cvtColor(out, cv2.COLOR_BGR2HSV)
+        hsv[:, :, 1] = _affine(hsv[:, :, 1], alpha=rng.uniform(*saturation_range))
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    if rng.integers(2):
+        hsv = cv2.cvtColor(out, cv2.COLOR_BGR2HSV)
+        shift = int(rng.integers(-hue_delta, hue_delta))
+        hsv[:, :, 0] = ((hsv[:, :, 0].astype(np.int32) + shift) % 180).astype(np.uint8)
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    if not contrast_first and rng.integers(2):
+        out = _affine(out, alpha=rng.uniform(*contrast_range))
+    return out.copy() if out is image else out
+
+
+def random_rot_flip(image: np.ndarray, mask: np.ndarray,
+                    rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """Rotate image and mask by ``k * 90`` degrees (k in {0..3}), then flip both along axis 0 or 1.
+
+    Returns:
+        The image ``[H', W', 3]`` and mask ``[H', W']`` (H and W swap for odd k), contiguous.
+    """
+    k = int(rng.integers(0, 4))
+    axis = int(rng.integers(0, 2))
+    image = np.flip(np.rot90(image, k, axes=(0, 1)), axis=axis)
+    mask = np.flip(np.rot90(mask, k, axes=(0, 1)), axis=axis)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+def random_rotate(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                  max_angle: int = 20) -> Tuple[np.ndarray, np.ndarray]:
+    """Rotate image and mask by the same integer angle in ``[-max_angle, max_angle - 1]`` degrees.
+
+    Nearest-neighbour, same size, zero fill outside (``scipy.ndimage.rotate(order=0, reshape=False)``), so the
+    mask stays binary and aligned with the image.
+    """
+    angle = int(rng.integers(-max_angle, max_angle))
+    image = ndimage.rotate(image, angle, axes=(1, 0), order=0, reshape=False, mode="constant", cval=0)
+    mask = ndimage.rotate(mask, angle, axes=(1, 0), order=0, reshape=False, mode="constant", cval=0)
+    return image, mask
+
+
+def random_geometry(image: np.ndarray, mask: np.ndarray,
+                    rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """The authors' branch: rot90 + flip with p = 0.5, else a small rotation with p = 0.5, else nothing."""
+    if rng.random() > 0.5:
+        return random_rot_flip(image, mask, rng)
+    if rng.random() < 0.5:
+        return random_rotate(image, mask, rng)
+    return image.copy(), mask.copy()
+
+
+def train_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                  blur_mode: str = "rows") -> Tuple[np.ndarray, np.ndarray]:
+    """The whole training augmentation: blur, photometric distortion, then the joint geometry.
+
+    Args:
+        image: ``[S, S, 3]`` uint8 BGR, already resized.
+        mask: ``[S, S]`` uint8 in {0, 1}, already resized and binarised.
+        rng: the random source.
+        blur_mode: ``"rows"`` (the authors' quirk) or ``"2d"``.
+
+    Returns:
+        The augmented image ``[S, S, 3]`` uint8 and mask ``[S, S]`` uint8 in {0, 1} (square inputs stay square).
+    """
+    if blur_mode == "rows":
+        image = gaussian_blur_rows(image, rng)
+    elif blur_mode == "2d":
+        image = gaussian_blur_2d(image, rng)
+    else:
+        raise ValueError(f"blur_mode must be one of {BLUR_MODES}, got {blur_mode!r}")
+    image = photometric_distortion(image, rng)
+    return random_geometry(image, mask, rng)
