@@ -36,9 +36,11 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint {path!r} does not exist") from None
     except pickle.UnpicklingError as error:
+        lines = str(error).splitlines()
+        reason = next((line.strip() for line in lines if "Unsupported" in line), lines[0] if lines else "")
         raise ValueError(
             f"refusing to load {path!r}: it holds Python objects beyond tensors and plain containers, and loading "
-            f"it would run code from the file (weights_only=True refused it: {str(error).splitlines()[0]}). "
+            f"it would run code from the file (weights_only=True refused it: {reason}). "
             "Re-save only its state_dict from a trusted environment."
         ) from None
     except RuntimeError as error:
@@ -107,8 +109,8 @@ def build_model_from_checkpoint(path: str, config=None, map_location="cpu"):
 
     Args:
         path: the checkpoint file.
-        config: the :class:`utils.config.Config` to build with. Defaults to the config saved in the checkpoint
-            (``checkpoint["config"]``, ours) or, failing that, the default config (the authors' QaTa sizes).
+        config: the :class:`utils.config.Config` for a checkpoint that saved none (the authors'); None = the
+            default config (their QaTa sizes). A checkpoint of ours is always rebuilt with the config it saved.
             The text tower's shape always comes from the checkpoint's tensors; ``clip_weights`` is not read.
 
     Returns:
@@ -119,9 +121,11 @@ def build_model_from_checkpoint(path: str, config=None, map_location="cpu"):
 
     checkpoint = read_checkpoint(path, map_location=map_location)
     state = extract_state_dict(checkpoint)
-    if config is None:
-        saved = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
-        config = Config.from_dict(saved) if isinstance(saved, Mapping) else Config()
+    saved = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
+    if isinstance(saved, Mapping):
+        config = Config.from_dict(saved)
+    elif config is None:
+        config = Config()
     shape = text_tower_shape(state)
     config = config.replace(clip_weights=None, clip_width=shape.width, clip_layers=shape.layers,
                             clip_heads=shape.heads, clip_embed_dim=shape.embed_dim,

@@ -1,0 +1,181 @@
+"""Score a trained RecLMIS on the test split, and optionally draw each prediction.
+
+    python test.py -c Config_QaTa --test_session session_09.25_00h27 [--gpu 0] [--test_vis True]
+    python test.py -c Config_QaTa --checkpoint path/to/best_model-RecLMIS.pth.tar [--save_pred DIR]
+
+The model is rebuilt from the checkpoint alone (its saved config, or for the authors' files the config named
+by ``-c``); ``-c`` and ``--set`` choose the data. Scores, threshold 0.5: the paper's protocol (per-image Dice and
+IoU averaged over images, empty/empty counting 0) and the pooled protocol (pixels summed over the split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from typing import List, Optional
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from Load_Dataset import ImageToImage2D, build_dataloader
+from nets.weights import build_model_from_checkpoint
+from utils.checkpoint import BEST_NAME, resolve_session
+from utils.config import Config, load_config
+from utils.data_check import check_dataset
+from utils.data_files import DatasetError
+from utils.engine import to_device
+from utils.logger import setup_logging
+from utils.metrics import SegmentationMeter
+from utils.misc import get_device
+
+logger = logging.getLogger("test")
+
+
+def str2bool(value: str) -> bool:
+    """A real boolean: the authors' ``type=bool`` took any non-empty string, "False" included, as True."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "y"):
+        return True
+    if lowered in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Test RecLMIS on a data set's test split.")
+    parser.add_argument("-c", "--cfg_path", default="Config_QaTa", help="config module or file naming the data set")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    parser.add_argument("-t", "--test_session", help="session id or folder (tests its best checkpoint)")
+    parser.add_argument("--checkpoint", help="any checkpoint file, ours or the authors'")
+    parser.add_argument("-g", "--gpu", default="0", help="CUDA device index when CUDA is present (default 0)")
+    parser.add_argument("-v", "--test_vis", type=str2bool, default=False, help="draw a figure per image (True/False)")
+    parser.add_argument("--save_pred", metavar="DIR", help="write each predicted mask as a 0/255 PNG")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if bool(args.test_session) == bool(args.checkpoint):
+        parser.error("give exactly one of --test_session and --checkpoint")
+    return args
+
+
+def choose_device(gpu: str) -> torch.device:
+    if not torch.cuda.is_available():
+        logger.warning("no CUDA device on this machine: testing on the CPU")
+        return torch.device("cpu")
+    return get_device(f"cuda:{int(gpu)}")
+
+
+def overlay(image_bgr: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """TP green, FP blue, FN red over the image (BGR uint8)."""
+    out = image_bgr.copy()
+    colours = {(True, True): (0, 200, 0), (False, True): (255, 80, 0), (True, False): (0, 0, 255)}
+    for (t, p), colour in colours.items():
+        where = (truth.astype(bool) == t) & (pred.astype(bool) == p)
+        out[where] = (0.45 * out[where] + 0.55 * np.array(colour)).astype(np.uint8)
+    return out
+
+
+def draw_figure(path: str, image_bgr: np.ndarray, truth: np.ndarray, pred: np.ndarray, report: str, dice: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.6))
+    green_truth = overlay(image_bgr, truth, truth)
+    panels = [("input", image_bgr), ("ground truth", green_truth),
+              (f"prediction (Dice {dice:.3f})\nTP green, FP blue, FN red", overlay(image_bgr, truth, pred))]
+    for axis, (title, picture) in zip(axes, panels):
+        axis.imshow(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB))
+        axis.set_title(title, fontsize=9)
+        axis.axis("off")
+    fig.text(0.5, 0.02, report, ha="center", va="bottom", fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def output_dir_for(args, session_dir: Optional[str]) -> str:
+    if session_dir:
+        return session_dir
+    folder = os.path.dirname(os.path.abspath(args.checkpoint))
+    if os.path.basename(folder) == "models":
+        return os.path.dirname(folder)
+    return os.path.join(folder, os.path.splitext(os.path.basename(args.checkpoint))[0] + "_test")
+
+
+def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.device) -> dict:
+    model, _ = build_model_from_checkpoint(checkpoint, data_config)
+    model.to(device).eval()
+    model_cfg = model.config
+    # The data come from -c/--set; the sizes that shape the inputs come from the model.
+    cfg = data_config.replace(img_size=model_cfg.img_size, token_len=model_cfg.token_len,
+                              pad_short_reports=model_cfg.pad_short_reports, test_batch_size=1)
+    report = check_dataset(cfg, ["test"])
+    report.raise_if_errors()
+    loader = build_dataloader(cfg, "test", device, ImageToImage2D(cfg, "test", index=report.indexes["test"]))
+    vis_dir = os.path.join(out_dir, f"{cfg.task_name}_visualize_test")
+    for folder in filter(None, [args.save_pred, vis_dir if args.test_vis else None]):
+        os.makedirs(folder, exist_ok=True)
+    meter = SegmentationMeter(strict=True, dice="paper")
+    rows = []
+    mask_of = {sample.name: sample.mask_path.name for sample in report.indexes["test"].samples}
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="test", disable=args.no_progress, dynamic_ncols=True):
+            images, labels, tokens, mask = to_device(batch, device)
+            logits = model(images, tokens, mask)["logits"]
+            scores = meter.update(logits, labels)
+            preds = (logits > 0).squeeze(1).cpu().numpy()
+            for i, name in enumerate(batch["name"]):
+                mask_name = mask_of[name]
+                dice, jac = float(scores["dice"][i]), float(scores["iou"][i])
+                rows.append({"name": name, "mask": mask_name, "report": batch["text"][i], "dice": dice, "iou": jac})
+                if args.save_pred:
+                    cv2.imwrite(os.path.join(args.save_pred, os.path.splitext(mask_name)[0] + ".png"),
+                                preds[i].astype(np.uint8) * 255)
+                if args.test_vis:
+                    image = (batch["image"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                    draw_figure(os.path.join(vis_dir, f"{os.path.splitext(name)[0]}_dice{dice:.3f}.png"), image,
+                                batch["label"][i].numpy(), preds[i], batch["text"][i], dice)
+    summary = {"checkpoint": checkpoint, "images": meter.images, **meter.compute(),
+               "protocol": "dice/iou: per-image mean, threshold > 0.5, empty/empty = 0; *_pooled: pixels summed"}
+    with open(os.path.join(out_dir, "test_per_image.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["name", "mask", "report", "dice", "iou"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(out_dir, "test_summary.json"), "w") as handle:
+        json.dump(summary, handle, indent=2)
+    return summary
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        config = load_config(args.cfg_path, args.set)
+        session_dir = None
+        if args.test_session:
+            session_dir = resolve_session(args.test_session, config.output_root, config.task_name)
+            checkpoint = os.path.join(session_dir, "models", BEST_NAME)
+        else:
+            checkpoint = args.checkpoint
+        device = choose_device(args.gpu)
+        out_dir = output_dir_for(args, session_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        summary = run(args, config, checkpoint, out_dir, device)
+    except (FileNotFoundError, KeyError, TypeError, ValueError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"dice_pred {summary['dice']:.4f}  iou_pred {summary['iou']:.4f}  (per image, {summary['images']} images)")
+    print(f"dice_pooled {summary['dice_pooled']:.4f}  iou_pooled {summary['iou_pooled']:.4f}  (pixels pooled)")
+    print(f"results: {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Train RecLMIS.
+
+    python train_model.py -c Config_QaTa [--set key=value ...] [--device cpu|cuda] [--resume SESSION]
+    sh train.sh <gpu ids|cpu> <Config> [more args]
+
+Each epoch trains, then validates with no gradient; the best checkpoint is kept on validation Dice (the authors'
+rule: strictly greater), the latest every epoch, and training stops after ``early_stopping_patience`` epochs
+without a better Dice. Everything goes to ``<output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from Load_Dataset import build_dataloaders
+from nets import build_model
+from nets.weights import load_weights, read_checkpoint
+from utils.checkpoint import BEST_NAME, LATEST_NAME, MODEL_NAME, create_session_dir, resolve_session, save_checkpoint
+from utils.config import Config, load_config
+from utils.data_files import DatasetError
+from utils.engine import NonFiniteLossError, evaluate, train_one_epoch
+from utils.logger import setup_logging
+from utils.losses import RecLMISCriterion
+from utils.misc import get_device, set_seed
+from utils.schedulers import build_optimizer, build_scheduler
+
+logger = logging.getLogger("train")
+
+LOGGED_TERMS = ("total", "seg", "dice_loss", "bce", "ccl", "text_rec", "img_rec")
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train RecLMIS.")
+    parser.add_argument("-c", "--config", default="Config_QaTa", help="config module or file (default Config_QaTa)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (overrides the config's device)")
+    parser.add_argument("--resume", metavar="SESSION", help="continue a session (id or folder) from its latest epoch")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars (logs only)")
+    return parser.parse_args(argv)
+
+
+def rng_state() -> dict:
+    """Every RNG state as tensors and plain values, so that ``torch.load(weights_only=True)`` reads it back."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Everything one training run holds; ``run()`` is the epoch loop."""
+
+    def __init__(self, config: Config, session_dir: str, device: torch.device, progress: bool):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.config = config
+        self.session_dir = session_dir
+        self.device = device
+        self.progress = progress
+        self.loaders = build_dataloaders(config, ("train", "val"), device)
+        self.model = build_model(config).to(device)
+        self.criterion = RecLMISCriterion(config)
+        self.optimizer = build_optimizer(config, self.model)
+        self.scheduler = build_scheduler(config, self.optimizer)
+        self.amp = config.amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+        self.start_epoch = 0
+        self.best_dice = 0.0
+        self.best_epoch = 0
+        self.writer = SummaryWriter(os.path.join(session_dir, "tensorboard_logs"))
+
+    @property
+    def models_dir(self) -> str:
+        return os.path.join(self.session_dir, "models")
+
+    def checkpoint(self, epoch: int, val: dict, best: bool) -> dict:
+        return {"epoch": epoch, "best_model": best, "model": MODEL_NAME, "state_dict": self.model.state_dict(),
+                "val_loss": float(val["total"]), "val_dice": float(val["dice"]), "config": self.config.to_dict(),
+                "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "best_dice": self.best_dice, "best_epoch": self.best_epoch,
+                "rng": rng_state()}
+
+    def resume(self) -> None:
+        path = os.path.join(self.models_dir, LATEST_NAME)
+        state = read_checkpoint(path, map_location="cpu")
+        load_weights(self.model, state["state_dict"], source=path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = state["epoch"] + 1
+        self.best_dice, self.best_epoch = state["best_dice"], state["best_epoch"]
+        set_rng_state(state["rng"])
+        logger.info("resumed from %s: epoch %d done, best val Dice %.4f at epoch %d", path, state["epoch"] + 1,
+                    self.best_dice, self.best_epoch)
+
+    def log_epoch(self, epoch: int, train: dict, val: dict, lr: float, seconds: float) -> None:
+        step = epoch + 1
+        for split, values in (("train", train), ("val", val)):
+            for key in LOGGED_TERMS + ("dice", "iou"):
+                if key in values:
+                    self.writer.add_scalar(f"{split}/{key}", values[key], step)
+        self.writer.add_scalar("train/lr", lr, step)
+        terms = " ".join(f"{k}={train[k]:.4f}" for k in LOGGED_TERMS if k in train)
+        logger.info("Epoch %d/%d  train: %s dice=%.4f iou=%.4f | val: loss=%.4f dice=%.4f iou=%.4f | lr=%.3g | %.1fs",
+                    step, self.config.epochs, terms, train["dice"], train["iou"], val["total"], val["dice"],
+                    val["iou"], lr, seconds)
+
+    def log_images(self, epoch: int) -> None:
+        count = self.config.tensorboard_images
+        if count <= 0:
+            return
+        batch = next(iter(self.loaders["val"]))
+        images = batch["image"][:count].to(self.device)
+        self.model.eval()
+        with torch.no_grad():
+            probs = torch.sigmoid(self.model(images, batch["text_token"][:count].to(self.device),
+                                             batch["text_mask"][:count].to(self.device))["logits"]).cpu()
+        rgb = batch["image"][:count].flip(1)  # BGR -> RGB
+        gt = batch["label"][:count, None].float().expand(-1, 3, -1, -1)
+        pred = (probs > 0.5).float().expand(-1, 3, -1, -1)
+        grid = torch.cat([torch.cat([r, g, p], dim=2) for r, g, p in zip(rgb, gt, pred)], dim=1)
+        self.writer.add_image("val/input_truth_prediction", grid, epoch + 1)
+        self.writer.add_text("val/reports", "  \n".join(f"{i + 1}. {t}" for i, t in enumerate(batch["text"][:count])),
+                             epoch + 1)
+
+    def run(self) -> dict:
+        cfg = self.config
+        latest = os.path.join(self.models_dir, LATEST_NAME)
+        for epoch in range(self.start_epoch, cfg.epochs):
+            started = time.time()
+            lr = self.optimizer.param_groups[0]["lr"]
+            try:
+                train = train_one_epoch(self.model, self.criterion, self.loaders["train"], self.optimizer,
+                                        self.device, epoch + 1, self.amp, self.scaler, self.progress)
+            except KeyboardInterrupt:
+                logger.warning("interrupted in epoch %d: the latest checkpoint (%s) holds the last finished epoch; "
+                               "continue with --resume %s", epoch + 1, latest, os.path.basename(self.session_dir))
+                raise
+            val = evaluate(self.model, self.criterion, self.loaders["val"], self.device, epoch + 1, self.amp,
+                           self.progress)
+            self.scheduler.step()
+            self.log_epoch(epoch, train, val, lr, time.time() - started)
+            self.log_images(epoch)
+            improved = val["dice"] > self.best_dice
+            if improved:
+                self.best_dice, self.best_epoch = val["dice"], epoch + 1
+                save_checkpoint(self.checkpoint(epoch, val, True), os.path.join(self.models_dir, BEST_NAME))
+                logger.info("\tbest val Dice so far (%.4f): saved %s", val["dice"], BEST_NAME)
+            save_checkpoint(self.checkpoint(epoch, val, False), latest)
+            self.writer.flush()
+            if epoch + 1 - self.best_epoch > cfg.early_stopping_patience:
+                logger.info("early stopping: no better val Dice for %d epochs", cfg.early_stopping_patience)
+                break
+        self.writer.close()
+        return {"best_dice": self.best_dice, "best_epoch": self.best_epoch, "session": self.session_dir}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.set)
+        if args.device:
+            config = config.replace(device=args.device)
+        device = get_device(config.device)
+    except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.resume:
+        try:
+            session_dir = resolve_session(args.resume, config.output_root, config.task_name)
+            saved = read_checkpoint(os.path.join(session_dir, "models", LATEST_NAME))
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: cannot resume: {error}", file=sys.stderr)
+            return 2
+        config = Config.from_dict(saved["config"])
+        del saved
+    else:
+        session_dir = create_session_dir(config.output_root, config.task_name)
+        with open(os.path.join(session_dir, "config.json"), "w") as handle:
+            json.dump(config.to_dict(), handle, indent=2)
+    setup_logging(os.path.join(session_dir, os.path.basename(session_dir) + ".log"))
+    logger.info("session %s, config %s, device %s", session_dir, args.config, device)
+    set_seed(config.seed, config.deterministic)
+    try:
+        trainer = Trainer(config, session_dir, device, progress=not args.no_progress)
+        if args.resume:
+            trainer.resume()
+        result = trainer.run()
+    except (DatasetError, FileNotFoundError, NonFiniteLossError) as error:
+        logger.error("error: %s", error)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    logger.info("done: best val Dice %.4f at epoch %d; session %s", result["best_dice"], result["best_epoch"],
+                result["session"])
+    print(os.path.basename(session_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""One training epoch and one evaluation pass. The model, criterion and loaders are parameters.
+
+Batches are the data loader's dicts: ``image`` ``[B, 3, H, W]``, ``label`` ``[B, H, W]``, ``text_token`` and
+``text_mask`` ``[B, L]``, ``text`` and ``name`` (lists of B strings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Dict, Iterable, Optional
+
+import torch
+from tqdm import tqdm
+
+from utils.metrics import SegmentationMeter
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the message names the epoch, the batch, its images and every term."""
+
+
+def to_device(batch: dict, device: torch.device):
+    non_blocking = device.type == "cuda"
+    return (batch["image"].to(device, non_blocking=non_blocking),
+            batch["label"].to(device, non_blocking=non_blocking),
+            batch["text_token"].to(device, non_blocking=non_blocking),
+            batch["text_mask"].to(device, non_blocking=non_blocking))
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    """bf16 autocast on CPU, fp16 on CUDA, when ``enabled``; otherwise nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class _TermMeter:
+    def __init__(self):
+        self.sums: Dict[str, float] = {}
+        self.count = 0
+
+    def update(self, terms: Dict[str, torch.Tensor], n: int) -> None:
+        for key, value in terms.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value.detach()) * n
+        self.count += n
+
+    def compute(self) -> Dict[str, float]:
+        """Mean of each term over images; the Dice loss term is named ``dice_loss`` (``dice`` is the metric)."""
+        return {("dice_loss" if key == "dice" else key): value / max(self.count, 1) for key, value in self.sums.items()}
+
+
+def _check_finite(terms: Dict[str, torch.Tensor], epoch: int, index: int, batch: dict) -> None:
+    if math.isfinite(float(terms["total"].detach())):
+        return
+    values = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in terms.items())
+    raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, batch {index} (images {list(batch['name'])}): "
+                             f"{values}. Training stopped; the last saved checkpoints are untouched.")
+
+
+def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch.device, epoch: int,
+                    amp: bool = False, scaler: Optional[torch.amp.GradScaler] = None,
+                    progress: bool = True) -> Dict[str, float]:
+    """Train for one pass over ``loader``.
+
+    Returns:
+        mean of every loss term over images (the Dice loss as ``dice_loss``), and the validation-protocol
+        ``dice``/``iou`` of the training batches.
+    """
+    model.train()
+    terms_meter, seg_meter = _TermMeter(), SegmentationMeter(strict=False, dice="validation")
+    bar = tqdm(loader, desc=f"train {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
+    for index, batch in enumerate(bar):
+        images, labels, tokens, mask = to_device(batch, device)
+        with autocast_context(device, amp):
+            outputs = model(images, tokens, mask)
+            terms = criterion(outputs, labels)
+        _check_finite(terms, epoch, index, batch)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None and scaler.is_enabled():
+            scaler.scale(terms["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            terms["total"].backward()
+            optimizer.step()
+        terms_meter.update(terms, images.shape[0])
+        seg_meter.update(outputs["logits"], labels)
+        bar.set_postfix(loss=f"{float(terms['total'].detach()):.4f}", dice=f"{seg_meter.compute()['dice']:.4f}")
+    return {**terms_meter.compute(), **seg_meter.compute()}
+
+
+@torch.no_grad()
+def evaluate(model, criterion, loader: Iterable, device: torch.device, epoch: int = 0, amp: bool = False,
+             progress: bool = True, desc: str = "val") -> Dict[str, float]:
+    """Validation pass: every loss term (the auxiliary branch runs, as in the authors' validation) and the
+    validation-protocol ``dice``/``iou`` (threshold >= 0.5, empty/empty Dice = 1), plus pooled scores."""
+    model.eval()
+    terms_meter, seg_meter = _TermMeter(), SegmentationMeter(strict=False, dice="validation")
+    bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
+    for index, batch in enumerate(bar):
+        images, labels, tokens, mask = to_device(batch, device)
+        with autocast_context(device, amp):
+            outputs = model(images, tokens, mask, return_aux=True)
+            terms = criterion(outputs, labels)
+        _check_finite(terms, epoch, index, batch)
+        terms_meter.update(terms, images.shape[0])
+        seg_meter.update(outputs["logits"], labels)
+        bar.set_postfix(dice=f"{seg_meter.compute()['dice']:.4f}")
+    return {**terms_meter.compute(), **seg_meter.compute()}
