@@ -21,12 +21,13 @@ from typing import List, Optional
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from Load_Dataset import build_dataloaders
 from nets import build_model
 from nets.weights import load_weights, read_checkpoint
 from utils.checkpoint import BEST_NAME, LATEST_NAME, MODEL_NAME, create_session_dir, resolve_session, save_checkpoint
-from utils.config import Config, load_config
+from utils.config import Config, load_config, parse_override
 from utils.data_files import DatasetError
 from utils.engine import NonFiniteLossError, evaluate, train_one_epoch
 from utils.logger import setup_logging
@@ -75,8 +76,6 @@ class Trainer:
     """Everything one training run holds; ``run()`` is the epoch loop."""
 
     def __init__(self, config: Config, session_dir: str, device: torch.device, progress: bool):
-        from torch.utils.tensorboard import SummaryWriter
-
         self.config = config
         self.session_dir = session_dir
         self.device = device
@@ -91,7 +90,7 @@ class Trainer:
         self.start_epoch = 0
         self.best_dice = 0.0
         self.best_epoch = 0
-        self.writer = SummaryWriter(os.path.join(session_dir, "tensorboard_logs"))
+        self.writer = None
 
     @property
     def models_dir(self) -> str:
@@ -150,6 +149,9 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.config
         latest = os.path.join(self.models_dir, LATEST_NAME)
+        # On resume, events of epochs after the checkpoint (an epoch cut short) are purged, so no step repeats.
+        self.writer = SummaryWriter(os.path.join(self.session_dir, "tensorboard_logs"),
+                                         purge_step=self.start_epoch + 1 if self.start_epoch else None)
         for epoch in range(self.start_epoch, cfg.epochs):
             started = time.time()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -193,10 +195,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             session_dir = resolve_session(args.resume, config.output_root, config.task_name)
             saved = read_checkpoint(os.path.join(session_dir, "models", LATEST_NAME))
-        except (FileNotFoundError, ValueError) as error:
+            # The session's own config, with this command's --set on top (e.g. epochs=... to train longer).
+            config = Config.from_dict(saved["config"]).replace(**dict(parse_override(item) for item in args.set))
+        except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
             print(f"error: cannot resume: {error}", file=sys.stderr)
             return 2
-        config = Config.from_dict(saved["config"])
         del saved
     else:
         session_dir = create_session_dir(config.output_root, config.task_name)

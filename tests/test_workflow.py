@@ -1,0 +1,108 @@
+"""End to end on CPU: train two epochs on a generated set, resume for a third, test by session and by checkpoint."""
+
+import csv
+import json
+import os
+
+import pytest
+import torch
+
+import test as test_cli
+import train_model
+from nets.weights import read_checkpoint
+from utils.checkpoint import BEST_NAME, LATEST_NAME, create_session_dir, save_checkpoint
+from utils.demo_data import make_demo_dataset
+
+TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
+        "rec_trans_num_layers1=1", "batch_size=4", "num_workers=0", "tensorboard_images=2", "demo_data=False"]
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("data") / "Demo", n_train=8, n_val=4, n_test=4, img_size=64,
+                             seed=1)
+
+
+def _settings(root, output):
+    return TINY + [f"train_dataset={root}/Train_Folder", f"val_dataset={root}/Val_Folder",
+                   f"test_dataset={root}/Test_Folder", f"output_root={output}"]
+
+
+def _event_scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(folder)
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}, events.Tags()
+
+
+def test_train_resume_and_test(demo_root, tmp_path, capsys):
+    output = tmp_path / "runs"
+    settings = _settings(demo_root, output)
+    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=2", *settings, "--no_progress"]) == 0
+    session = capsys.readouterr().out.strip().splitlines()[-1]
+    session_dir = output / "Demo" / "RecLMIS" / session
+    for item in ("config.json", f"{session}.log", "models", "tensorboard_logs", "visualize_val"):
+        assert (session_dir / item).exists(), item
+    latest = read_checkpoint(str(session_dir / "models" / LATEST_NAME))
+    assert latest["epoch"] == 1 and latest["config"]["epochs"] == 2
+    assert (session_dir / "models" / BEST_NAME).exists()
+
+    # Resume for a third epoch: same session, the log appended, TensorBoard steps not duplicated.
+    assert train_model.main(["-c", "Config_Demo", "--resume", session, "--set", f"output_root={output}", "epochs=3",
+                             "--no_progress"]) == 0
+    assert read_checkpoint(str(session_dir / "models" / LATEST_NAME))["epoch"] == 2
+    log = (session_dir / f"{session}.log").read_text()
+    assert "Epoch 1/" in log and "Epoch 3/3" in log and "resumed from" in log
+    scalars, tags = _event_scalars(str(session_dir / "tensorboard_logs"))
+    for tag in ("train/total", "train/ccl", "train/text_rec", "train/img_rec", "val/dice", "val/iou", "train/lr"):
+        assert scalars[tag] == [1, 2, 3], tag
+    assert "val/input_truth_prediction" in tags["images"]
+
+    # Test from the session id, then from the checkpoint file.
+    assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "-t", session, "--test_vis", "True",
+                          "--no_progress"]) == 0
+    with open(session_dir / "test_per_image.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and all(0 <= float(r["dice"]) <= 1 for r in rows) and rows[0]["report"]
+    summary = json.loads((session_dir / "test_summary.json").read_text())
+    assert summary["images"] == 4 and 0 <= summary["dice_pooled"] <= 1
+    assert len(os.listdir(session_dir / "Demo_visualize_test")) == 4
+    preds = tmp_path / "preds"
+    assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "--checkpoint",
+                          str(session_dir / "models" / BEST_NAME), "--save_pred", str(preds), "--no_progress"]) == 0
+    assert sorted(os.listdir(preds)) == sorted(r["mask"] for r in rows)
+
+
+def test_unknown_session_lists_the_sessions(demo_root, tmp_path, capsys):
+    output = tmp_path / "runs"
+    create_session_dir(str(output), "Demo")
+    assert test_cli.main(["-c", "Config_Demo", "--set", f"output_root={output}", "-t", "session_nope"]) == 2
+    message = capsys.readouterr().err
+    assert "session_nope" in message and "session_" in message.split("sessions there:")[1]
+
+
+def test_two_sessions_in_one_minute_do_not_collide(tmp_path):
+    first = create_session_dir(str(tmp_path), "Demo", now=0)
+    second = create_session_dir(str(tmp_path), "Demo", now=0)
+    assert first != second and second.endswith("_2")
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "latest.pt"
+    save_checkpoint({"epoch": 1}, str(path))
+
+    class Unsaveable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint({"epoch": 2, "bad": Unsaveable()}, str(path))
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert os.listdir(tmp_path) == ["latest.pt"]
+
+
+def test_bool_flag_is_a_real_boolean():
+    assert test_cli.str2bool("False") is False and test_cli.str2bool("True") is True
+    with pytest.raises(Exception, match="True or False"):
+        test_cli.str2bool("maybe")
