@@ -89,13 +89,14 @@ def draw_figure(path: str, image_bgr: np.ndarray, truth: np.ndarray, pred: np.nd
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.6))
     green_truth = overlay(image_bgr, truth, truth)
     panels = [("input", image_bgr), ("ground truth", green_truth),
-              (f"prediction (Dice {dice:.3f})\nTP green, FP blue, FN red", overlay(image_bgr, truth, pred))]
+              (f"prediction (Dice {dice:.3f})", overlay(image_bgr, truth, pred))]
     for axis, (title, picture) in zip(axes, panels):
         axis.imshow(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB))
         axis.set_title(title, fontsize=9)
         axis.axis("off")
-    fig.text(0.5, 0.02, report, ha="center", va="bottom", fontsize=8, wrap=True)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.text(0.5, 0.02, f"{report}\nprediction: TP green, FP blue, FN red", ha="center", va="bottom", fontsize=8,
+             wrap=True)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
