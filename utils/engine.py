@@ -59,6 +59,16 @@ def _check_finite(terms: Dict[str, torch.Tensor], epoch: int, index: int, batch:
                              f"{values}. Training stopped; the last saved checkpoints are untouched.")
 
 
+def _forward(model, criterion, batch: dict, device: torch.device, amp: bool, epoch: int, index: int, **kwargs):
+    """Model and criterion on one batch; raises :class:`NonFiniteLossError` on a NaN or infinite total."""
+    images, labels, tokens, mask = to_device(batch, device)
+    with autocast_context(device, amp):
+        outputs = model(images, tokens, mask, **kwargs)
+        terms = criterion(outputs, labels)
+    _check_finite(terms, epoch, index, batch)
+    return outputs, terms, labels
+
+
 def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch.device, epoch: int,
                     amp: bool = False, scaler: Optional[torch.amp.GradScaler] = None,
                     progress: bool = True) -> Dict[str, float]:
@@ -72,11 +82,7 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch
     terms_meter, seg_meter = _TermMeter(), SegmentationMeter(strict=False, dice="validation")
     bar = tqdm(loader, desc=f"train {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
     for index, batch in enumerate(bar):
-        images, labels, tokens, mask = to_device(batch, device)
-        with autocast_context(device, amp):
-            outputs = model(images, tokens, mask)
-            terms = criterion(outputs, labels)
-        _check_finite(terms, epoch, index, batch)
+        outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None and scaler.is_enabled():
             scaler.scale(terms["total"]).backward()
@@ -85,7 +91,7 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch
         else:
             terms["total"].backward()
             optimizer.step()
-        terms_meter.update(terms, images.shape[0])
+        terms_meter.update(terms, labels.shape[0])
         seg_meter.update(outputs["logits"], labels)
         bar.set_postfix(loss=f"{float(terms['total'].detach()):.4f}", dice=f"{seg_meter.compute()['dice']:.4f}")
     return {**terms_meter.compute(), **seg_meter.compute()}
@@ -100,12 +106,8 @@ def evaluate(model, criterion, loader: Iterable, device: torch.device, epoch: in
     terms_meter, seg_meter = _TermMeter(), SegmentationMeter(strict=False, dice="validation")
     bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
     for index, batch in enumerate(bar):
-        images, labels, tokens, mask = to_device(batch, device)
-        with autocast_context(device, amp):
-            outputs = model(images, tokens, mask, return_aux=True)
-            terms = criterion(outputs, labels)
-        _check_finite(terms, epoch, index, batch)
-        terms_meter.update(terms, images.shape[0])
+        outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index, return_aux=True)
+        terms_meter.update(terms, labels.shape[0])
         seg_meter.update(outputs["logits"], labels)
         bar.set_postfix(dice=f"{seg_meter.compute()['dice']:.4f}")
     return {**terms_meter.compute(), **seg_meter.compute()}
