@@ -155,6 +155,9 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.epochs):
             started = time.time()
             lr = self.optimizer.param_groups[0]["lr"]
+            # Shuffling and worker seeds depend on (seed, epoch) only, so a resumed run sees the same batches.
+            self.loaders["train"].generator.manual_seed(cfg.seed + epoch)
+            self.loaders["train"].dataset.reseed(cfg.seed + epoch)  # in-process loading (num_workers=0)
             try:
                 train = train_one_epoch(self.model, self.criterion, self.loaders["train"], self.optimizer,
                                         self.device, epoch + 1, self.amp, self.scaler, self.progress)

@@ -106,3 +106,18 @@ def test_bool_flag_is_a_real_boolean():
     assert test_cli.str2bool("False") is False and test_cli.str2bool("True") is True
     with pytest.raises(Exception, match="True or False"):
         test_cli.str2bool("maybe")
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(demo_root, tmp_path, capsys):
+    settings = _settings(demo_root, tmp_path / "runs")
+    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=3", *settings, "--no_progress"]) == 0
+    straight = capsys.readouterr().out.strip().splitlines()[-1]
+    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=2", *settings, "--no_progress"]) == 0
+    resumed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert train_model.main(["-c", "Config_Demo", "--resume", resumed, "--set", f"output_root={tmp_path / 'runs'}",
+                             "epochs=3", "--no_progress"]) == 0
+    root = tmp_path / "runs" / "Demo" / "RecLMIS"
+    a = read_checkpoint(str(root / straight / "models" / LATEST_NAME))["state_dict"]
+    b = read_checkpoint(str(root / resumed / "models" / LATEST_NAME))["state_dict"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
