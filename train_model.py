@@ -14,25 +14,30 @@ import argparse
 import json
 import logging
 import os
-import random
 import sys
 import time
 from typing import List, Optional
 
-import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from Load_Dataset import build_dataloaders
 from nets import build_model
 from nets.weights import load_weights, read_checkpoint
-from utils.checkpoint import BEST_NAME, LATEST_NAME, MODEL_NAME, create_session_dir, resolve_session, save_checkpoint
+from utils.checkpoint import (
+    BEST_NAME,
+    LATEST_NAME,
+    checkpoint_payload,
+    create_session_dir,
+    resolve_session,
+    save_checkpoint,
+)
 from utils.config import Config, load_config, parse_override
 from utils.data_files import DatasetError
 from utils.engine import NonFiniteLossError, evaluate, train_one_epoch
 from utils.logger import setup_logging
 from utils.losses import RecLMISCriterion
-from utils.misc import get_device, set_seed
+from utils.misc import get_device, rng_state, set_rng_state, set_seed, tune_cpu_allocator
 from utils.schedulers import build_optimizer, build_scheduler
 
 logger = logging.getLogger("train")
@@ -48,28 +53,6 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="SESSION", help="continue a session (id or folder) from its latest epoch")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars (logs only)")
     return parser.parse_args(argv)
-
-
-def rng_state() -> dict:
-    """Every RNG state as tensors and plain values, so that ``torch.load(weights_only=True)`` reads it back."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    numpy = state["numpy"]
-    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
-                         numpy["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Trainer:
@@ -97,11 +80,11 @@ class Trainer:
         return os.path.join(self.session_dir, "models")
 
     def checkpoint(self, epoch: int, val: dict, best: bool) -> dict:
-        return {"epoch": epoch, "best_model": best, "model": MODEL_NAME, "state_dict": self.model.state_dict(),
-                "val_loss": float(val["total"]), "val_dice": float(val["dice"]), "config": self.config.to_dict(),
-                "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "best_dice": self.best_dice, "best_epoch": self.best_epoch,
-                "rng": rng_state()}
+        training_state = None if best else {
+            "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "best_dice": self.best_dice, "best_epoch": self.best_epoch,
+            "rng": rng_state()}
+        return checkpoint_payload(self.model, self.config, epoch, best, val, training_state)
 
     def resume(self) -> None:
         path = os.path.join(self.models_dir, LATEST_NAME)
@@ -209,6 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(os.path.join(session_dir, "config.json"), "w") as handle:
             json.dump(config.to_dict(), handle, indent=2)
     setup_logging(os.path.join(session_dir, os.path.basename(session_dir) + ".log"))
+    tune_cpu_allocator()
     logger.info("session %s, config %s, device %s", session_dir, args.config, device)
     set_seed(config.seed, config.deterministic)
     try:

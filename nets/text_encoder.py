@@ -105,14 +105,18 @@ class CLIPTextEncoder(nn.Module):
     def __init__(self, shape: TextTowerShape = TextTowerShape()):
         super().__init__()
         self.shape = shape
-        self.token_embedding = nn.Embedding(shape.vocab_size, shape.width)
+        # Given an empty weight, nn.Embedding skips its own normal_ init: _init_weights below does it. (On the
+        # meta device normal_ would pull in torch's Python meta kernels: +160 MB resident.)
+        self.token_embedding = nn.Embedding(shape.vocab_size, shape.width,
+                                            _weight=torch.empty(shape.vocab_size, shape.width))
         self.positional_embedding = nn.Parameter(torch.empty(shape.context_length, shape.width))
         self.transformer = Transformer(shape.width, shape.layers, shape.heads)
         self.ln_final = nn.LayerNorm(shape.width)
         self.text_projection = nn.Parameter(torch.empty(shape.width, shape.embed_dim))
         # ln(100): the temperature the released CLIP weights carry, so a random tower scales CCL like a real one.
         self.logit_scale = nn.Parameter(torch.tensor(math.log(100.0)))
-        self._init_weights()
+        if not self.positional_embedding.is_meta:  # a meta-device build takes its weights from a file
+            self._init_weights()
 
     def _init_weights(self) -> None:
         """CLIP's initialisation (only used when no weights are loaded)."""

@@ -9,7 +9,9 @@ drops the vision tower and the prefix, reads the text tower's shape off its tens
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import zipfile
 from typing import Dict, Mapping, Optional
 
 import torch
@@ -23,8 +25,12 @@ _DROPPED_PREFIXES = ("clip.visual.",)
 _DROPPED_KEYS = ("clip.input_resolution", "clip.context_length", "clip.vocab_size")
 
 
-def read_checkpoint(path: str, map_location="cpu") -> dict:
+def read_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:
     """``torch.load(path, weights_only=True)``, with errors that name the file.
+
+    With ``mmap`` the tensors stay in the file's pages, read only when used: tensors never touched (the authors'
+    vision tower and optimizer state, say) cost no memory. It needs the zip format of ``torch.save`` since
+    torch 1.6; :func:`build_model_from_checkpoint` asks for it only for such files.
 
     Raises:
         FileNotFoundError: no such file.
@@ -32,7 +38,7 @@ def read_checkpoint(path: str, map_location="cpu") -> dict:
             code), or is not a torch file at all.
     """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint {path!r} does not exist") from None
     except pickle.UnpicklingError as error:
@@ -104,8 +110,13 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     model.load_state_dict(state, strict=True)
 
 
-def build_model_from_checkpoint(path: str, config=None, map_location="cpu"):
-    """Rebuild a RecLMIS model from a checkpoint file alone (ours or the authors').
+def build_model_from_checkpoint(path: str, config=None):
+    """Rebuild a RecLMIS model from a checkpoint file alone (ours or the authors'), on the CPU.
+
+    The file is memory-mapped (when it is in torch's zip format) and the model is built on the ``meta`` device
+    and then takes the file's tensors as its own: no random initialisation, no second copy, and the tensors that
+    inference never reads (the reconstruction heads, the authors' vision tower and optimizer state) are never
+    read from disk. fp16-stored frozen tensors (:func:`compact_state_dict`) come back as fp32.
 
     Args:
         path: the checkpoint file.
@@ -114,12 +125,13 @@ def build_model_from_checkpoint(path: str, config=None, map_location="cpu"):
             The text tower's shape always comes from the checkpoint's tensors; ``clip_weights`` is not read.
 
     Returns:
-        ``(model, checkpoint)``: the model in eval mode, and the loaded checkpoint dict.
+        ``(model, checkpoint)``: the model in eval mode, and the checkpoint dict (drop it once read: it keeps the
+        file mapped).
     """
     from nets.reclmis import RecLMIS
     from utils.config import Config
 
-    checkpoint = read_checkpoint(path, map_location=map_location)
+    checkpoint = read_checkpoint(path, mmap=os.path.isfile(path) and zipfile.is_zipfile(path))
     state = extract_state_dict(checkpoint)
     saved = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
     if isinstance(saved, Mapping):
@@ -130,10 +142,33 @@ def build_model_from_checkpoint(path: str, config=None, map_location="cpu"):
     config = config.replace(clip_weights=None, clip_width=shape.width, clip_layers=shape.layers,
                             clip_heads=shape.heads, clip_embed_dim=shape.embed_dim,
                             clip_context_length=shape.context_length, clip_vocab_size=shape.vocab_size)
-    model = RecLMIS(config)
-    load_weights(model, state, source=path)
+    with torch.device("meta"):
+        model = RecLMIS(config)
+    check_state_dict(model, state, source=path)
+    expected = model.state_dict()
+    state = {k: v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
     logger.info("loaded %d tensors from %s", len(state), path)
     return model.eval(), checkpoint
+
+
+def compact_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """``model.state_dict()`` for our checkpoints, with each frozen fp32 parameter whose values are all exactly
+    representable in fp16 stored as fp16.
+
+    This is lossless: OpenAI released CLIP in fp16, so the frozen text tower (63 M parameters) takes half the
+    space and loads back bit for bit (``load_state_dict`` copies it into the fp32 parameters). Trained
+    parameters, buffers and a random text tower stay fp32.
+    """
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    state = model.state_dict()
+    for name in frozen & set(state):
+        tensor = state[name]
+        if tensor.dtype == torch.float32:
+            half = tensor.half()
+            if torch.equal(half.float(), tensor):
+                state[name] = half
+    return state
 
 
 def save_authors_format(model: nn.Module, path: str, epoch: int = 0, data_parallel: bool = False,

@@ -14,6 +14,8 @@ from typing import List
 
 import torch
 
+from nets.weights import compact_state_dict
+
 MODEL_NAME = "RecLMIS"
 BEST_NAME = "best_model-RecLMIS.pth.tar"
 LATEST_NAME = "latest_model.pth.tar"
@@ -58,6 +60,20 @@ def resolve_session(session: str, output_root: str, task_name: str) -> str:
     raise FileNotFoundError(
         f"no session {session!r} under {sessions_root(output_root, task_name)}; "
         + (f"sessions there: {', '.join(known)}" if known else "there are no sessions there yet"))
+
+
+def checkpoint_payload(model, config, epoch: int, best: bool, val: dict, training_state: dict = None) -> dict:
+    """What a checkpoint file holds.
+
+    Every file: ``epoch`` (0-based), ``best_model``, ``model``, ``state_dict`` (:func:`nets.weights.
+    compact_state_dict`), ``val_loss``, ``val_dice`` and the resolved ``config``. The latest checkpoint adds
+    ``training_state``'s entries (optimizer, scheduler, grad scaler, best score, RNG states), which only resuming
+    needs; the best checkpoint leaves them out, which keeps it under a third of the size.
+    """
+    payload = {"epoch": epoch, "best_model": best, "model": MODEL_NAME, "state_dict": compact_state_dict(model),
+               "val_loss": float(val["total"]), "val_dice": float(val["dice"]), "config": config.to_dict()}
+    payload.update(training_state or {})
+    return payload
 
 
 def save_checkpoint(state: dict, path: str) -> None:

@@ -69,6 +69,25 @@ def _forward(model, criterion, batch: dict, device: torch.device, amp: bool, epo
     return outputs, terms, labels
 
 
+def train_step(model, criterion, batch: dict, optimizer, device: torch.device, amp: bool = False,
+               scaler: Optional[torch.amp.GradScaler] = None, epoch: int = 0, index: int = 0):
+    """One optimisation step on one batch: forward, every loss, backward, optimizer step.
+
+    Returns:
+        ``(outputs, terms, labels)`` of the batch.
+    """
+    outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(terms["total"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        terms["total"].backward()
+        optimizer.step()
+    return outputs, terms, labels
+
+
 def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch.device, epoch: int,
                     amp: bool = False, scaler: Optional[torch.amp.GradScaler] = None,
                     progress: bool = True) -> Dict[str, float]:
@@ -82,15 +101,7 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch
     terms_meter, seg_meter = _TermMeter(), SegmentationMeter(strict=False, dice="validation")
     bar = tqdm(loader, desc=f"train {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
     for index, batch in enumerate(bar):
-        outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None and scaler.is_enabled():
-            scaler.scale(terms["total"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            terms["total"].backward()
-            optimizer.step()
+        outputs, terms, labels = train_step(model, criterion, batch, optimizer, device, amp, scaler, epoch, index)
         terms_meter.update(terms, labels.shape[0])
         seg_meter.update(outputs["logits"], labels)
         bar.set_postfix(loss=f"{float(terms['total'].detach()):.4f}", dice=f"{seg_meter.compute()['dice']:.4f}")

@@ -1,9 +1,12 @@
-"""Seeding and device choice: the one place for each."""
+"""Seeding, device choice and the CPU allocator setting: the one place for each."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import random
+import sys
 
 import numpy as np
 import torch
@@ -35,3 +38,54 @@ def get_device(name: str = "auto") -> torch.device:
         raise ValueError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
                          "device(s)")
     return device
+
+
+def rng_state() -> dict:
+    """Every RNG state as tensors and plain values, so that ``torch.load(weights_only=True)`` reads it back."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed tensor memory in the process (glibc ``mallopt``) instead of returning it to the system.
+
+    glibc serves every block over 32 MB with a fresh ``mmap`` and unmaps it when freed, so each large activation
+    (a ``[4, 64, 224, 224]`` fp32 tensor is 51 MB) costs thousands of page faults on first touch. Turning off
+    ``mmap`` for allocations and never trimming the heap removes that cost: a training step at batch 4 on a 2-core
+    CPU went from 5.2 s to 3.1 s (docs/PERFORMANCE.md). Peak memory stays the same; memory freed after the peak
+    is kept for reuse rather than given back. Call it once, early, in an entry point.
+
+    Returns:
+        True when the setting was applied; False where the C library is not glibc (macOS, musl, Windows), where
+        allocation works as before.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        logger.debug("no glibc mallopt here: the CPU allocator is left as it is")
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

@@ -1,0 +1,111 @@
+"""Fast inference with a trained RecLMIS: the eval forward, the same masks, less work.
+
+    predictor = Predictor(model, device, precision="fp32")   # changes model in place: eval, fused, on device
+    logits = predictor(images, tokens, text_mask)            # [B, 1, H, W] fp32 logits
+
+What :class:`Predictor` does, each measured by ``python -m utils.benchmark`` (docs/PERFORMANCE.md):
+
+- ``torch.inference_mode`` and no auxiliary branch (the reconstruction heads and the contrastive features are
+  training-only; the authors' code ran them at test time too);
+- BatchNorm folded into the convolution before it (:func:`fold_batchnorm`), ReLU in place;
+- channels-last memory format for the convolutions (``channels_last=True``);
+- optionally reduced precision: ``precision="bf16"`` (CPU or CUDA autocast) or ``"fp16"`` (CUDA autocast).
+
+In fp32 the logits equal those of ``model.eval()(...)`` up to float rounding (about 1e-6); the masks
+(``logits > 0``) are the same. Reduced precision is opt-in: measure its mask agreement on your data with
+``python -m utils.benchmark --agreement``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Dict
+
+import torch
+from torch import nn
+
+from nets.unet import ConvBatchNorm
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The autocast context for ``precision`` on ``device`` (a null context for fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 runs on CUDA only; on the CPU use bf16")
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def fold_batchnorm(model: nn.Module, memory_format: torch.memory_format = torch.contiguous_format) -> int:
+    """Fold every ``ConvBatchNorm``'s BatchNorm into its convolution, in place, for inference.
+
+    The folded block computes ``relu(conv'(x))``, ``conv'`` carrying the BatchNorm's running statistics and affine
+    (``w' = w * g / sqrt(v + eps)``, ``b' = (b - m) * g / sqrt(v + eps) + beta``), so it equals the eval-mode
+    block up to float rounding. The model must be in eval mode and is not trainable afterwards.
+
+    Args:
+        memory_format: the layout of the folded weights (one copy, made in that layout).
+
+    Returns:
+        the number of blocks folded.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode (call model.eval() first)")
+    folded = 0
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, ConvBatchNorm) and isinstance(module.norm, nn.BatchNorm2d):
+                conv, norm = module.conv, module.norm
+                scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+                weight = (conv.weight * scale[:, None, None, None]).contiguous(memory_format=memory_format)
+                bias = (conv.bias - norm.running_mean) * scale + norm.bias
+                conv.weight = nn.Parameter(weight, requires_grad=False)
+                conv.bias = nn.Parameter(bias, requires_grad=False)
+                module.norm = nn.Identity()
+                module.activation = nn.ReLU(inplace=True)
+                folded += 1
+    return folded
+
+
+class Predictor:
+    """Runs a RecLMIS model for inference as fast as the device allows (see the module docstring).
+
+    Args:
+        model: a RecLMIS model. It is changed in place: eval mode, BatchNorm folded, moved to ``device`` and,
+            with ``channels_last``, converted to that memory format. Do not train it afterwards.
+        device: where to run.
+        precision: ``"fp32"`` (default; same masks as the plain eval forward), ``"bf16"`` or ``"fp16"`` (CUDA).
+        channels_last: channels-last convolutions (faster on CPU and on CUDA tensor cores).
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, precision: str = "fp32", channels_last: bool = True):
+        autocast_for(device, precision)  # validates the pair
+        self.device = device
+        self.precision = precision
+        self.channels_last = channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model.eval()
+        fold_batchnorm(model, memory_format)
+        model.to(device, memory_format=memory_format)
+        self.model = model
+
+    def outputs(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor,
+                return_weights: bool = False) -> Dict[str, torch.Tensor]:
+        """The model's output dict (``logits``, and with ``return_weights`` the word and patch weights), fp32."""
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        tokens = tokens.to(self.device, non_blocking=True)
+        text_mask = text_mask.to(self.device, non_blocking=True)
+        with torch.inference_mode(), autocast_for(self.device, self.precision):
+            out = self.model(images, tokens, text_mask, return_aux=False, return_weights=return_weights)
+        return {key: value.float().contiguous() for key, value in out.items()}
+
+    def __call__(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, H, W]`` fp32 logits; ``logits > 0`` is the mask (probability > 0.5)."""
+        return self.outputs(images, tokens, text_mask)["logits"]
