@@ -294,7 +294,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8], help="inference batch sizes")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, help="inference precisions (default fp32 "
                         "and bf16; on CUDA also fp16)")
-    parser.add_argument("--train_batch", type=int, default=4, help="training batch size (0: skip training)")
+    parser.add_argument("--train_batch", type=int, nargs="+", default=[4],
+                        help="training batch sizes (0: skip training)")
     parser.add_argument("--train_modes", nargs="+", choices=["fp32", "amp"], default=["fp32", "amp"],
                         help="training precisions: fp32 and/or amp (bf16 autocast on CPU, fp16 + GradScaler on CUDA)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
@@ -339,15 +340,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                    args.repeats)}
             modes = [mode == "amp" for mode in args.train_modes]
             state = None
-            if args.train_batch > 0:
-                result["training"], state = bench_training(model, device, args.train_batch, modes, args.warmup,
-                                                           args.repeats)
+            result["training"] = []
+            for batch_size in [b for b in args.train_batch if b > 0]:
+                rows, state = bench_training(model, device, batch_size, modes, args.warmup, args.repeats)
+                result["training"] += rows
             if not args.no_memory:
                 del model
                 with tempfile.TemporaryDirectory() as folder:
                     if state is None:
-                        raise ValueError("the checkpoint sizes need a training step: give --train_batch > 0 or "
-                                         "--no_memory")
+                        raise ValueError("the checkpoint sizes need a training step: give a --train_batch above 0 "
+                                         "or --no_memory")
                     sizes = checkpoint_sizes(state, folder)
                     del state
                     result["memory"] = run_probe(sizes.pop("best_path"), device)

@@ -1,0 +1,39 @@
+#!/bin/sh
+# The GPU check of docs/PERFORMANCE.md, in one short run (about 3 minutes on one H100):
+#   sh tools/gpu_check.sh [OUT_DIR]
+# 1. utils.benchmark on CUDA at the QaTa size: inference at batch 1, 8 and 32 in fp32, bf16 and fp16 autocast,
+#    training steps at batch 4 and 32 in fp32 and mixed precision (fp16 + GradScaler), checkpoint sizes, memory;
+#    then inference on the CPU of the same machine;
+# 2. a short mixed-precision training run on CUDA (Config_Demo, generated data: pinned memory, non-blocking
+#    copies, fp16 autocast and gradient scaling), then test.py on CUDA in fp32 and fp16;
+# 3. test.py naming a GPU index the machine does not have must fail with a clear message;
+# 4. the fp32/bf16/fp16 mask agreement on the demo test split.
+# Wheels of packages the machine lacks can be put in .wheels/ (installed offline, without dependencies).
+set -eu
+OUT=${1:-${OUT:-gpu_check_out}}
+mkdir -p "$OUT"
+RUNS=$(mktemp -d)
+if [ -d .wheels ]; then python3 -m pip install -q --no-deps --no-index .wheels/*.whl; fi
+nvidia-smi -L | tee "$OUT/nvidia_smi.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/nvidia_smi.txt"
+
+python3 -m utils.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 32 --precision fp32 bf16 fp16 \
+    --train_batch 4 32 --repeats 10 --warmup 3 --json "$OUT/bench_cuda.json" | tee "$OUT/bench_cuda.txt"
+python3 -m utils.benchmark -c Config_QaTa --device cpu --batch_sizes 1 8 --train_batch 0 --no_memory \
+    --repeats 3 --json "$OUT/bench_cpu.json" | tee "$OUT/bench_cpu.txt"
+
+SESSION=$(python3 train_model.py -c Config_Demo --device cuda --no_progress \
+    --set amp=True epochs=6 output_root="$RUNS" 2>"$OUT/train_amp_cuda.log" | tail -n 1)
+grep -E "epoch|best|done" "$OUT/train_amp_cuda.log" | tail -n 14
+for precision in fp32 fp16; do
+    python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 \
+        --precision "$precision" --no_progress 2>&1 | tee -a "$OUT/test_cuda.txt"
+done
+if python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 7 \
+        >"$OUT/bad_gpu.txt" 2>&1; then
+    echo "FAIL: test.py --gpu 7 succeeded"; exit 1
+fi
+cat "$OUT/bad_gpu.txt"
+python3 -m utils.benchmark -c Config_Demo --set output_root="$RUNS" --device cuda --precision bf16 fp16 \
+    --agreement "$RUNS/Demo/RecLMIS/$SESSION/models/best_model-RecLMIS.pth.tar" | tee "$OUT/agreement_cuda.txt"
+echo "gpu check done"
