@@ -122,7 +122,8 @@ def build_model_from_checkpoint(path: str, config=None):
         path: the checkpoint file.
         config: the :class:`utils.config.Config` for a checkpoint that saved none (the authors'); None = the
             default config (their QaTa sizes). A checkpoint of ours is always rebuilt with the config it saved.
-            The text tower's shape always comes from the checkpoint's tensors; ``clip_weights`` is not read.
+            The text tower's sizes come from the checkpoint's tensors (its heads from the saved config, or for
+            the authors' files CLIP's ``width / 64``); ``clip_weights`` is not read.
 
     Returns:
         ``(model, checkpoint)``: the model in eval mode, and the checkpoint dict (drop it once read: it keeps the
@@ -139,8 +140,10 @@ def build_model_from_checkpoint(path: str, config=None):
     elif config is None:
         config = Config()
     shape = text_tower_shape(state)
+    # Heads leave no trace in the tensors: a saved config knows them; else CLIP's rule (width / 64) holds.
+    heads = config.clip_heads if isinstance(saved, Mapping) else shape.heads
     config = config.replace(clip_weights=None, clip_width=shape.width, clip_layers=shape.layers,
-                            clip_heads=shape.heads, clip_embed_dim=shape.embed_dim,
+                            clip_heads=heads, clip_embed_dim=shape.embed_dim,
                             clip_context_length=shape.context_length, clip_vocab_size=shape.vocab_size)
     with torch.device("meta"):
         model = RecLMIS(config)

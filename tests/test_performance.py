@@ -1,0 +1,213 @@
+"""The fast paths keep what the model computes: folded BatchNorm, the Predictor, compact checkpoints, mmap loading,
+mixed precision that still learns, and the benchmark command itself."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nets import build_model
+from nets.inference import Predictor, autocast_for, fold_batchnorm
+from nets.unet import ConvBatchNorm
+from nets.weights import build_model_from_checkpoint, compact_state_dict
+from tests.tiny import batch, tiny_config
+from utils import benchmark
+from utils.checkpoint import checkpoint_payload, save_checkpoint
+from utils.demo_data import make_demo_dataset
+from utils.engine import train_step
+from utils.losses import RecLMISCriterion
+from utils.misc import tune_cpu_allocator
+from utils.schedulers import build_optimizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SETTINGS = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1",
+                 "clip_embed_dim=32", "rec_trans_num_layers1=1", "demo_data=False"]
+
+
+def _model_with_batchnorm_statistics(config, seed=0):
+    """A tiny model whose BatchNorms hold non-trivial running statistics and affine (as after training)."""
+    torch.manual_seed(seed)
+    model = build_model(config)
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
+    return model.eval()
+
+
+def test_fold_batchnorm_known_answer():
+    block = ConvBatchNorm(1, 1).eval()
+    with torch.no_grad():
+        block.conv.weight.zero_()
+        block.conv.weight[0, 0, 1, 1] = 2.0  # the conv doubles each pixel
+        block.conv.bias.fill_(1.0)
+        block.norm.running_mean.fill_(3.0)
+        block.norm.running_var.fill_(4.0 - block.norm.eps)  # sqrt(var + eps) = 2
+        block.norm.weight.fill_(0.5)
+        block.norm.bias.fill_(0.25)
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 5.0]]]])
+    # relu(((2x + 1) - 3) / 2 * 0.5 + 0.25) = relu(0.5 x - 0.25)
+    expected = torch.relu(0.5 * x - 0.25)
+    assert fold_batchnorm(block) == 1
+    assert isinstance(block.norm, torch.nn.Identity)
+    assert torch.allclose(block(x), expected)
+    assert torch.allclose(block.conv.weight[0, 0, 1, 1], torch.tensor(0.5))
+
+
+def test_fold_batchnorm_needs_eval_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(ConvBatchNorm(1, 1).train())
+
+
+def test_predictor_fp32_gives_the_masks_of_the_eval_forward():
+    config = tiny_config()
+    model = _model_with_batchnorm_statistics(config)
+    images, tokens, mask, _ = batch(config)
+    with torch.no_grad():
+        reference = model(images, tokens, mask, return_weights=True)
+    for channels_last in (True, False):
+        predictor = Predictor(copy.deepcopy(model), torch.device("cpu"), channels_last=channels_last)
+        out = predictor.outputs(images, tokens, mask, return_weights=True)
+        assert torch.allclose(out["logits"], reference["logits"], atol=1e-5, rtol=1e-5)
+        assert torch.equal(out["logits"] > 0, reference["logits"] > 0)
+        assert torch.allclose(out["word_weights"], reference["word_weights"], atol=1e-6)
+        assert "text_rec" not in out  # the auxiliary branch does not run
+        assert torch.equal(predictor(images, tokens, mask), out["logits"])
+
+
+def test_predictor_bf16_runs_on_cpu_and_returns_fp32():
+    config = tiny_config()
+    model = _model_with_batchnorm_statistics(config)
+    images, tokens, mask, _ = batch(config)
+    with torch.no_grad():
+        reference = model(images, tokens, mask)["logits"]
+    logits = Predictor(copy.deepcopy(model), torch.device("cpu"), "bf16")(images, tokens, mask)
+    assert logits.dtype == torch.float32 and logits.shape == reference.shape
+    assert (logits - reference).abs().max() < 0.05 * reference.abs().max() + 1e-3
+
+
+def test_reduced_precision_choices_are_checked():
+    with pytest.raises(ValueError, match="fp16 runs on CUDA only"):
+        autocast_for(torch.device("cpu"), "fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_for(torch.device("cpu"), "int8")
+
+
+def test_compact_state_dict_halves_only_exact_frozen_tensors(tmp_path):
+    config = tiny_config()
+    model = build_model(config)
+    with torch.no_grad():
+        for param in model.clip.parameters():
+            param.copy_(param.half().float())  # as OpenAI's fp16 release
+    model.clip.ln_final.weight.data[0] = 1.0 + 2**-20  # one frozen tensor that fp16 cannot hold
+    state = compact_state_dict(model)
+    assert state["clip.token_embedding.weight"].dtype == torch.float16
+    assert state["clip.ln_final.weight"].dtype == torch.float32
+    assert state["inc.conv.weight"].dtype == torch.float32  # trainable
+    assert state["inc.norm.running_var"].dtype == torch.float32  # buffer
+
+    path = str(tmp_path / "best.pth.tar")
+    save_checkpoint(checkpoint_payload(model, config, 0, True, {"total": 0.0, "dice": 0.0}), path)
+    loaded = build_model_from_checkpoint(path)[0]
+    for name, tensor in model.state_dict().items():
+        assert loaded.state_dict()[name].dtype == tensor.dtype, name
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_best_checkpoint_leaves_out_the_training_state():
+    config = tiny_config()
+    model = build_model(config)
+    val = {"total": 1.0, "dice": 0.5}
+    best = checkpoint_payload(model, config, 3, True, val)
+    latest = checkpoint_payload(model, config, 3, False, val, {"optimizer": {"state": {}}})
+    assert "optimizer" not in best and best["best_model"] and best["config"]["img_size"] == 32
+    assert "optimizer" in latest and not latest["best_model"]
+
+
+def test_a_legacy_format_checkpoint_still_loads(tmp_path):
+    config = tiny_config(clip_heads=4)  # not CLIP's width / 64: the saved config must decide
+    model = build_model(config).eval()
+    path = tmp_path / "legacy.pth.tar"
+    torch.save({"state_dict": model.state_dict(), "config": config.to_dict()}, path,
+               _use_new_zipfile_serialization=False)
+    loaded = build_model_from_checkpoint(str(path))[0]
+    images, tokens, mask, _ = batch(config)
+    with torch.no_grad():
+        assert torch.equal(loaded(images, tokens, mask)["logits"], model(images, tokens, mask)["logits"])
+
+
+def test_mixed_precision_training_still_learns():
+    """bf16 autocast on the CPU (fp16 + GradScaler on CUDA): a short run on one batch lowers the segmentation loss
+    about as far as the same run in fp32."""
+    config = tiny_config(learning_rate=3e-3)
+    images, tokens, mask, labels = batch(config)
+    data = {"image": images, "label": labels.float(), "text_token": tokens, "text_mask": mask,
+            "name": ["a", "b", "c"]}
+    curves = {}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        model = build_model(config).train()
+        criterion = RecLMISCriterion(config)
+        optimizer = build_optimizer(config, model)
+        curves[amp] = [float(train_step(model, criterion, data, optimizer, torch.device("cpu"), amp=amp,
+                                        index=step)[1]["seg"].detach()) for step in range(40)]
+    fp32, mixed = curves[False], curves[True]
+    assert mixed[-1] < 0.8 * mixed[0], mixed
+    assert abs(mixed[-1] - fp32[-1]) < 0.1 * fp32[0], (fp32[-1], mixed[-1])
+
+
+def test_cpu_allocator_tuning_applies_on_glibc():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc only")
+    assert tune_cpu_allocator() is True
+
+
+def test_tokenizer_does_not_import_the_open_clip_package():
+    code = ("import sys; from nets.tokenizer import ReportTokenizer; "
+            "t = ReportTokenizer(18)('No infection.'); assert t.tokens[0, 0] == 49406; "
+            "print('open_clip' in sys.modules, 'torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_benchmark_command_reports_every_figure(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["-c", "Config_Demo", "--set", *TINY_SETTINGS, "--device", "cpu", "--batch_sizes", "1",
+                           "2", "--train_batch", "2", "--repeats", "1", "--warmup", "0", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["environment"]["torch"] == torch.__version__ and result["environment"]["threads"] >= 1
+    assert result["model"]["params_in_memory"] > result["model"]["params_trainable"] > 0
+    assert result["model"]["flops_per_image"] > 0
+    assert [(r["precision"], r["batch"]) for r in result["inference"]] == [("fp32", 1), ("fp32", 2), ("bf16", 1),
+                                                                           ("bf16", 2)]
+    assert all(r["s_per_image"] > 0 for r in result["inference"])
+    assert [r["amp"] for r in result["training"]] == [False, True]
+    assert result["checkpoints"]["latest_mb"] > result["checkpoints"]["best_mb"] > 0
+    assert result["memory"]["peak_rss_mb"] > 0
+    assert "s/image" in printed and "peak memory" in printed
+
+
+def test_benchmark_agreement_on_a_test_split(tmp_path, capsys):
+    root = make_demo_dataset(tmp_path / "Demo", n_train=2, n_val=2, n_test=3, img_size=48, seed=2)
+    config = tiny_config()
+    path = str(tmp_path / "model.pth.tar")
+    save_checkpoint(checkpoint_payload(_model_with_batchnorm_statistics(config), config, 0, True,
+                                       {"total": 0.0, "dice": 0.0}), path)
+    out = tmp_path / "agreement.json"
+    assert benchmark.main(["-c", "Config_Demo", "--set", f"test_dataset={root}/Test_Folder", "--device", "cpu",
+                           "--precision", "bf16", "--agreement", path, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 3 and result["pixels"] == 3 * 32 * 32
+    assert 0.5 < result["pixel_agreement"]["bf16"] <= 1.0
+    assert set(result["dice"]) == {"fp32", "bf16"}
+    assert benchmark.main(["-c", "Config_Demo", "--precision", "fp32", "--agreement", path]) == 2
+    assert "give --precision bf16" in capsys.readouterr().err
