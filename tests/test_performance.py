@@ -191,8 +191,8 @@ def test_benchmark_command_reports_every_figure(tmp_path, capsys):
                                                                            ("bf16", 2)]
     assert all(r["s_per_image"] > 0 for r in result["inference"])
     assert [r["amp"] for r in result["training"]] == [False, True]
-    assert result["checkpoints"]["latest_mb"] > result["checkpoints"]["best_mb"] > 0
-    assert result["memory"]["peak_rss_mb"] > 0
+    assert result["checkpoints"]["latest_mib"] > result["checkpoints"]["best_mib"] > 0
+    assert result["memory"]["peak_rss_mib"] > 0
     assert "s/image" in printed and "peak memory" in printed
 
 

@@ -13,7 +13,7 @@ values, as OpenAI released CLIP) and measures, on one device:
   for each batch size and precision, after warm-up, the median of the repeats;
 - a training step as ``train_model.py`` runs it (forward, every loss, backward, Adam step): seconds per step and
   images per second, in fp32 and with mixed precision;
-- checkpoint files as training writes them (best, and latest with the optimizer state), in MB;
+- checkpoint files as training writes them (best, and latest with the optimizer state), in MiB;
 - peak memory of loading the best checkpoint and running inference at batch 1: resident memory of a fresh
   process on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA;
 - the torch version, thread count and device name.
@@ -44,7 +44,7 @@ import torch
 from nets.inference import PRECISIONS, Predictor, autocast_for
 from utils.misc import get_device, rng_state, tune_cpu_allocator
 
-MB = 1024 * 1024
+MIB = 1024 * 1024
 
 
 def device_name(device: torch.device) -> str:
@@ -116,6 +116,25 @@ def model_counts(model) -> dict:
             "params_text_tower": summary["text_tower"], "flops_per_image": summary["flops_inference"]}
 
 
+def bench_plain_forward(model, device: torch.device, batch_sizes: List[int], warmup: int, repeats: int) -> List[dict]:
+    """The reference: ``model.eval()`` forward under ``no_grad`` with the auxiliary branch on, fp32, as the authors'
+    test loop runs it (no folding, default memory format)."""
+    plain = copy.deepcopy(model).to(device).eval()
+    rows = []
+    for batch_size in batch_sizes:
+        batch = dummy_batch(model.config, batch_size, model.clip.shape.vocab_size)
+        inputs = [batch[key].to(device) for key in ("image", "text_token", "text_mask")]
+
+        def forward(images=inputs[0], tokens=inputs[1], mask=inputs[2]):
+            with torch.no_grad():
+                return plain(images, tokens, mask, return_aux=True)
+
+        seconds = time_it(forward, device, warmup, repeats)
+        rows.append({"precision": "fp32", "path": "eval_forward", "batch": batch_size,
+                     "s_per_image": seconds / batch_size, "images_per_s": batch_size / seconds})
+    return rows
+
+
 def bench_inference(model, device: torch.device, batch_sizes: List[int], precisions: List[str], warmup: int,
                     repeats: int) -> List[dict]:
     predictor = Predictor(copy.deepcopy(model), device)
@@ -128,10 +147,11 @@ def bench_inference(model, device: torch.device, batch_sizes: List[int], precisi
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             seconds = time_it(functools.partial(runner, *inputs), device, warmup, repeats)
-            row = {"precision": precision, "batch": batch_size, "s_per_image": seconds / batch_size,
+            row = {"precision": precision, "path": "predictor", "batch": batch_size,
+                   "s_per_image": seconds / batch_size,
                    "images_per_s": batch_size / seconds}
             if device.type == "cuda":
-                row["peak_mb"] = torch.cuda.max_memory_allocated(device) / MB
+                row["peak_mib"] = torch.cuda.max_memory_allocated(device) / MIB
             rows.append(row)
     return rows
 
@@ -158,14 +178,14 @@ def bench_training(model, device: torch.device, batch_size: int, amp_modes: List
                           device, warmup, repeats)
         row = {"amp": amp, "batch": batch_size, "s_per_step": seconds, "images_per_s": batch_size / seconds}
         if device.type == "cuda":
-            row["peak_mb"] = torch.cuda.max_memory_allocated(device) / MB
+            row["peak_mib"] = torch.cuda.max_memory_allocated(device) / MIB
         rows.append(row)
         state = (trained, optimizer, scheduler, scaler)
     return rows, state
 
 
 def checkpoint_sizes(state, folder: str) -> dict:
-    """Write the best and latest checkpoints as training does; their sizes in MB and the best one's path."""
+    """Write the best and latest checkpoints as training does; their sizes in MiB and the best one's path."""
     from utils.checkpoint import BEST_NAME, LATEST_NAME, checkpoint_payload, save_checkpoint
 
     model, optimizer, scheduler, scaler = state
@@ -176,10 +196,10 @@ def checkpoint_sizes(state, folder: str) -> dict:
     training_state = {"optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
                       "scaler": scaler.state_dict(), "best_dice": 0.0, "best_epoch": 0, "rng": rng_state()}
     save_checkpoint(checkpoint_payload(model, model.config, 0, False, val, training_state), latest)
-    return {"best_mb": os.path.getsize(best) / MB, "latest_mb": os.path.getsize(latest) / MB, "best_path": best}
+    return {"best_mib": os.path.getsize(best) / MIB, "latest_mib": os.path.getsize(latest) / MIB, "best_path": best}
 
 
-def peak_resident_mb() -> float:
+def peak_resident_mib() -> float:
     """This process's peak resident memory (``VmHWM``; unlike ``ru_maxrss`` it does not count what the parent
     held before ``exec``)."""
     if os.path.exists("/proc/self/status"):
@@ -203,9 +223,9 @@ def probe_memory(checkpoint: str, device: torch.device) -> dict:
     image = torch.rand(1, model.config.n_channels, model.config.img_size, model.config.img_size)
     predictor(image, reports.tokens, reports.text_mask)
     _sync(device)
-    result = {"peak_rss_mb": peak_resident_mb()}
+    result = {"peak_rss_mib": peak_resident_mib()}
     if device.type == "cuda":
-        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / MB
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / MIB
     return result
 
 
@@ -259,30 +279,33 @@ def agreement(config, checkpoint: str, device: torch.device, precisions: List[st
 
 def format_report(result: dict) -> str:
     env, counts = result["environment"], result["model"]
+    allocator = "" if env.get("allocator_tuned") else ", glibc allocator untuned"
     lines = [f"RecLMIS benchmark: {result['config']} ({result['img_size']} px) on {env['device_name']}, "
-             f"torch {env['torch']}, {env['threads']} threads, {env['date']}",
+             f"torch {env['torch']}, {env['threads']} threads{allocator}, {env['date']}",
              f"  parameters in memory   {counts['params_in_memory'] / 1e6:9.2f} M",
              f"  trainable              {counts['params_trainable'] / 1e6:9.2f} M",
              f"  inference path         {counts['params_inference_path'] / 1e6:9.2f} M "
              f"(text tower {counts['params_text_tower'] / 1e6:.2f} M)",
              f"  FLOPs per image        {counts['flops_per_image'] / 1e9:9.2f} G (inference path; 2 per MAC)"]
     for row in result["inference"]:
-        extra = f"  peak {row['peak_mb']:.0f} MB" if "peak_mb" in row else ""
+        extra = f"  peak {row['peak_mib']:.0f} MiB" if "peak_mib" in row else ""
+        path = " (eval forward + aux branch)" if row["path"] == "eval_forward" else ""
         lines.append(f"  inference {row['precision']:>4} batch {row['batch']:>3}: {row['s_per_image']:.4f} s/image, "
-                     f"{row['images_per_s']:8.1f} images/s{extra}")
+                     f"{row['images_per_s']:8.1f} images/s{extra}{path}")
     for row in result.get("training", []):
-        extra = f"  peak {row['peak_mb']:.0f} MB" if "peak_mb" in row else ""
+        extra = f"  peak {row['peak_mib']:.0f} MiB" if "peak_mib" in row else ""
         mode = "amp " if row["amp"] else "fp32"
         lines.append(f"  training  {mode} batch {row['batch']:>3}: {row['s_per_step']:.3f} s/step, "
                      f"{row['images_per_s']:8.1f} images/s{extra}")
     if "checkpoints" in result:
         ck = result["checkpoints"]
-        lines.append(f"  checkpoints: best {ck['best_mb']:.0f} MB, latest (with optimizer state) "
-                     f"{ck['latest_mb']:.0f} MB")
+        lines.append(f"  checkpoints: best {ck['best_mib']:.0f} MiB, latest (with optimizer state) "
+                     f"{ck['latest_mib']:.0f} MiB")
     if "memory" in result:
         mem = result["memory"]
-        cuda = f", CUDA {mem['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in mem else ""
-        lines.append(f"  peak memory, load best checkpoint + infer 1 image: resident {mem['peak_rss_mb']:.0f} MB{cuda}")
+        cuda = f", CUDA {mem['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in mem else ""
+        lines.append(f"  peak memory, load best checkpoint + infer 1 image: resident {mem['peak_rss_mib']:.0f} "
+                     f"MiB{cuda}")
     return "\n".join(lines)
 
 
@@ -300,6 +323,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="training precisions: fp32 and/or amp (bf16 autocast on CPU, fp16 + GradScaler on CUDA)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (the median is reported)")
+    parser.add_argument("--plain", action="store_true", help="also time the plain eval forward with the auxiliary "
+                        "branch (the authors' test loop) at each batch size, as a reference")
+    parser.add_argument("--no_allocator_tuning", action="store_true",
+                        help="leave glibc's allocator as it is (see utils.misc.tune_cpu_allocator)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no_memory", action="store_true", help="skip the checkpoint sizes and the memory probe")
     parser.add_argument("--agreement", metavar="CHECKPOINT", help="mask agreement of reduced precisions with fp32 "
@@ -313,7 +340,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from utils.config import load_config
 
     args = parse_args(argv)
-    tune_cpu_allocator()
+    tuned = False if args.no_allocator_tuning else tune_cpu_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -334,10 +361,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                              + [f"  Dice {p}: {d:.4f}" for p, d in result["dice"].items()])
         else:
             model = build_random_model(config)
-            result = {"environment": environment(device), "config": args.config, "img_size": config.img_size,
-                      "model": model_counts(model),
-                      "inference": bench_inference(model, device, args.batch_sizes, precisions, args.warmup,
-                                                   args.repeats)}
+            result = {"environment": {**environment(device), "allocator_tuned": tuned}, "config": args.config,
+                      "img_size": config.img_size, "model": model_counts(model), "inference": []}
+            if args.plain:
+                result["inference"] += bench_plain_forward(model, device, args.batch_sizes, args.warmup,
+                                                           args.repeats)
+            result["inference"] += bench_inference(model, device, args.batch_sizes, precisions, args.warmup,
+                                                   args.repeats)
             modes = [mode == "amp" for mode in args.train_modes]
             state = None
             result["training"] = []
