@@ -18,16 +18,13 @@ Before training, :func:`build_dataloaders` runs the data checks (``utils/data_ch
 :class:`DatasetError` that names every file or row at fault. ``python Load_Dataset.py --check <folder>`` prints
 the same checks.
 
-Determinism: each dataset draws its augmentation from its own ``numpy.random.Generator``.
-
-- In the main process (``num_workers=0``) that generator is seeded with ``cfg.seed`` when the dataset is built
-  and runs on across epochs.
-- In DataLoader workers, :func:`seed_worker` re-seeds it with the worker's torch seed, which PyTorch sets to
-  ``base_seed + worker_id`` where ``base_seed`` is drawn, each epoch, from the loader's ``torch.Generator``
-  (seeded with ``cfg.seed`` by :func:`build_dataloader`).
-
-So a run repeats exactly for the same seed and worker count; the shuffling order depends on the seed only.
-The authors seeded only Python's ``random``, identically every epoch, and left numpy unseeded in the workers.
+Determinism: the augmentation of sample ``i`` in an epoch draws from its own generator,
+``numpy.random.default_rng([epoch_seed, i])``, where ``epoch_seed`` is ``cfg.seed + epoch`` (set by the trainer
+through :meth:`ImageToImage2D.set_epoch_seed`). The shuffling order comes from :class:`EpochSampler`, a function of
+``(cfg.seed, epoch)`` alone. So a sample's augmentation does not depend on the worker that loads it or on what was
+loaded before: a run repeats exactly for any ``num_workers``, and an epoch can restart at any batch (resuming
+after an interruption) and see the same batches it would have seen. The authors seeded only Python's ``random``,
+identically every epoch, and left numpy unseeded in the workers.
 """
 
 from __future__ import annotations
@@ -35,6 +32,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import signal
 import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -42,7 +40,7 @@ from typing import Dict, Optional, Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.data_check import CheckReport, check_dataset
 from utils.data_files import (
@@ -110,14 +108,14 @@ class ImageToImage2D(Dataset):
         self.text_masks = tokenized.text_mask
         self.words_cut = tokenized.words_cut
         self.n_truncated = int(self.words_cut.sum())
-        self._rng = np.random.default_rng(cfg.seed)
+        self.epoch_seed = cfg.seed
         logger.info("%s: %d samples from %s; %d report(s) longer than token_len=%d are cut%s", split,
                     len(self.samples), index.paths.folder, self.n_truncated, cfg.token_len,
                     f"; augmentation on (blur_mode={self.blur_mode!r})" if self.augment else "")
 
-    def reseed(self, seed: int) -> None:
-        """Restart the augmentation generator from ``seed`` (called by :func:`seed_worker` in each worker)."""
-        self._rng = np.random.default_rng(seed)
+    def set_epoch_seed(self, seed: int) -> None:
+        """The seed of this epoch's augmentations (sample ``i`` draws from ``default_rng([seed, i])``)."""
+        self.epoch_seed = int(seed)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -138,7 +136,7 @@ class ImageToImage2D(Dataset):
     def __getitem__(self, i: int) -> Dict[str, object]:
         image, mask = self.load_arrays(i)
         if self.augment:
-            image, mask = train_augment(image, mask, self._rng, self.blur_mode)
+            image, mask = train_augment(image, mask, np.random.default_rng([self.epoch_seed, i]), self.blur_mode)
         sample = self.samples[i]
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
@@ -151,22 +149,79 @@ class ImageToImage2D(Dataset):
 
 
 def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn`` for DataLoaders: seed the worker's augmentation, ``random`` and ``numpy`` from the torch
-    seed PyTorch gave the worker (``base_seed + worker_id``, a new ``base_seed`` every epoch)."""
+    """``worker_init_fn`` for DataLoaders: seed ``random`` and ``numpy`` from the torch seed PyTorch gave the worker,
+    use one OpenCV thread, and leave Ctrl-C to the main process (which saves a checkpoint before it stops)."""
     seed = torch.initial_seed()
     random.seed(seed)
     np.random.seed(seed % 2**32)
     # One OpenCV thread per worker: the workers already run in parallel and would otherwise oversubscribe the CPUs.
     cv2.setNumThreads(1)
-    info = torch.utils.data.get_worker_info()
-    dataset = info.dataset if info is not None else None
-    while dataset is not None and not isinstance(dataset, ImageToImage2D):
-        dataset = getattr(dataset, "dataset", None)  # look inside wrappers such as torch's Subset
-    if dataset is not None:
-        dataset.reseed(seed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def build_dataloader(cfg, split: str, device=None, dataset: Optional[ImageToImage2D] = None) -> DataLoader:
+class EpochSampler(Sampler):
+    """The order of one epoch's samples, a function of ``(seed, epoch)`` alone, optionally sharded over ranks.
+
+    Like torch's ``DistributedSampler``: with ``shuffle`` the epoch's order is ``randperm(n)`` from a generator
+    seeded with ``seed + epoch``; with ``num_replicas > 1`` the order is padded by repeating its start to a multiple
+    of ``num_replicas`` and rank ``r`` takes every ``num_replicas``-th index from ``r``. :meth:`skip` starts the
+    epoch further on (resuming an interrupted epoch).
+
+    Args:
+        length: the number of samples.
+        shuffle: shuffle each epoch (training), or keep the data set's order.
+        seed: the run's seed.
+        num_replicas, rank: the number of processes and this one's rank (1 and 0 without distribution).
+        pad: pad to a multiple of ``num_replicas`` (training, so every rank takes the same number of steps);
+            without it, the last ranks get one sample fewer (evaluation: no image counted twice).
+    """
+
+    def __init__(self, length: int, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0,
+                 pad: bool = True):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        self.length = length
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.pad = pad
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch (its order) and start from its first sample."""
+        self.epoch = int(epoch)
+        self.start = 0
+
+    def skip(self, samples: int) -> None:
+        """Start the current epoch after this rank's first ``samples`` samples."""
+        self.start = int(samples)
+
+    def _indices(self):
+        if self.shuffle:
+            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = order.tolist()
+        else:
+            order = list(range(self.length))
+        if self.pad and self.num_replicas > 1 and self.length % self.num_replicas:
+            extra = self.num_replicas - self.length % self.num_replicas
+            order += (order * (extra // max(len(order), 1) + 1))[:extra]
+        return order[self.rank::self.num_replicas]
+
+    def __iter__(self):
+        return iter(self._indices()[self.start:])
+
+    def __len__(self) -> int:
+        if self.pad:
+            per_rank = -(-self.length // self.num_replicas)
+        else:
+            per_rank = len(range(self.rank, self.length, self.num_replicas))
+        return max(per_rank - self.start, 0)
+
+
+def build_dataloader(cfg, split: str, device=None, dataset: Optional[ImageToImage2D] = None, num_replicas: int = 1,
+                     rank: int = 0) -> DataLoader:
     """A DataLoader for one split, without the full data check (:func:`build_dataloaders` runs it).
 
     Training batches are shuffled; validation and test batches are not (the authors shuffled validation too,
@@ -177,16 +232,20 @@ def build_dataloader(cfg, split: str, device=None, dataset: Optional[ImageToImag
         split: "train", "val" or "test".
         device: the device the batches go to; pinned memory is used only for CUDA.
         dataset: the split's dataset if already built; None = ``ImageToImage2D(cfg, split)``.
+        num_replicas, rank: shard the split over this many processes (distributed training); see
+            :class:`EpochSampler`.
 
     Returns:
         The DataLoader (``num_workers = cfg.num_workers``, workers seeded by :func:`seed_worker`).
     """
     dataset = ImageToImage2D(cfg, split) if dataset is None else dataset
     pin = device is not None and torch.device(device).type == "cuda"
+    train = split == "train"
     return DataLoader(
         dataset,
         batch_size=cfg.test_batch_size if split == "test" else cfg.batch_size,
-        shuffle=split == "train",
+        sampler=EpochSampler(len(dataset), shuffle=train, seed=cfg.seed, num_replicas=num_replicas, rank=rank,
+                             pad=train),
         num_workers=cfg.num_workers,
         pin_memory=pin,
         drop_last=False,

@@ -14,7 +14,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import List, Optional
 
@@ -27,14 +29,17 @@ from nets.weights import load_weights, read_checkpoint
 from utils.checkpoint import (
     BEST_NAME,
     LATEST_NAME,
+    check_free_space,
     checkpoint_payload,
     create_session_dir,
+    ensure_writable,
+    estimated_checkpoint_bytes,
     resolve_session,
     save_checkpoint,
 )
 from utils.config import Config, load_config, parse_override
 from utils.data_files import DatasetError
-from utils.engine import NonFiniteLossError, evaluate, train_one_epoch
+from utils.engine import NonFiniteLossError, TrainingInterrupted, evaluate, train_one_epoch
 from utils.logger import setup_logging
 from utils.losses import RecLMISCriterion
 from utils.misc import get_device, rng_state, set_rng_state, set_seed, tune_cpu_allocator
@@ -73,17 +78,21 @@ class Trainer:
         self.start_epoch = 0
         self.best_dice = 0.0
         self.best_epoch = 0
+        self.partial = None  # an interrupted epoch to continue: {"epoch", "batches_done", "meters"}
+        self.last_val = {"total": float("nan"), "dice": float("nan")}
         self.writer = None
 
     @property
     def models_dir(self) -> str:
         return os.path.join(self.session_dir, "models")
 
-    def checkpoint(self, epoch: int, val: dict, best: bool) -> dict:
+    def checkpoint(self, epoch: int, val: dict, best: bool, partial: Optional[dict] = None) -> dict:
+        """``epoch``: the last finished epoch (0-based; -1 before the first). ``partial``: the epoch in progress,
+        for a checkpoint written when training is interrupted between two steps."""
         training_state = None if best else {
             "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "best_dice": self.best_dice, "best_epoch": self.best_epoch,
-            "rng": rng_state()}
+            "rng": rng_state(), "partial_epoch": partial}
         return checkpoint_payload(self.model, self.config, epoch, best, val, training_state)
 
     def resume(self) -> None:
@@ -95,9 +104,13 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = state["epoch"] + 1
         self.best_dice, self.best_epoch = state["best_dice"], state["best_epoch"]
+        self.last_val = {"total": state["val_loss"], "dice": state["val_dice"]}
+        self.partial = state.get("partial_epoch")
         set_rng_state(state["rng"])
-        logger.info("resumed from %s: epoch %d done, best val Dice %.4f at epoch %d", path, state["epoch"] + 1,
-                    self.best_dice, self.best_epoch)
+        where = (f"epoch {self.start_epoch + 1} continues after batch {self.partial['batches_done']}"
+                 if self.partial else f"epoch {state['epoch'] + 1} done")
+        logger.info("resumed from %s: %s, best val Dice %.4f at epoch %d", path, where, self.best_dice,
+                    self.best_epoch)
 
     def log_epoch(self, epoch: int, train: dict, val: dict, lr: float, seconds: float) -> None:
         step = epoch + 1
@@ -129,42 +142,99 @@ class Trainer:
         self.writer.add_text("val/reports", "  \n".join(f"{i + 1}. {t}" for i, t in enumerate(batch["text"][:count])),
                              epoch + 1)
 
+    def _start_epoch(self, epoch: int):
+        """Point the training loader at ``epoch``; returns ``(start_batch, meters)`` of an interrupted epoch."""
+        cfg, loader = self.config, self.loaders["train"]
+        # Order, augmentation and worker seeds depend on (seed, epoch) only: a resumed run sees the same batches.
+        loader.sampler.set_epoch(epoch)
+        loader.dataset.set_epoch_seed(cfg.seed + epoch)
+        loader.generator.manual_seed(cfg.seed + epoch)
+        if not self.partial or self.partial["epoch"] != epoch:
+            return 0, None
+        start, meters = self.partial["batches_done"], self.partial["meters"]
+        loader.sampler.skip(start * cfg.batch_size)
+        self.partial = None
+        return start, meters
+
+    def _interrupted(self, epoch: int, stopped: TrainingInterrupted, latest: str) -> None:
+        partial = {"epoch": epoch, "batches_done": stopped.batches_done, "meters": stopped.meters}
+        save_checkpoint(self.checkpoint(epoch - 1, self.last_val, False, partial), latest)
+        logger.warning("interrupted in epoch %d after %d batches: saved %s; continue with --resume %s", epoch + 1,
+                       stopped.batches_done, latest, os.path.basename(self.session_dir))
+
     def run(self) -> dict:
-        cfg = self.config
         latest = os.path.join(self.models_dir, LATEST_NAME)
         # On resume, events of epochs after the checkpoint (an epoch cut short) are purged, so no step repeats.
         self.writer = SummaryWriter(os.path.join(self.session_dir, "tensorboard_logs"),
-                                         purge_step=self.start_epoch + 1 if self.start_epoch else None)
+                                    purge_step=self.start_epoch + 1 if self.start_epoch else None)
+        try:
+            with StopOnInterrupt() as stop:
+                self._epochs(latest, stop)
+        finally:
+            self.writer.close()
+        return {"best_dice": self.best_dice, "best_epoch": self.best_epoch, "session": self.session_dir}
+
+    def _epochs(self, latest: str, stop: "StopOnInterrupt") -> None:
+        cfg = self.config
         for epoch in range(self.start_epoch, cfg.epochs):
             started = time.time()
             lr = self.optimizer.param_groups[0]["lr"]
-            # Shuffling and worker seeds depend on (seed, epoch) only, so a resumed run sees the same batches.
-            self.loaders["train"].generator.manual_seed(cfg.seed + epoch)
-            self.loaders["train"].dataset.reseed(cfg.seed + epoch)  # in-process loading (num_workers=0)
+            start_batch, meters = self._start_epoch(epoch)
             try:
                 train = train_one_epoch(self.model, self.criterion, self.loaders["train"], self.optimizer,
-                                        self.device, epoch + 1, self.amp, self.scaler, self.progress)
-            except KeyboardInterrupt:
-                logger.warning("interrupted in epoch %d: the latest checkpoint (%s) holds the last finished epoch; "
-                               "continue with --resume %s", epoch + 1, latest, os.path.basename(self.session_dir))
-                raise
+                                        self.device, epoch + 1, self.amp, self.scaler, self.progress, start_batch,
+                                        meters, stop.requested)
+            except TrainingInterrupted as stopped:
+                self._interrupted(epoch, stopped, latest)
+                raise KeyboardInterrupt from None
             val = evaluate(self.model, self.criterion, self.loaders["val"], self.device, epoch + 1, self.amp,
                            self.progress)
+            self.last_val = val
             self.scheduler.step()
             self.log_epoch(epoch, train, val, lr, time.time() - started)
             self.log_images(epoch)
-            improved = val["dice"] > self.best_dice
-            if improved:
+            if val["dice"] > self.best_dice:
                 self.best_dice, self.best_epoch = val["dice"], epoch + 1
                 save_checkpoint(self.checkpoint(epoch, val, True), os.path.join(self.models_dir, BEST_NAME))
                 logger.info("\tbest val Dice so far (%.4f): saved %s", val["dice"], BEST_NAME)
             save_checkpoint(self.checkpoint(epoch, val, False), latest)
             self.writer.flush()
+            if stop.requested():
+                logger.warning("interrupted after epoch %d: saved %s; continue with --resume %s", epoch + 1, latest,
+                               os.path.basename(self.session_dir))
+                raise KeyboardInterrupt
             if epoch + 1 - self.best_epoch > cfg.early_stopping_patience:
                 logger.info("early stopping: no better val Dice for %d epochs", cfg.early_stopping_patience)
                 break
-        self.writer.close()
-        return {"best_dice": self.best_dice, "best_epoch": self.best_epoch, "session": self.session_dir}
+
+
+class StopOnInterrupt:
+    """While active, the first Ctrl-C (SIGINT) only asks training to stop after the current step (which then
+    saves the latest checkpoint); a second one stops at once. Outside the main thread it does nothing."""
+
+    def __init__(self):
+        self._requested = False
+        self._previous = None
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def _handle(self, signum, frame) -> None:
+        if self._requested:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self._requested = True
+        logger.warning("Ctrl-C: stopping after this step and saving the latest checkpoint (Ctrl-C again to quit "
+                       "at once, without saving)")
+
+    def __enter__(self) -> "StopOnInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -187,20 +257,27 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"error: cannot resume: {error}", file=sys.stderr)
             return 2
         del saved
-    else:
-        session_dir = create_session_dir(config.output_root, config.task_name)
-        with open(os.path.join(session_dir, "config.json"), "w") as handle:
-            json.dump(config.to_dict(), handle, indent=2)
+    try:
+        if args.resume:
+            ensure_writable(os.path.join(session_dir, "models"))
+        else:
+            session_dir = create_session_dir(config.output_root, config.task_name)
+            with open(os.path.join(session_dir, "config.json"), "w") as handle:
+                json.dump(config.to_dict(), handle, indent=2)
+    except OSError as error:
+        print(f"error: cannot write the session under {config.output_root!r}: {error}", file=sys.stderr)
+        return 2
     setup_logging(os.path.join(session_dir, os.path.basename(session_dir) + ".log"))
     tune_cpu_allocator()
     logger.info("session %s, config %s, device %s", session_dir, args.config, device)
     set_seed(config.seed, config.deterministic)
     try:
         trainer = Trainer(config, session_dir, device, progress=not args.no_progress)
+        check_free_space(trainer.models_dir, estimated_checkpoint_bytes(trainer.model))
         if args.resume:
             trainer.resume()
         result = trainer.run()
-    except (DatasetError, FileNotFoundError, NonFiniteLossError) as error:
+    except (DatasetError, OSError, NonFiniteLossError) as error:
         logger.error("error: %s", error)
         return 1
     except KeyboardInterrupt:

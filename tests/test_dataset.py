@@ -1,6 +1,5 @@
 """ImageToImage2D and the loaders: sample format, the authors' preprocessing, pairing, tokens, determinism."""
 
-import itertools
 import shutil
 
 import cv2
@@ -8,10 +7,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import read_rows, write_dataset, write_table
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 import Load_Dataset
-from Load_Dataset import DatasetError, ImageToImage2D, build_dataloader, build_dataloaders, seed_worker
+from Load_Dataset import (
+    DatasetError,
+    EpochSampler,
+    ImageToImage2D,
+    build_dataloader,
+    build_dataloaders,
+    seed_worker,
+)
 from nets.tokenizer import ReportTokenizer
 from utils.data_files import read_image, read_mask
 
@@ -155,7 +160,7 @@ def test_default_collate_batches(qata_set):
 
 def test_loader_settings(qata_set):
     train, val = build_dataloader(qata_set, "train"), build_dataloader(qata_set, "val", device="cpu")
-    assert isinstance(train.sampler, RandomSampler) and isinstance(val.sampler, SequentialSampler)
+    assert isinstance(train.sampler, EpochSampler) and train.sampler.shuffle and not val.sampler.shuffle
     assert train.batch_size == 2 and train.worker_init_fn is seed_worker and not val.pin_memory
     assert build_dataloader(qata_set, "val", device="cuda").pin_memory  # pinned memory only for CUDA
 
@@ -175,8 +180,14 @@ def test_blur_mode_reaches_the_augmentation(qata_set, monkeypatch):
 
 
 def _epochs(cfg, n_epochs=2):
+    """Batches of ``n_epochs`` epochs, pointed at each epoch as the trainer does."""
     loader = build_dataloader(cfg, "train")
-    return [[(b["image"].clone(), b["label"].clone(), list(b["name"])) for b in loader] for _ in range(n_epochs)]
+    epochs = []
+    for epoch in range(n_epochs):
+        loader.sampler.set_epoch(epoch)
+        loader.dataset.set_epoch_seed(cfg.seed + epoch)
+        epochs.append([(b["image"].clone(), b["label"].clone(), list(b["name"])) for b in loader])
+    return epochs
 
 
 def _same(run_a, run_b):
@@ -191,32 +202,62 @@ def test_training_augmentation_repeats_under_a_seed(qata_set):
     assert not _same(first, _epochs(qata_set.replace(seed=8)))
 
 
-def test_training_augmentation_repeats_with_workers(qata_set):
-    cfg = qata_set.replace(num_workers=2)
-    first, again = _epochs(cfg), _epochs(cfg)
-    assert _same(first, again)
-    assert not _same([first[0]], [first[1]])
+def test_worker_count_changes_nothing(qata_set):
+    in_process = _epochs(qata_set.replace(num_workers=0))
+    assert _same(in_process, _epochs(qata_set.replace(num_workers=2)))
 
 
-def test_each_worker_draws_its_own_augmentations(qata_set, tmp_path):
-    # Four identical training samples: without per-worker seeding, both workers would start from the same
-    # generator state and augment their first sample identically.
+def test_identical_samples_get_their_own_augmentations(qata_set, tmp_path):
+    # Four copies of one sample: each index draws from its own generator, so their augmentations differ.
     folder = tmp_path / "Covid19" / "Train_Folder"
     for i in range(1, 4):
         shutil.copy(folder / "img" / "train_0.png", folder / "img" / f"train_{i}.png")
         shutil.copy(folder / "labelcol" / "mask_train_0.png", folder / "labelcol" / f"mask_train_{i}.png")
     ds = ImageToImage2D(qata_set, "train")
-    loader = DataLoader(ds, batch_size=1, num_workers=2, worker_init_fn=seed_worker,
-                        generator=torch.Generator().manual_seed(0))
-    first_of_each_worker = [b["image"] for b in itertools.islice(loader, 2)]
-    assert not torch.equal(*first_of_each_worker)
+    copies = [ds[i]["image"] for i in range(4) if ds.samples[i].name.startswith("train_")]
+    assert len(copies) == 4
+    assert not all(torch.equal(copies[0], other) for other in copies[1:])
+
+
+def test_epoch_sampler_order_depends_on_seed_and_epoch_only():
+    a, b = EpochSampler(10, True, seed=3), EpochSampler(10, True, seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert list(a) == list(b) and sorted(a) == list(range(10))
+    b.set_epoch(3)
+    assert list(a) != list(b)
+    assert list(EpochSampler(5, False, seed=3)) == [0, 1, 2, 3, 4]
+
+
+def test_epoch_sampler_skip_resumes_the_same_order():
+    sampler = EpochSampler(10, True, seed=1)
+    sampler.set_epoch(4)
+    full = list(sampler)
+    sampler.skip(6)
+    assert list(sampler) == full[6:] and len(sampler) == 4
+    sampler.set_epoch(4)
+    assert list(sampler) == full  # a new epoch starts from its first sample
+
+
+def test_epoch_sampler_shards_over_ranks():
+    ranks = [EpochSampler(10, True, seed=0, num_replicas=3, rank=r) for r in range(3)]
+    padded = [list(r) for r in ranks]
+    assert [len(p) for p in padded] == [4, 4, 4] and set(sum(padded, [])) == set(range(10))
+    exact = [list(EpochSampler(10, False, seed=0, num_replicas=3, rank=r, pad=False)) for r in range(3)]
+    assert sorted(sum(exact, [])) == list(range(10)) and [len(e) for e in exact] == [4, 3, 3]
+    with pytest.raises(ValueError, match="rank 3"):
+        EpochSampler(10, True, seed=0, num_replicas=3, rank=3)
 
 
 def test_augmentation_is_training_only_and_switchable(qata_set):
     train = ImageToImage2D(qata_set, "train")
     assert train.augment and not ImageToImage2D(qata_set, "val").augment
     plain = torch.from_numpy(train.load_arrays(0)[0].transpose(2, 0, 1).copy()).float() / 255
-    assert any(not torch.equal(train[0]["image"], plain) for _ in range(5))
+    changed = []
+    for epoch in range(5):
+        train.set_epoch_seed(epoch)
+        changed.append(not torch.equal(train[0]["image"], plain))
+    assert any(changed)
     off = ImageToImage2D(qata_set.replace(augment=False), "train")
     assert not off.augment and torch.equal(off[0]["image"], plain)
 

@@ -7,7 +7,9 @@ Layout (the authors'): ``<output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/`
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 import time
 from typing import List
@@ -80,16 +82,53 @@ def save_checkpoint(state: dict, path: str) -> None:
     """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it atomically.
 
     A kill or a full disk at any moment leaves the previous file at ``path`` intact.
+
+    Raises:
+        OSError: the file could not be written (full disk, no permission); the message names ``path`` and says
+            that the previous file is intact.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
+    tmp = None
     try:
+        handle, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
         with os.fdopen(handle, "wb") as stream:
             torch.save(state, stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OSError(error.errno, f"could not write the checkpoint {path}: {reason}. The previous file there (if "
+                                   "any) is intact.") from error
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+def ensure_writable(folder: str) -> None:
+    """Raise ``OSError`` naming ``folder`` unless a file can be created in it."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write_test_", dir=folder)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot write to {folder}: {error.strerror or error}. Choose a writable "
+                                   "output_root (--set output_root=...).") from error
+
+
+def estimated_checkpoint_bytes(model) -> int:
+    """About what one best plus one latest checkpoint of ``model`` take: the compact state dict twice, plus Adam's
+    two fp32 moments for every trainable parameter."""
+    state = sum(t.numel() * t.element_size() for t in compact_state_dict(model).values())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return 2 * state + 8 * trainable
+
+
+def check_free_space(folder: str, needed: int) -> None:
+    """Raise ``OSError`` before training when ``folder``'s disk has less than ``needed`` bytes free."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"only {free / 2**20:.0f} MiB free on the disk of {folder}; this model's "
+                                    f"checkpoints need about {needed / 2**20:.0f} MiB. Free some space or choose "
+                                    "another output_root.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 import torch
 from tqdm import tqdm
@@ -18,6 +18,20 @@ from utils.metrics import SegmentationMeter
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; the message names the epoch, the batch, its images and every term."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped between two steps because a stop was requested (Ctrl-C).
+
+    Attributes:
+        batches_done: the steps of the epoch completed (this rank's batches).
+        meters: the epoch's running loss and metric sums, for :func:`train_one_epoch`'s ``meters``.
+    """
+
+    def __init__(self, batches_done: int, meters: dict):
+        super().__init__(f"stopped after {batches_done} batches")
+        self.batches_done = batches_done
+        self.meters = meters
 
 
 def to_device(batch: dict, device: torch.device):
@@ -45,6 +59,13 @@ class _TermMeter:
         for key, value in terms.items():
             self.sums[key] = self.sums.get(key, 0.0) + float(value.detach()) * n
         self.count += n
+
+    def state_dict(self) -> dict:
+        return {"sums": dict(self.sums), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums = {key: float(value) for key, value in state["sums"].items()}
+        self.count = int(state["count"])
 
     def compute(self) -> Dict[str, float]:
         """Mean of each term over images; the Dice loss term is named ``dice_loss`` (``dice`` is the metric)."""
@@ -89,9 +110,17 @@ def train_step(model, criterion, batch: dict, optimizer, device: torch.device, a
 
 
 def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch.device, epoch: int,
-                    amp: bool = False, scaler: Optional[torch.amp.GradScaler] = None,
-                    progress: bool = True) -> Dict[str, float]:
+                    amp: bool = False, scaler: Optional[torch.amp.GradScaler] = None, progress: bool = True,
+                    start_batch: int = 0, meters: Optional[dict] = None,
+                    stop_requested: Optional[Callable[[], bool]] = None) -> Dict[str, float]:
     """Train for one pass over ``loader``.
+
+    Args:
+        start_batch, meters: continue an interrupted epoch: ``loader`` already starts after its first
+            ``start_batch`` batches, and ``meters`` holds the sums of those batches (from
+            :class:`TrainingInterrupted`).
+        stop_requested: checked after every step; when it returns True, :class:`TrainingInterrupted` is raised
+            with the steps done and the sums so far. A step is never cut in half.
 
     Returns:
         mean of every loss term over images (the Dice loss as ``dice_loss``), and the validation-protocol
@@ -99,12 +128,18 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch
     """
     model.train()
     terms_meter, seg_meter = _TermMeter(), SegmentationMeter(strict=False, dice="validation")
+    if meters is not None:
+        terms_meter.load_state_dict(meters["terms"])
+        seg_meter.load_state_dict(meters["seg"])
     bar = tqdm(loader, desc=f"train {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
-    for index, batch in enumerate(bar):
+    for index, batch in enumerate(bar, start=start_batch):
         outputs, terms, labels = train_step(model, criterion, batch, optimizer, device, amp, scaler, epoch, index)
         terms_meter.update(terms, labels.shape[0])
         seg_meter.update(outputs["logits"], labels)
         bar.set_postfix(loss=f"{float(terms['total'].detach()):.4f}", dice=f"{seg_meter.compute()['dice']:.4f}")
+        if stop_requested is not None and stop_requested():
+            bar.close()
+            raise TrainingInterrupted(index + 1, {"terms": terms_meter.state_dict(), "seg": seg_meter.state_dict()})
     return {**terms_meter.compute(), **seg_meter.compute()}
 
 

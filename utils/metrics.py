@@ -79,6 +79,15 @@ class SegmentationMeter:
             self.pooled[key] += int(counts[key].sum())
         return {"dice": dice, "iou": jac}
 
+    def state_dict(self) -> Dict[str, object]:
+        """The running sums (plain numbers), to continue the meter elsewhere with :meth:`load_state_dict`."""
+        return {"dice_sum": self.dice_sum, "iou_sum": self.iou_sum, "images": self.images, "pooled": dict(self.pooled)}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        self.dice_sum, self.iou_sum = float(state["dice_sum"]), float(state["iou_sum"])
+        self.images = int(state["images"])
+        self.pooled = {key: int(state["pooled"][key]) for key in self.pooled}
+
     def compute(self) -> Dict[str, float]:
         """Mean per-image ``dice`` and ``iou``, and ``dice_pooled`` / ``iou_pooled`` over all pixels."""
         n = max(self.images, 1)
