@@ -278,7 +278,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             trainer.resume()
         result = trainer.run()
     except (DatasetError, OSError, NonFiniteLossError) as error:
-        logger.error("error: %s", error)
+        logger.error("error: %s", error.strerror if isinstance(error, OSError) and error.strerror else error)
         return 1
     except KeyboardInterrupt:
         return 130

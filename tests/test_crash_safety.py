@@ -1,0 +1,197 @@
+"""Nothing is lost on a crash: a training process killed with SIGKILL or stopped with Ctrl-C resumes to the same
+checkpoints as a run never interrupted; a full disk, an unwritable folder or a NaN loss stop with the last good
+checkpoint intact. The kill tests run real training processes."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train_model
+from nets.weights import read_checkpoint
+from utils.checkpoint import BEST_NAME, LATEST_NAME
+from utils.demo_data import make_demo_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPOCHS = 3
+TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
+        "rec_trans_num_layers1=1", "batch_size=2", "tensorboard_images=0", "demo_data=False",
+        f"epochs={EPOCHS}", "early_stopping_patience=100"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("data") / "Demo", n_train=48, n_val=4, n_test=2, img_size=48,
+                             seed=3)
+
+
+def _settings(root, output, workers=0):
+    return TINY + [f"num_workers={workers}", f"train_dataset={root}/Train_Folder", f"val_dataset={root}/Val_Folder",
+                   f"test_dataset={root}/Test_Folder", f"output_root={output}"]
+
+
+def _command(*args):
+    return [sys.executable, "train_model.py", "-c", "Config_Demo", "--no_progress", *args]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT)
+
+
+def _train(args):
+    done = subprocess.run(_command(*args), cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _sessions_dir(output):
+    return output / "Demo" / "RecLMIS"
+
+
+@pytest.fixture(scope="module")
+def reference(data_root, tmp_path_factory):
+    """The checkpoints of a run that was never interrupted, per worker count."""
+    runs = {}
+    for workers in (0, 2):
+        output = tmp_path_factory.mktemp(f"reference{workers}")
+        session = _train(["--set", *_settings(data_root, output, workers)])
+        models = _sessions_dir(output) / session / "models"
+        runs[workers] = {name: read_checkpoint(str(models / name)) for name in (BEST_NAME, LATEST_NAME)}
+    return runs
+
+
+def _start_and_wait_for_first_epoch(data_root, output, workers):
+    process = subprocess.Popen(_command("--set", *_settings(data_root, output, workers)), cwd=ROOT, env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        latest = list(_sessions_dir(output).glob(f"*/models/{LATEST_NAME}"))
+        if latest:
+            return process, latest[0].parent.parent
+        if process.poll() is not None:
+            raise AssertionError(f"training ended early: {process.stderr.read()[-3000:]}")
+        time.sleep(0.01)
+    process.kill()
+    raise AssertionError("no checkpoint within 120 s")
+
+
+def _assert_same_checkpoints(session_dir, expected):
+    for name, reference_state in expected.items():
+        state = read_checkpoint(str(session_dir / "models" / name))
+        assert state["epoch"] == reference_state["epoch"], name
+        assert state["state_dict"].keys() == reference_state["state_dict"].keys()
+        for key, tensor in reference_state["state_dict"].items():
+            assert torch.equal(state["state_dict"][key], tensor), f"{name}: {key}"
+    assert read_checkpoint(str(session_dir / "models" / LATEST_NAME)).get("partial_epoch") is None
+
+
+def _event_steps(session_dir, tag="train/total"):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(session_dir / "tensorboard_logs"))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, reference, tmp_path):
+    output = tmp_path / "killed"
+    process, session_dir = _start_and_wait_for_first_epoch(data_root, output, workers=0)
+    time.sleep(0.2)  # into the second epoch
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    log = session_dir / f"{session_dir.name}.log"
+    assert "Epoch 2/" not in log.read_text(), "the kill came after the second epoch: make the epoch longer"
+    assert read_checkpoint(str(session_dir / "models" / LATEST_NAME))["epoch"] == 0
+
+    _train(["--resume", session_dir.name, "--set", f"output_root={output}"])
+    _assert_same_checkpoints(session_dir, reference[0])
+    text = log.read_text()
+    assert text.count("Epoch 1/") == 1 and text.count("Epoch 2/") == 1 and text.count("Epoch 3/") == 1
+    assert "resumed from" in text
+    assert _event_steps(session_dir) == [1, 2, 3]
+    assert not list((session_dir / "models").glob(".tmp_*"))
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_equals_an_uninterrupted_run(data_root, reference, tmp_path):
+    output = tmp_path / "interrupted"
+    process, session_dir = _start_and_wait_for_first_epoch(data_root, output, workers=2)
+    time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the trainer and its loader workers
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "continue with --resume " + session_dir.name in stderr
+    latest = read_checkpoint(str(session_dir / "models" / LATEST_NAME))
+    partial = latest["partial_epoch"]
+    assert partial is not None, "Ctrl-C came between epochs: make the epoch longer"
+    assert partial["epoch"] == latest["epoch"] + 1 == 1 and partial["batches_done"] > 0
+    assert f"interrupted in epoch 2 after {partial['batches_done']} batches" in stderr
+
+    _train(["--resume", session_dir.name, "--set", f"output_root={output}"])
+    _assert_same_checkpoints(session_dir, reference[2])
+    assert _event_steps(session_dir) == [1, 2, 3]
+
+
+def test_full_disk_at_save_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "full"
+    assert train_model.main(["-c", "Config_Demo", "--set", *_settings(data_root, output), "epochs=1",
+                             "--no_progress"]) == 0
+    session_dir = next(_sessions_dir(output).iterdir())
+    latest = session_dir / "models" / LATEST_NAME
+    before = latest.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert train_model.main(["-c", "Config_Demo", "--resume", session_dir.name, "--set", f"output_root={output}",
+                             "epochs=2", "--no_progress"]) == 1
+    assert latest.read_bytes() == before
+    assert f"could not write the checkpoint {latest}: No space left on device" in capsys.readouterr().err
+    assert not list((session_dir / "models").glob(".tmp_*"))
+
+
+def test_too_little_free_space_stops_before_training(data_root, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, 1024))
+    output = tmp_path / "small"
+    assert train_model.main(["-c", "Config_Demo", "--set", *_settings(data_root, output), "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert "MiB free on the disk of" in err and "Epoch 1/" not in err
+    assert not list(_sessions_dir(output).glob(f"*/models/{LATEST_NAME}"))
+
+
+def test_unwritable_output_folder_is_an_error_before_training(data_root, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert train_model.main(["-c", "Config_Demo", "--set", *_settings(data_root, blocker / "runs"),
+                             "--no_progress"]) == 2
+    assert "cannot write the session under" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(data_root, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "nan"
+    assert train_model.main(["-c", "Config_Demo", "--set", *_settings(data_root, output), "epochs=1",
+                             "--no_progress"]) == 0
+    session_dir = next(_sessions_dir(output).iterdir())
+    latest = session_dir / "models" / LATEST_NAME
+    before = latest.read_bytes()
+    original = train_model.RecLMISCriterion.forward
+
+    def poisoned(self, outputs, labels):
+        terms = original(self, outputs, labels)
+        terms["img_rec"] = terms["img_rec"] * float("nan")
+        terms["total"] = terms["total"] + terms["img_rec"]
+        return terms
+
+    monkeypatch.setattr(train_model.RecLMISCriterion, "forward", poisoned)
+    assert train_model.main(["-c", "Config_Demo", "--resume", session_dir.name, "--set", f"output_root={output}",
+                             "epochs=2", "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss at epoch 2, batch 0 (images [" in err and "img_rec=nan" in err
+    assert latest.read_bytes() == before
