@@ -15,10 +15,7 @@ def test_overrides_are_parsed_and_type_checked():
 
 
 @pytest.mark.parametrize("item,error,fragment", [
-    ("epochz=3", KeyError, "known keys"),
-    ("epochs=3.5", TypeError, "expects int"),
     ("frozen_clip=1", TypeError, "True or False"),
-    ("img_size=100", ValueError, "multiple of 16"),
     ("mask_mode='random'", ValueError, "mask_mode"),
     ("epochs", ValueError, "key=value"),
 ])
@@ -27,9 +24,7 @@ def test_bad_overrides_raise_clear_errors(item, error, fragment):
         load_config("Config_QaTa", [item])
 
 
-def test_unknown_config_lists_the_known_ones(tmp_path):
-    with pytest.raises(FileNotFoundError, match="Config_MosMed"):
-        load_config("Config_Nope")
+def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_config(str(tmp_path / "Config_Mine.py"))
 

@@ -93,20 +93,6 @@ def test_token_padding_rule(tmp_path):
     assert ten["text_token"].shape == (10,)
 
 
-def test_long_empty_and_unicode_reports(tmp_path):
-    root = tmp_path / "Covid19"
-    cfg = write_dataset(root, "qata")
-    long_report = "Patchy ground glass opacity " * 1000  # 28 000 characters, under the xlsx cell limit
-    _set_reports(cfg, root, [long_report, "", "Opacité 😀 肺\nsecond line"])
-    ds = ImageToImage2D(cfg, "train")
-    assert ds.n_truncated == 1 and ds.words_cut.tolist() == [True, False, False, False]
-    tokens = ds[0]["text_token"]
-    assert tokens[-1] == ReportTokenizer(18).eot_token_id and (tokens != 0).all()
-    assert ds[0]["text"] == long_report.strip()
-    assert ds[1]["text"] == "" and ds[1]["text_mask"].sum() >= 2
-    assert ds[2]["text"] == "Opacité 😀 肺\nsecond line" and ds[2]["text_token"].shape == (18,)
-
-
 def test_images_of_any_kind_read_as_bgr_uint8(tmp_path):
     rng = np.random.default_rng(0)
     grey = rng.integers(0, 256, (10, 12), dtype=np.uint8)

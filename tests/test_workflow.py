@@ -75,14 +75,6 @@ def test_train_resume_and_test(demo_root, tmp_path, capsys):
     assert sorted(os.listdir(preds)) == sorted(r["mask"] for r in rows)
 
 
-def test_unknown_session_lists_the_sessions(demo_root, tmp_path, capsys):
-    output = tmp_path / "runs"
-    create_session_dir(str(output), "Demo")
-    assert test_cli.main(["-c", "Config_Demo", "--set", f"output_root={output}", "-t", "session_nope"]) == 2
-    message = capsys.readouterr().err
-    assert "session_nope" in message and "session_" in message.split("sessions there:")[1]
-
-
 def test_two_sessions_in_one_minute_do_not_collide(tmp_path):
     first = create_session_dir(str(tmp_path), "Demo", now=0)
     second = create_session_dir(str(tmp_path), "Demo", now=0)

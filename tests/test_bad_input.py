@@ -1,0 +1,282 @@
+"""Bad input, one case per test: the contract of what a user sees. docs/RELIABILITY.md lists the same cases in the
+same order. Each test breaks one thing and checks the message names the file, row or key and how to fix it."""
+
+import logging
+import shutil
+
+import cv2
+import numpy as np
+import openpyxl
+import pytest
+import torch
+from conftest import read_rows, write_dataset, write_table
+
+import test as test_cli
+import train_model
+from Load_Dataset import ImageToImage2D
+from nets import build_model
+from nets.text_encoder import VIT_B32_SHA256, CLIPTextEncoder, TextTowerShape, build_text_encoder
+from nets.tokenizer import ReportTokenizer
+from nets.weights import build_model_from_checkpoint, read_checkpoint, save_authors_format
+from tests.tiny import tiny_config
+from utils.checkpoint import create_session_dir
+from utils.config import load_config
+from utils.data_check import check_dataset
+from utils.data_files import DatasetError, unsafe_name_reason
+
+
+def _qata(tmp_path):
+    return write_dataset(tmp_path / "Covid19", "qata"), tmp_path / "Covid19"
+
+
+def _problems(cfg, code):
+    report = check_dataset(cfg)
+    return report, [p for p in report.problems if p.code == code]
+
+
+def _set_train_rows(root, edit):
+    table = root / "Train_Folder" / "Train_Val_text.xlsx"
+    write_table(table, edit(read_rows(table)))
+
+
+def _set_report(root, mask_name, report):
+    _set_train_rows(root, lambda rows: [(n, report if n == mask_name else r) for n, r in rows])
+
+
+# Data folders ---------------------------------------------------------------------------------------------------
+
+def test_missing_data_folder(tmp_path):
+    cfg, root = _qata(tmp_path)
+    shutil.rmtree(root / "Test_Folder")
+    report, found = _problems(cfg, "missing_folder")
+    assert not report.ok and "Test_Folder" in found[0].message
+    with pytest.raises(DatasetError, match="Test_Folder"):
+        report.raise_if_errors()
+
+
+def test_partial_data_folder(tmp_path):
+    cfg, root = _qata(tmp_path)
+    shutil.rmtree(root / "Val_Folder" / "labelcol")
+    report, found = _problems(cfg, "missing_folder")
+    assert not report.ok and "labelcol" in found[0].message
+
+
+def test_row_without_file(tmp_path):
+    cfg, root = _qata(tmp_path)
+    _set_train_rows(root, lambda rows: rows + [("mask_ghost.png", "a report")])
+    report, found = _problems(cfg, "row_without_file")
+    assert report.ok and found[0].severity == "warning" and "mask_ghost.png" in found[0].message
+
+
+def test_file_without_row(tmp_path):
+    cfg, root = _qata(tmp_path)
+    _set_train_rows(root, lambda rows: [r for r in rows if r[0] != "mask_train_1.png"])
+    report, found = _problems(cfg, "missing_row")
+    assert not report.ok and "mask_train_1.png" in found[0].message
+
+
+def test_image_without_mask(tmp_path):
+    cfg, root = _qata(tmp_path)
+    (root / "Train_Folder" / "labelcol" / "mask_train_2.png").unlink()
+    report, found = _problems(cfg, "image_without_mask")
+    assert not report.ok and "train_2.png" in found[0].message
+
+
+def test_corrupt_image(tmp_path):
+    cfg, root = _qata(tmp_path)
+    (root / "Train_Folder" / "img" / "train_1.png").write_bytes(b"garbage" * 10)
+    report, found = _problems(cfg, "unreadable_file")
+    assert not report.ok and "train_1.png" in found[0].message
+
+
+def test_zero_byte_image(tmp_path):
+    cfg, root = _qata(tmp_path)
+    (root / "Train_Folder" / "img" / "train_0.png").write_bytes(b"")
+    report, _ = _problems(cfg, "unreadable_file")
+    with pytest.raises(DatasetError, match=r"img/train_0\.png is empty \(0 bytes\)"):
+        report.raise_if_errors()
+
+
+def test_non_binary_mask_is_binarised_with_a_warning(tmp_path):
+    cfg, root = _qata(tmp_path)
+    grey = np.tile(np.arange(0, 240, 5, dtype=np.uint8), (40, 1))
+    cv2.imwrite(str(root / "Test_Folder" / "labelcol" / "mask_test_0.png"), grey)
+    report, found = _problems(cfg, "non_binary_mask")
+    assert report.ok and found[0].severity == "warning" and "value > 0" in found[0].message
+    label = ImageToImage2D(cfg, "test")[0]["label"]
+    assert set(label.unique().tolist()) <= {0, 1}
+
+
+def test_mask_of_another_size(tmp_path):
+    cfg, root = _qata(tmp_path)
+    cv2.imwrite(str(root / "Train_Folder" / "labelcol" / "mask_train_0.png"), np.zeros((20, 20), np.uint8))
+    report, found = _problems(cfg, "size_mismatch")
+    assert not report.ok and "mask_train_0.png" in found[0].message
+
+
+# Reports --------------------------------------------------------------------------------------------------------
+
+def test_empty_report_loads_with_a_warning(tmp_path):
+    cfg, root = _qata(tmp_path)
+    _set_report(root, "mask_train_0.png", "")
+    report, found = _problems(cfg, "empty_report")
+    assert report.ok and "mask_train_0.png" in found[0].message
+    sample = ImageToImage2D(cfg, "train", augment=False)[0]
+    assert sample["text"] == "" and int(sample["text_mask"].sum()) >= 2  # start and end tokens at least
+
+
+def test_non_ascii_report_is_ftfy_normalised_emoji_included(tmp_path):
+    tokenizer = ReportTokenizer(18, pad_short_reports=False)
+    garbled = tokenizer(["Opacity in the lungâ€™s base 😀"]).tokens  # UTF-8 read as cp1252, as in many tables
+    clean = tokenizer(["Opacity in the lung's base 😀"]).tokens
+    assert torch.equal(garbled, clean)
+    cfg, root = _qata(tmp_path)
+    _set_report(root, "mask_train_1.png", "Opacité 😀 肺\nsecond line")
+    assert check_dataset(cfg).ok
+    assert ImageToImage2D(cfg, "train", augment=False)[1]["text"] == "Opacité 😀 肺\nsecond line"
+
+
+def test_report_longer_than_token_len_is_cut_and_counted(tmp_path, caplog):
+    cfg, root = _qata(tmp_path)
+    _set_report(root, "mask_train_0.png", "Patchy ground glass opacity " * 20)
+    with caplog.at_level(logging.INFO):
+        dataset = ImageToImage2D(cfg, "train")
+    assert dataset.n_truncated == 1 and "1 report(s) longer than token_len=18 are cut" in caplog.text
+    tokens = dataset[0]["text_token"]
+    assert tokens[-1] == ReportTokenizer(18).eot_token_id and (tokens != 0).all()
+
+
+def test_huge_report_does_not_break_loading(tmp_path):
+    cfg = write_dataset(tmp_path / "MoNuSeg", "monuseg", table_ext=".csv")
+    table = tmp_path / "MoNuSeg" / "Train_Folder" / "Train_text.csv"
+    rows = read_rows(table)
+    huge = "Dense nuclei cluster. " * 50_000  # 1.1 MB in one cell
+    write_table(table, [(rows[0][0], huge)] + rows[1:])
+    report = check_dataset(cfg)
+    assert report.ok and report.splits["train"].cut_reports == 1
+    assert ImageToImage2D(cfg, "train", augment=False)[0]["text_token"].shape == (cfg.token_len,)
+
+
+def test_formula_cell_reads_as_empty_and_does_not_break_the_table(tmp_path):
+    cfg, root = _qata(tmp_path)
+    table = root / "Train_Folder" / "Train_Val_text.xlsx"
+    book = openpyxl.load_workbook(table)
+    book.active["B2"] = '=CONCATENATE("a", "b")'  # a formula with no saved value
+    book.active["B3"] = 12345
+    book.save(table)
+    report = check_dataset(cfg)
+    assert report.ok
+    reports = {s.mask_path.name: s.report for s in report.indexes["train"].samples}
+    assert reports["mask_train_0.png"] == "" and reports["mask_train_1.png"] == "12345"
+
+
+def test_file_names_that_leave_the_data_folder_are_refused(tmp_path):
+    for name in ("../x.png", "..", "/etc/passwd", "sub/x.png", "..\\x.png", "C:x.png", "a\x00.png"):
+        assert unsafe_name_reason(name) is not None, name
+    for name in ("x.png", "a..b.png", "émoji 😀.png"):
+        assert unsafe_name_reason(name) is None, name
+    cfg, root = _qata(tmp_path)
+    _set_train_rows(root, lambda rows: rows + [("../../etc/passwd", "x"), ("/etc/shadow", "y")])
+    report, found = _problems(cfg, "unsafe_name")
+    assert not report.ok and {"../../etc/passwd", "/etc/shadow"} <= {p.message.split("'")[1] for p in found}
+
+
+# Configs --------------------------------------------------------------------------------------------------------
+
+def test_config_with_an_unknown_key():
+    with pytest.raises(KeyError, match="known keys"):
+        load_config("Config_QaTa", ["epochz=3"])
+
+
+def test_config_with_a_wrong_type():
+    with pytest.raises(TypeError, match="expects int"):
+        load_config("Config_QaTa", ["epochs=3.5"])
+
+
+def test_img_size_not_a_multiple_of_16():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        load_config("Config_QaTa", ["img_size=100"])
+
+
+def test_unknown_config_lists_the_known_ones():
+    with pytest.raises(FileNotFoundError, match="Config_MosMed"):
+        load_config("Config_Nope")
+
+
+# Weights and checkpoints ----------------------------------------------------------------------------------------
+
+def test_missing_clip_file_says_where_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        build_text_encoder(str(tmp_path / "ViT-B-32.pt"), TextTowerShape())
+    message = str(error.value)
+    assert "nets/ViT-B-32.pt" in message and VIT_B32_SHA256 in message and "clip_weights=None" in message
+
+
+def test_wrong_hash_clip_file_warns_with_both_hashes(tmp_path, caplog):
+    shape = TextTowerShape(width=32, layers=1, heads=1, embed_dim=32)
+    path = tmp_path / "ViT-B-32.pt"
+    torch.save(CLIPTextEncoder(shape).state_dict(), path)
+    with caplog.at_level(logging.WARNING, logger="nets.text_encoder"):
+        build_text_encoder(str(path), shape)
+    assert VIT_B32_SHA256 in caplog.text and "not the published" in caplog.text
+
+
+def test_checkpoint_from_another_config_lists_the_mismatched_tensors(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_authors_format(build_model(tiny_config(base_channel=6)), str(path))
+    with pytest.raises(ValueError) as error:
+        build_model_from_checkpoint(str(path), tiny_config(base_channel=4, rec_trans_num_layers1=2))
+    message = str(error.value)
+    assert f"inc.conv.weight: {path} [6, 3, 3, 3] vs model [4, 3, 3, 3]" in message
+    assert "rec_img_trans1.decoder1.decoder_layers.1.fc1.weight" in message  # missing from the file
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, 'w')``: a stand-in for malicious code in a checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "evil.pth.tar"
+    torch.save({"state_dict": {}, "payload": _Payload(str(marker))}, path)
+    with pytest.raises(ValueError, match="refusing to load"):
+        read_checkpoint(str(path))
+    assert not marker.exists()
+
+
+def test_a_file_that_is_not_a_checkpoint(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        read_checkpoint(str(junk))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_checkpoint(str(tmp_path / "nope.pt"))
+
+
+# Command line ---------------------------------------------------------------------------------------------------
+
+def test_session_that_does_not_exist_lists_the_sessions(tmp_path, capsys):
+    output = tmp_path / "runs"
+    create_session_dir(str(output), "Demo")
+    assert test_cli.main(["-c", "Config_Demo", "--set", f"output_root={output}", "-t", "session_nope"]) == 2
+    message = capsys.readouterr().err
+    assert "session_nope" in message and "session_" in message.split("sessions there:")[1]
+    assert train_model.main(["-c", "Config_Demo", "--set", f"output_root={output}", "--resume", "session_nope"]) == 2
+    assert "sessions there:" in capsys.readouterr().err
+
+
+def test_gpu_index_the_machine_does_not_have(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    path = tmp_path / "model.pth.tar"
+    save_authors_format(build_model(tiny_config()), str(path))
+    assert test_cli.main(["-c", "Config_Demo", "--checkpoint", str(path), "--gpu", "3"]) == 2
+    assert "device 'cuda:3' does not exist: this machine has 1 CUDA device(s)" in capsys.readouterr().err
+    assert train_model.main(["-c", "Config_Demo", "--device", "cuda:3"]) == 2
+    assert "device 'cuda:3' does not exist" in capsys.readouterr().err
