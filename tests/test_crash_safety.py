@@ -136,13 +136,18 @@ def test_ctrl_c_saves_mid_epoch_and_resume_equals_an_uninterrupted_run(data_root
     assert _event_steps(session_dir) == [1, 2, 3]
 
 
-def test_full_disk_at_save_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypatch, capsys):
-    output = tmp_path / "full"
+def _one_epoch_session(data_root, output):
+    """Train one epoch in-process; the session folder, its latest checkpoint and that file's bytes."""
     assert train_model.main(["-c", "Config_Demo", "--set", *_settings(data_root, output), "epochs=1",
                              "--no_progress"]) == 0
     session_dir = next(_sessions_dir(output).iterdir())
     latest = session_dir / "models" / LATEST_NAME
-    before = latest.read_bytes()
+    return session_dir, latest, latest.read_bytes()
+
+
+def test_full_disk_at_save_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "full"
+    session_dir, latest, before = _one_epoch_session(data_root, output)
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -176,11 +181,7 @@ def test_unwritable_output_folder_is_an_error_before_training(data_root, tmp_pat
 
 def test_nan_loss_stops_with_the_last_good_checkpoint_intact(data_root, tmp_path, monkeypatch, capsys):
     output = tmp_path / "nan"
-    assert train_model.main(["-c", "Config_Demo", "--set", *_settings(data_root, output), "epochs=1",
-                             "--no_progress"]) == 0
-    session_dir = next(_sessions_dir(output).iterdir())
-    latest = session_dir / "models" / LATEST_NAME
-    before = latest.read_bytes()
+    session_dir, latest, before = _one_epoch_session(data_root, output)
     original = train_model.RecLMISCriterion.forward
 
     def poisoned(self, outputs, labels):
