@@ -196,7 +196,9 @@ def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load")
             state = torch.jit.load(path, map_location="cpu").state_dict()
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from nets.weights import read_checkpoint  # here: nets.weights imports this module
+
+        state = read_checkpoint(path)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
     if not isinstance(state, dict) or "ln_final.weight" not in state:

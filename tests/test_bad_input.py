@@ -1,6 +1,7 @@
 """Bad input, one case per test: the contract of what a user sees. docs/RELIABILITY.md lists the same cases in the
 same order. Each test breaks one thing and checks the message names the file, row or key and how to fix it."""
 
+import hashlib
 import logging
 import shutil
 
@@ -218,7 +219,8 @@ def test_wrong_hash_clip_file_warns_with_both_hashes(tmp_path, caplog):
     torch.save(CLIPTextEncoder(shape).state_dict(), path)
     with caplog.at_level(logging.WARNING, logger="nets.text_encoder"):
         build_text_encoder(str(path), shape)
-    assert VIT_B32_SHA256 in caplog.text and "not the published" in caplog.text
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"has sha256 {actual}, not the published {VIT_B32_SHA256}" in caplog.text
 
 
 def test_checkpoint_from_another_config_lists_the_mismatched_tensors(tmp_path):
@@ -247,6 +249,15 @@ def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
     torch.save({"state_dict": {}, "payload": _Payload(str(marker))}, path)
     with pytest.raises(ValueError, match="refusing to load"):
         read_checkpoint(str(path))
+    assert not marker.exists()
+
+
+def test_clip_file_carrying_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "clip.pt"
+    torch.save({"ln_final.weight": torch.zeros(2), "payload": _Payload(str(marker))}, path)
+    with pytest.raises(ValueError, match="refusing to load"):
+        build_text_encoder(str(path), TextTowerShape())
     assert not marker.exists()
 
 
