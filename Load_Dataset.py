@@ -254,7 +254,8 @@ def build_dataloader(cfg, split: str, device=None, dataset: Optional[ImageToImag
     )
 
 
-def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None) -> Dict[str, DataLoader]:
+def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None, num_replicas: int = 1,
+                      rank: int = 0, check: bool = True) -> Dict[str, DataLoader]:
     """Check the data set, then build one DataLoader per split. This is what training calls.
 
     With ``cfg.demo_data`` the synthetic demo set is written first when it is missing. The check covers the
@@ -264,6 +265,8 @@ def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None
         cfg: a :class:`utils.config.Config`.
         splits: the splits to load.
         device: passed to :func:`build_dataloader`.
+        num_replicas, rank: shard each split over the processes of a distributed run (:class:`EpochSampler`).
+        check: write the demo set if needed and run the data check (one process of a distributed run does).
 
     Returns:
         split name -> DataLoader.
@@ -271,12 +274,15 @@ def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None
     Raises:
         DatasetError: the data set has errors; the message lists them.
     """
+    if not check:
+        return {split: build_dataloader(cfg, split, device, None, num_replicas, rank) for split in splits}
     if cfg.demo_data:
         ensure_demo_dataset(cfg)
     report = check_dataset(cfg, splits)
     log_report(report)
     report.raise_if_errors()
-    return {split: build_dataloader(cfg, split, device, ImageToImage2D(cfg, split, index=report.indexes[split]))
+    return {split: build_dataloader(cfg, split, device, ImageToImage2D(cfg, split, index=report.indexes[split]),
+                                    num_replicas, rank)
             for split in splits}
 
 

@@ -11,6 +11,7 @@ without a better Dice. Everything goes to ``<output_root>/<task_name>/RecLMIS/se
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import time
 from typing import List, Optional
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from Load_Dataset import build_dataloaders
@@ -39,6 +41,7 @@ from utils.checkpoint import (
 )
 from utils.config import Config, load_config, parse_override
 from utils.data_files import DatasetError
+from utils.distributed import Distributed, convert_sync_batchnorm, gather_with_grad, init_distributed
 from utils.engine import NonFiniteLossError, TrainingInterrupted, evaluate, train_one_epoch
 from utils.logger import setup_logging
 from utils.losses import RecLMISCriterion
@@ -63,15 +66,28 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 class Trainer:
     """Everything one training run holds; ``run()`` is the epoch loop."""
 
-    def __init__(self, config: Config, session_dir: str, device: torch.device, progress: bool):
+    def __init__(self, config: Config, session_dir: str, device: torch.device, progress: bool,
+                 dist: Optional[Distributed] = None):
         self.config = config
         self.session_dir = session_dir
         self.device = device
-        self.progress = progress
-        self.loaders = build_dataloaders(config, ("train", "val"), device)
-        self.model = build_model(config).to(device)
-        self.criterion = RecLMISCriterion(config)
-        self.optimizer = build_optimizer(config, self.model)
+        self.dist = dist = dist or Distributed()
+        self.progress = progress and dist.is_main
+        self.loaders = self._build_loaders()
+        # raw_model: the RecLMIS itself (checkpoints, evaluation); model: what training calls (DDP when distributed).
+        self.raw_model = build_model(config).to(device)
+        self.model = self.raw_model
+        gather = None
+        if dist.enabled:
+            if config.sync_bn:
+                self.raw_model = convert_sync_batchnorm(self.raw_model, device)
+            # find_unused_parameters: conv_sig and parts of the reconstruction decoders get no gradient.
+            self.model = DistributedDataParallel(self.raw_model, device_ids=[device.index] if device.type == "cuda"
+                                                 else None, find_unused_parameters=True)
+            gather = gather_with_grad if config.ccl_gather else None
+        self.criterion = RecLMISCriterion(config, gather=gather)
+        self.val_criterion = RecLMISCriterion(config)
+        self.optimizer = build_optimizer(config, self.raw_model)
         self.scheduler = build_scheduler(config, self.optimizer)
         self.amp = config.amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
@@ -81,6 +97,29 @@ class Trainer:
         self.partial = None  # an interrupted epoch to continue: {"epoch", "batches_done", "meters"}
         self.last_val = {"total": float("nan"), "dice": float("nan")}
         self.writer = None
+
+    def _build_loaders(self) -> dict:
+        """Loaders of this process's share (``batch_size / world_size`` per step); in a distributed run, rank 0
+        writes the demo set and checks the data while the others wait for its verdict."""
+        cfg, dist = self.config, self.dist
+        if cfg.batch_size % dist.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be a multiple of the "
+                             f"{dist.world_size} processes")
+        share = cfg.replace(batch_size=cfg.batch_size // dist.world_size)
+        if not dist.enabled:
+            return build_dataloaders(share, ("train", "val"), self.device)
+        loaders, error = None, None
+        if dist.is_main:
+            try:
+                loaders = build_dataloaders(share, ("train", "val"), self.device, dist.world_size, dist.rank)
+            except DatasetError as failure:
+                error = str(failure)
+        error = dist.broadcast(error)
+        if error is not None:
+            raise DatasetError(error)
+        if loaders is None:
+            loaders = build_dataloaders(share, ("train", "val"), self.device, dist.world_size, dist.rank, check=False)
+        return loaders
 
     @property
     def models_dir(self) -> str:
@@ -93,12 +132,12 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "best_dice": self.best_dice, "best_epoch": self.best_epoch,
             "rng": rng_state(), "partial_epoch": partial}
-        return checkpoint_payload(self.model, self.config, epoch, best, val, training_state)
+        return checkpoint_payload(self.raw_model, self.config, epoch, best, val, training_state)
 
     def resume(self) -> None:
         path = os.path.join(self.models_dir, LATEST_NAME)
         state = read_checkpoint(path, map_location="cpu")
-        load_weights(self.model, state["state_dict"], source=path)
+        load_weights(self.raw_model, state["state_dict"], source=path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["lr_scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -113,6 +152,8 @@ class Trainer:
                     self.best_epoch)
 
     def log_epoch(self, epoch: int, train: dict, val: dict, lr: float, seconds: float) -> None:
+        if not self.dist.is_main:
+            return
         step = epoch + 1
         for split, values in (("train", train), ("val", val)):
             for key in LOGGED_TERMS + ("dice", "iou"):
@@ -126,13 +167,13 @@ class Trainer:
 
     def log_images(self, epoch: int) -> None:
         count = self.config.tensorboard_images
-        if count <= 0:
+        if count <= 0 or not self.dist.is_main:
             return
         batch = next(iter(self.loaders["val"]))
         images = batch["image"][:count].to(self.device)
-        self.model.eval()
+        self.raw_model.eval()
         with torch.no_grad():
-            probs = torch.sigmoid(self.model(images, batch["text_token"][:count].to(self.device),
+            probs = torch.sigmoid(self.raw_model(images, batch["text_token"][:count].to(self.device),
                                              batch["text_mask"][:count].to(self.device))["logits"]).cpu()
         rgb = batch["image"][:count].flip(1)  # BGR -> RGB
         gt = batch["label"][:count, None].float().expand(-1, 3, -1, -1)
@@ -151,27 +192,49 @@ class Trainer:
         loader.generator.manual_seed(cfg.seed + epoch)
         if not self.partial or self.partial["epoch"] != epoch:
             return 0, None
-        start, meters = self.partial["batches_done"], self.partial["meters"]
-        loader.sampler.skip(start * cfg.batch_size)
+        start = self.partial["batches_done"]
+        meters = self.partial["meters"] if self.dist.is_main else None
+        loader.sampler.skip(start * loader.batch_size)
         self.partial = None
         return start, meters
 
+    def _save_epoch(self, epoch: int, val: dict, improved: bool, latest: str) -> None:
+        if improved:
+            save_checkpoint(self.checkpoint(epoch, val, True), os.path.join(self.models_dir, BEST_NAME))
+            logger.info("\tbest val Dice so far (%.4f): saved %s", val["dice"], BEST_NAME)
+        save_checkpoint(self.checkpoint(epoch, val, False), latest)
+        self.writer.flush()
+
+    def on_main(self, action) -> None:
+        """Run ``action`` (a write) on rank 0 only; if it fails, every process stops with the error."""
+        error = None
+        if self.dist.is_main:
+            try:
+                action()
+            except OSError as failure:
+                error = failure
+        if self.dist.any(error is not None):
+            raise error if error is not None else OSError("rank 0 could not write a checkpoint (see its log)")
+
     def _interrupted(self, epoch: int, stopped: TrainingInterrupted, latest: str) -> None:
         partial = {"epoch": epoch, "batches_done": stopped.batches_done, "meters": stopped.meters}
-        save_checkpoint(self.checkpoint(epoch - 1, self.last_val, False, partial), latest)
+        # The meters hold the sums over all processes: rank 0 writes them and resumes with them.
+        self.on_main(lambda: save_checkpoint(self.checkpoint(epoch - 1, self.last_val, False, partial), latest))
         logger.warning("interrupted in epoch %d after %d batches: saved %s; continue with --resume %s", epoch + 1,
                        stopped.batches_done, latest, os.path.basename(self.session_dir))
 
     def run(self) -> dict:
         latest = os.path.join(self.models_dir, LATEST_NAME)
         # On resume, events of epochs after the checkpoint (an epoch cut short) are purged, so no step repeats.
-        self.writer = SummaryWriter(os.path.join(self.session_dir, "tensorboard_logs"),
-                                    purge_step=self.start_epoch + 1 if self.start_epoch else None)
+        if self.dist.is_main:
+            self.writer = SummaryWriter(os.path.join(self.session_dir, "tensorboard_logs"),
+                                        purge_step=self.start_epoch + 1 if self.start_epoch else None)
         try:
             with StopOnInterrupt() as stop:
                 self._epochs(latest, stop)
         finally:
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
         return {"best_dice": self.best_dice, "best_epoch": self.best_epoch, "session": self.session_dir}
 
     def _epochs(self, latest: str, stop: "StopOnInterrupt") -> None:
@@ -180,26 +243,26 @@ class Trainer:
             started = time.time()
             lr = self.optimizer.param_groups[0]["lr"]
             start_batch, meters = self._start_epoch(epoch)
+            reduce = self.dist.all_reduce_sums if self.dist.enabled else None
             try:
                 train = train_one_epoch(self.model, self.criterion, self.loaders["train"], self.optimizer,
                                         self.device, epoch + 1, self.amp, self.scaler, self.progress, start_batch,
-                                        meters, stop.requested)
+                                        meters, lambda: self.dist.any(stop.requested()), reduce,
+                                        self.dist.any if self.dist.enabled else None)
             except TrainingInterrupted as stopped:
                 self._interrupted(epoch, stopped, latest)
                 raise KeyboardInterrupt from None
-            val = evaluate(self.model, self.criterion, self.loaders["val"], self.device, epoch + 1, self.amp,
-                           self.progress)
+            val = evaluate(self.raw_model, self.val_criterion, self.loaders["val"], self.device, epoch + 1, self.amp,
+                           self.progress, reduce=reduce)
             self.last_val = val
             self.scheduler.step()
             self.log_epoch(epoch, train, val, lr, time.time() - started)
             self.log_images(epoch)
-            if val["dice"] > self.best_dice:
+            improved = val["dice"] > self.best_dice
+            if improved:
                 self.best_dice, self.best_epoch = val["dice"], epoch + 1
-                save_checkpoint(self.checkpoint(epoch, val, True), os.path.join(self.models_dir, BEST_NAME))
-                logger.info("\tbest val Dice so far (%.4f): saved %s", val["dice"], BEST_NAME)
-            save_checkpoint(self.checkpoint(epoch, val, False), latest)
-            self.writer.flush()
-            if stop.requested():
+            self.on_main(functools.partial(self._save_epoch, epoch, val, improved, latest))
+            if self.dist.any(stop.requested()):
                 logger.warning("interrupted after epoch %d: saved %s; continue with --resume %s", epoch + 1, latest,
                                os.path.basename(self.session_dir))
                 raise KeyboardInterrupt
@@ -244,47 +307,74 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.device:
             config = config.replace(device=args.device)
         device = get_device(config.device)
+        dist = init_distributed(device.type)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    try:
+        return _train(args, config, device, dist)
+    finally:
+        dist.cleanup()
+
+
+def _open_session(args, config: Config, dist: Distributed):
+    """``(session_dir, config, error)``: the session to train in (created by rank 0, or the one resumed)."""
+    session_dir, error = None, None
     if args.resume:
         try:
             session_dir = resolve_session(args.resume, config.output_root, config.task_name)
             saved = read_checkpoint(os.path.join(session_dir, "models", LATEST_NAME))
             # The session's own config, with this command's --set on top (e.g. epochs=... to train longer).
             config = Config.from_dict(saved["config"]).replace(**dict(parse_override(item) for item in args.set))
-        except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
-            print(f"error: cannot resume: {error}", file=sys.stderr)
-            return 2
-        del saved
-    try:
-        if args.resume:
-            ensure_writable(os.path.join(session_dir, "models"))
-        else:
+            if dist.is_main:
+                ensure_writable(os.path.join(session_dir, "models"))
+        except OSError as failure:
+            error = f"cannot resume: {failure.strerror or failure}" if failure.errno else f"cannot resume: {failure}"
+        except (KeyError, TypeError, ValueError) as failure:
+            error = f"cannot resume: {failure}"
+    elif dist.is_main:
+        try:
             session_dir = create_session_dir(config.output_root, config.task_name)
             with open(os.path.join(session_dir, "config.json"), "w") as handle:
                 json.dump(config.to_dict(), handle, indent=2)
-    except OSError as error:
-        print(f"error: cannot write the session under {config.output_root!r}: {error}", file=sys.stderr)
+        except OSError as failure:
+            error = f"cannot write the session under {config.output_root!r}: {failure}"
+    if dist.any(error is not None) and error is None:
+        error = "another process could not open the session (see its message)"
+    return dist.broadcast(session_dir), config, error
+
+
+def _train(args, config: Config, device: torch.device, dist: Distributed) -> int:
+    session_dir, config, error = _open_session(args, config, dist)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    setup_logging(os.path.join(session_dir, os.path.basename(session_dir) + ".log"))
+    if dist.is_main:
+        setup_logging(os.path.join(session_dir, os.path.basename(session_dir) + ".log"))
+    else:
+        setup_logging(level=logging.WARNING)
     tune_cpu_allocator()
-    logger.info("session %s, config %s, device %s", session_dir, args.config, device)
+    logger.info("session %s, config %s, device %s%s", session_dir, args.config, device,
+                f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     set_seed(config.seed, config.deterministic)
     try:
-        trainer = Trainer(config, session_dir, device, progress=not args.no_progress)
-        check_free_space(trainer.models_dir, estimated_checkpoint_bytes(trainer.model))
+        trainer = Trainer(config, session_dir, device, progress=not args.no_progress, dist=dist)
+        trainer.on_main(functools.partial(check_free_space, trainer.models_dir,
+                                          estimated_checkpoint_bytes(trainer.raw_model)))
         if args.resume:
             trainer.resume()
         result = trainer.run()
-    except (DatasetError, OSError, NonFiniteLossError) as error:
+    except (DatasetError, OSError, ValueError, NonFiniteLossError) as error:
         logger.error("error: %s", error.strerror if isinstance(error, OSError) and error.strerror else error)
         return 1
     except KeyboardInterrupt:
         return 130
     logger.info("done: best val Dice %.4f at epoch %d; session %s", result["best_dice"], result["best_epoch"],
                 result["session"])
-    print(os.path.basename(session_dir))
+    if dist.is_main:
+        print(os.path.basename(session_dir))
     return 0
 
 

@@ -17,13 +17,13 @@ from nets.attention import MultiheadAttention
 
 
 class Embeddings(nn.Module):
-    """1x1 conv of the bottleneck to tokens, plus a learned position embedding (zeros at start), dropout 0.1."""
+    """1x1 conv of the bottleneck to tokens, plus a learned position embedding (zeros at start), dropout."""
 
-    def __init__(self, channels: int, num_patches: int):
+    def __init__(self, channels: int, num_patches: int, dropout: float = 0.1):
         super().__init__()
         self.patch_embeddings = nn.Conv2d(channels, channels, kernel_size=1)
         self.position_embeddings = nn.Parameter(torch.zeros(1, num_patches, channels))
-        self.dropout = nn.Dropout(0.1)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embeddings(x).flatten(2).transpose(1, 2)  # (B, N, D)
@@ -50,15 +50,16 @@ class Interactor(nn.Module):
         dim: width ``D`` of both the bottleneck channels and the text features.
         grid: side of the bottleneck (``img_size // 16``); ``grid**2`` patch tokens.
         num_heads: heads of both cross-attentions.
+        dropout: of the patch embeddings and of both attentions' probabilities (the authors': 0.1).
     """
 
-    def __init__(self, dim: int, grid: int, num_heads: int = 4):
+    def __init__(self, dim: int, grid: int, num_heads: int = 4, dropout: float = 0.1):
         super().__init__()
         self.grid = grid
-        self.embeddings = Embeddings(dim, grid * grid)
+        self.embeddings = Embeddings(dim, grid * grid, dropout)
         self.CTBN = ConvTransBN(dim)
-        self.attn_text = MultiheadAttention(dim, num_heads, dropout=0.1)
-        self.attn_img = MultiheadAttention(dim, num_heads, dropout=0.1)
+        self.attn_text = MultiheadAttention(dim, num_heads, dropout=dropout)
+        self.attn_img = MultiheadAttention(dim, num_heads, dropout=dropout)
 
     def forward(self, img: torch.Tensor, text: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """

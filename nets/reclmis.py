@@ -43,8 +43,8 @@ class RecLMIS(nn.Module):
 
     Args:
         config: reads ``img_size``, ``n_channels``, ``base_channel``, ``token_len``, ``clip_*``, ``frozen_clip``,
-            ``interact_heads``, ``rec_heads``, ``rec_trans_num_layers1``, ``rec_dropout``, the mask settings,
-            ``dropout``/``dropout_value`` and ``fix_img_causal_mask``.
+            ``interact_heads``, ``interact_dropout``, ``rec_heads``, ``rec_trans_num_layers1``, ``rec_dropout``,
+            the mask settings, ``dropout``/``dropout_value`` and ``fix_img_causal_mask``.
         text_encoder: an already built text tower to use instead of building one from the config.
     """
 
@@ -71,7 +71,7 @@ class RecLMIS(nn.Module):
         self.down3 = DownBlock(4 * c, 8 * c)
         self.down4 = DownBlock(8 * c, d)
         self.text_module4 = nn.Conv1d(d, d, kernel_size=3, padding=1)
-        self.interact = Interactor(d, self.grid, num_heads=config.interact_heads)
+        self.interact = Interactor(d, self.grid, num_heads=config.interact_heads, dropout=config.interact_dropout)
         self.up4 = UpBlockAttention(8 * c, d, 4 * c)
         self.up3 = UpBlockAttention(4 * c, 4 * c, 2 * c)
         self.up2 = UpBlockAttention(2 * c, 2 * c, c)

@@ -75,7 +75,7 @@ def conditioned_mask(
     else:
         raise ValueError(f"mask mode must be 'dist' or 'topk', got {mode!r}")
     # Order by (tier, key), both descending: sort by key, then stably by tier.
-    by_key = torch.argsort(key, dim=1, descending=True)
+    by_key = torch.argsort(key, dim=1, descending=True, stable=True)  # ties: lower index first, any batch size
     by_tier = torch.argsort(tier.gather(1, by_key), dim=1, descending=True, stable=True)
     order = by_key.gather(1, by_tier)  # token index at each rank
     ranks = torch.arange(weights.shape[1], device=weights.device)

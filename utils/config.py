@@ -58,6 +58,7 @@ class Config:
     clip_context_length: int = 77
     clip_vocab_size: int = 49408
     interact_heads: int = 4  # heads of the two cross-attentions in the interaction module
+    interact_dropout: float = 0.1  # dropout of the interaction module (the authors' fixed 0.1)
     rec_heads: int = 4  # heads of the reconstruction decoders
     rec_trans_num_layers1: int = 4  # decoder layers in each stack of each reconstruction head
     rec_dropout: float = 0.1  # dropout inside the reconstruction decoder layers
@@ -97,6 +98,10 @@ class Config:
     amp: bool = False  # mixed precision: fp16 autocast + gradient scaling on CUDA, bf16 autocast on CPU
     deterministic: bool = True  # cuDNN picks fixed algorithms (the authors' setting)
     tensorboard_images: int = 4  # validation images drawn in TensorBoard each epoch
+
+    # Distributed training (torchrun; utils/distributed.py). batch_size is the global batch.
+    sync_bn: bool = False  # BatchNorm statistics over the global batch instead of each process's share
+    ccl_gather: bool = True  # contrastive negatives from all processes (as one process with the global batch)
 
     def replace(self, **changes: Any) -> "Config":
         """Return a copy with ``changes`` applied, each checked against the field's type.

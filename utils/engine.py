@@ -72,32 +72,43 @@ class _TermMeter:
         return {("dice_loss" if key == "dice" else key): value / max(self.count, 1) for key, value in self.sums.items()}
 
 
-def _check_finite(terms: Dict[str, torch.Tensor], epoch: int, index: int, batch: dict) -> None:
-    if math.isfinite(float(terms["total"].detach())):
+def _check_finite(terms: Dict[str, torch.Tensor], epoch: int, index: int, batch: dict,
+                  any_rank: Optional[Callable[[bool], bool]] = None) -> None:
+    bad = not math.isfinite(float(terms["total"].detach()))
+    if any_rank is not None and any_rank(bad) and not bad:  # another process of a distributed run
+        raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, batch {index} in another process (see its "
+                                 "log). Training stopped; the last saved checkpoints are untouched.")
+    if not bad:
         return
     values = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in terms.items())
     raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, batch {index} (images {list(batch['name'])}): "
                              f"{values}. Training stopped; the last saved checkpoints are untouched.")
 
 
-def _forward(model, criterion, batch: dict, device: torch.device, amp: bool, epoch: int, index: int, **kwargs):
-    """Model and criterion on one batch; raises :class:`NonFiniteLossError` on a NaN or infinite total."""
+def _forward(model, criterion, batch: dict, device: torch.device, amp: bool, epoch: int, index: int,
+             any_rank: Optional[Callable[[bool], bool]] = None, **kwargs):
+    """Model and criterion on one batch; raises :class:`NonFiniteLossError` on a NaN or infinite total (in any
+    process, with ``any_rank``)."""
     images, labels, tokens, mask = to_device(batch, device)
     with autocast_context(device, amp):
         outputs = model(images, tokens, mask, **kwargs)
         terms = criterion(outputs, labels)
-    _check_finite(terms, epoch, index, batch)
+    _check_finite(terms, epoch, index, batch, any_rank)
     return outputs, terms, labels
 
 
 def train_step(model, criterion, batch: dict, optimizer, device: torch.device, amp: bool = False,
-               scaler: Optional[torch.amp.GradScaler] = None, epoch: int = 0, index: int = 0):
+               scaler: Optional[torch.amp.GradScaler] = None, epoch: int = 0, index: int = 0,
+               any_rank: Optional[Callable[[bool], bool]] = None):
     """One optimisation step on one batch: forward, every loss, backward, optimizer step.
+
+    Args:
+        any_rank: in a distributed run, ``Distributed.any``: a NaN loss in any process stops every process.
 
     Returns:
         ``(outputs, terms, labels)`` of the batch.
     """
-    outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index)
+    outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index, any_rank)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None and scaler.is_enabled():
         scaler.scale(terms["total"]).backward()
@@ -109,10 +120,39 @@ def train_step(model, criterion, batch: dict, optimizer, device: torch.device, a
     return outputs, terms, labels
 
 
+Reduce = Callable[[Dict[str, float]], Dict[str, float]]
+
+
+def _meter_state(terms_meter: _TermMeter, seg_meter: SegmentationMeter, reduce: Optional[Reduce]) -> dict:
+    """Both meters' sums, added over the processes of a distributed run by ``reduce``."""
+    terms, seg = terms_meter.state_dict(), seg_meter.state_dict()
+    flat = {**{f"terms.{k}": v for k, v in terms["sums"].items()}, "terms.#count": terms["count"],
+            "seg.dice_sum": seg["dice_sum"], "seg.iou_sum": seg["iou_sum"], "seg.images": seg["images"],
+            **{f"seg.pooled.{k}": v for k, v in seg["pooled"].items()}}
+    if reduce is not None:
+        flat = reduce(flat)
+    return {"terms": {"sums": {k[6:]: v for k, v in flat.items() if k.startswith("terms.") and k != "terms.#count"},
+                      "count": int(round(flat["terms.#count"]))},
+            "seg": {"dice_sum": flat["seg.dice_sum"], "iou_sum": flat["seg.iou_sum"],
+                    "images": int(round(flat["seg.images"])),
+                    "pooled": {k[11:]: int(round(v)) for k, v in flat.items() if k.startswith("seg.pooled.")}}}
+
+
+def _results(terms_meter: _TermMeter, seg_meter: SegmentationMeter, reduce: Optional[Reduce]) -> Dict[str, float]:
+    if reduce is not None:
+        state = _meter_state(terms_meter, seg_meter, reduce)
+        terms_meter, seg_meter = _TermMeter(), SegmentationMeter(strict=seg_meter.strict, dice="validation")
+        terms_meter.load_state_dict(state["terms"])
+        seg_meter.load_state_dict(state["seg"])
+    return {**terms_meter.compute(), **seg_meter.compute()}
+
+
 def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch.device, epoch: int,
                     amp: bool = False, scaler: Optional[torch.amp.GradScaler] = None, progress: bool = True,
                     start_batch: int = 0, meters: Optional[dict] = None,
-                    stop_requested: Optional[Callable[[], bool]] = None) -> Dict[str, float]:
+                    stop_requested: Optional[Callable[[], bool]] = None,
+                    reduce: Optional[Reduce] = None,
+                    any_rank: Optional[Callable[[bool], bool]] = None) -> Dict[str, float]:
     """Train for one pass over ``loader``.
 
     Args:
@@ -121,6 +161,8 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch
             :class:`TrainingInterrupted`).
         stop_requested: checked after every step; when it returns True, :class:`TrainingInterrupted` is raised
             with the steps done and the sums so far. A step is never cut in half.
+        reduce: adds the meters' sums over the processes of a distributed run (``Distributed.all_reduce_sums``),
+            so the results (and an interruption's sums) are those of the whole global batch.
 
     Returns:
         mean of every loss term over images (the Dice loss as ``dice_loss``), and the validation-protocol
@@ -133,27 +175,31 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch
         seg_meter.load_state_dict(meters["seg"])
     bar = tqdm(loader, desc=f"train {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
     for index, batch in enumerate(bar, start=start_batch):
-        outputs, terms, labels = train_step(model, criterion, batch, optimizer, device, amp, scaler, epoch, index)
+        outputs, terms, labels = train_step(model, criterion, batch, optimizer, device, amp, scaler, epoch, index,
+                                            any_rank)
         terms_meter.update(terms, labels.shape[0])
         seg_meter.update(outputs["logits"], labels)
         bar.set_postfix(loss=f"{float(terms['total'].detach()):.4f}", dice=f"{seg_meter.compute()['dice']:.4f}")
         if stop_requested is not None and stop_requested():
             bar.close()
-            raise TrainingInterrupted(index + 1, {"terms": terms_meter.state_dict(), "seg": seg_meter.state_dict()})
-    return {**terms_meter.compute(), **seg_meter.compute()}
+            raise TrainingInterrupted(index + 1, _meter_state(terms_meter, seg_meter, reduce))
+    return _results(terms_meter, seg_meter, reduce)
 
 
 @torch.no_grad()
 def evaluate(model, criterion, loader: Iterable, device: torch.device, epoch: int = 0, amp: bool = False,
-             progress: bool = True, desc: str = "val") -> Dict[str, float]:
+             progress: bool = True, desc: str = "val", reduce: Optional[Reduce] = None) -> Dict[str, float]:
     """Validation pass: every loss term (the auxiliary branch runs, as in the authors' validation) and the
-    validation-protocol ``dice``/``iou`` (threshold >= 0.5, empty/empty Dice = 1), plus pooled scores."""
+    validation-protocol ``dice``/``iou`` (threshold >= 0.5, empty/empty Dice = 1), plus pooled scores.
+
+    In a distributed run each process evaluates its shard (no image twice) and ``reduce`` adds the sums, so Dice
+    and IoU equal a single-process evaluation; the contrastive term is computed per process's batches."""
     model.eval()
     terms_meter, seg_meter = _TermMeter(), SegmentationMeter(strict=False, dice="validation")
     bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
     for index, batch in enumerate(bar):
-        outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index, return_aux=True)
+        outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index, None, return_aux=True)
         terms_meter.update(terms, labels.shape[0])
         seg_meter.update(outputs["logits"], labels)
         bar.set_postfix(dice=f"{seg_meter.compute()['dice']:.4f}")
-    return {**terms_meter.compute(), **seg_meter.compute()}
+    return _results(terms_meter, seg_meter, reduce)

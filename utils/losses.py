@@ -17,7 +17,7 @@ The authors' quirks that change these numbers are reproduced unless a ``fix_*`` 
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +96,8 @@ class RecLMISCriterion(nn.Module):
 
     Args:
         config: reads ``loss_weight_*``, ``dice_weight``, ``bce_weight`` and the ``fix_*`` loss switches.
+        gather: applied to the contrastive loss's inputs (``[B, ...]`` -> ``[world * B, ...]``) so that its
+            in-batch negatives span all processes (``utils.distributed.gather_with_grad``); None: this batch only.
 
     Call with the model's output dict and the masks ``[B, H, W]`` or ``[B, 1, H, W]`` (values 0/1). Returns
     ``dice``, ``bce``, ``seg`` (= dice_weight * dice + bce_weight * bce) and, when the outputs carry the auxiliary
@@ -103,9 +105,10 @@ class RecLMISCriterion(nn.Module):
     terms.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         super().__init__()
         self.config = config
+        self.gather = gather
         self.weights = {"seg": config.loss_weight_seg, "ccl": config.loss_weight_ccl,
                         "text_rec": config.loss_weight_text_rec, "img_rec": config.loss_weight_img_rec}
 
@@ -126,9 +129,11 @@ class RecLMISCriterion(nn.Module):
 
     def auxiliary_terms(self, outputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         cfg = self.config
-        terms = {"ccl": conditioned_contrastive_loss(
-            outputs["text_feat"], outputs["img_feat"], outputs["text_mask"], outputs["word_weights"],
-            outputs["patch_weights"], outputs["logit_scale"], double_softmax=not cfg.fix_ccl_double_softmax)}
+        ccl_inputs = [outputs[k] for k in ("text_feat", "img_feat", "text_mask", "word_weights", "patch_weights")]
+        if self.gather is not None:  # negatives from every process of a distributed run
+            ccl_inputs = [self.gather(t) for t in ccl_inputs]
+        terms = {"ccl": conditioned_contrastive_loss(*ccl_inputs, outputs["logit_scale"],
+                                                     double_softmax=not cfg.fix_ccl_double_softmax)}
         text_err = (outputs["text_rec"].float() - outputs["text_target"].float()).pow(2)
         if cfg.fix_text_rec_padding:
             valid = outputs["text_mask"].float()[..., None].expand_as(text_err)
