@@ -1,0 +1,133 @@
+"""Distributed training on the CPU: 2 processes with gloo under torchrun against one process with the same global
+batch, a resumed distributed run, and the pieces (sync BatchNorm, the differentiable gather)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nets.weights import read_checkpoint
+from utils.checkpoint import BEST_NAME, LATEST_NAME
+from utils.demo_data import make_demo_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Deterministic inside the model (no dropout, no masking draws, so no near-tie top-k picks), BatchNorm over the
+# global batch, contrastive negatives from both processes: the two runs compute the same thing.
+SETTINGS = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
+            "rec_trans_num_layers1=1", "batch_size=4", "tensorboard_images=1", "demo_data=False", "num_workers=0",
+            "rec_dropout=0.0", "interact_dropout=0.0", "mask_mode=topk", "text_mask_rate=0.0", "img_mask_rate=0.0",
+            "sync_bn=True", "learning_rate=1e-4", "early_stopping_patience=100"]
+TERMS = ("total", "seg", "ccl", "text_rec", "img_rec")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("data") / "Demo", n_train=16, n_val=6, n_test=2, img_size=48,
+                             seed=3)
+
+
+def _run(args, processes):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = (launcher if processes > 1 else [sys.executable]) + ["train_model.py", "-c", "Config_Demo",
+                                                                   "--device", "cpu", "--no_progress", *args]
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def _train(data_root, output, processes, epochs, *extra):
+    settings = SETTINGS + [f"epochs={epochs}", f"output_root={output}", f"train_dataset={data_root}/Train_Folder",
+                           f"val_dataset={data_root}/Val_Folder", f"test_dataset={data_root}/Test_Folder"]
+    done = _run(["--set", *settings, *extra], processes)
+    return output / "Demo" / "RecLMIS" / done.stdout.strip().splitlines()[-1]
+
+
+def _curves(session_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(session_dir / "tensorboard_logs"))
+    events.Reload()
+    return {t: [e.value for e in events.Scalars(f"train/{t}")] for t in TERMS} | {
+        "val/dice": [e.value for e in events.Scalars("val/dice")]}
+
+
+def _weights(session_dir):
+    return read_checkpoint(str(session_dir / "models" / LATEST_NAME))["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def runs(data_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    single = _train(data_root, root / "single", 1, 2)
+    pair = _train(data_root, root / "pair", 2, 2)
+    return {"root": root, "single": single, "pair": pair}
+
+
+def test_two_processes_match_one_with_the_same_global_batch(runs):
+    single, pair = _curves(runs["single"]), _curves(runs["pair"])
+    for name in single:
+        assert len(pair[name]) == len(single[name]) == 2, name
+        assert pair[name] == pytest.approx(single[name], rel=1e-3, abs=1e-5), name
+    a, b = _weights(runs["single"]), _weights(runs["pair"])
+    assert a.keys() == b.keys()
+    floats = [k for k in a if a[k].is_floating_point()]
+    total = sum(((a[k].float() - b[k].float()) ** 2).sum() for k in floats).sqrt()
+    assert total / sum((a[k].float() ** 2).sum() for k in floats).sqrt() < 5e-3
+    # Conv biases in front of a BatchNorm get no true gradient, only float noise that Adam turns into +-lr
+    # steps, and the running means carry them: those may differ more; every other tensor follows closely.
+    for key in floats:
+        if key.endswith(("conv.bias", "running_mean")):
+            continue
+        relative = (a[key].float() - b[key].float()).norm() / a[key].float().norm().clamp_min(1e-8)
+        assert relative < 0.05, key
+
+
+def test_only_rank_zero_writes(runs):
+    sessions = list((runs["root"] / "pair" / "Demo" / "RecLMIS").iterdir())
+    assert len(sessions) == 1
+    session = sessions[0]
+    assert sorted(p.name for p in (session / "models").iterdir()) == sorted([BEST_NAME, LATEST_NAME])
+    assert len(list((session / "tensorboard_logs").iterdir())) == 1
+    assert sorted(p.name for p in session.iterdir()) == sorted(
+        ["config.json", f"{session.name}.log", "models", "tensorboard_logs", "visualize_val"])
+    log = (session / f"{session.name}.log").read_text()
+    assert log.count("Epoch 2/2") == 1 and "2 processes (gloo)" in log
+
+
+def test_a_resumed_distributed_run_continues_exactly(data_root, runs):
+    output = runs["root"] / "resumed"
+    session = _train(data_root, output, 2, 1)
+    _run(["--resume", session.name, "--set", f"output_root={output}", "epochs=2"], 2)
+    resumed, straight = _weights(session), _weights(runs["pair"])
+    for key, tensor in straight.items():
+        assert torch.equal(resumed[key], tensor), key
+    assert _curves(session)["total"] == _curves(runs["pair"])["total"]
+
+
+def test_sync_batchnorm_and_gather_on_one_process_are_plain():
+    from utils.distributed import DistributedBatchNorm2d, convert_sync_batchnorm, gather_with_grad
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2), torch.nn.BatchNorm1d(2))
+    convert_sync_batchnorm(model, torch.device("cpu"))
+    assert type(model[1]) is DistributedBatchNorm2d and list(model.state_dict()) == [
+        "0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked",
+        "2.weight", "2.bias", "2.running_mean", "2.running_var", "2.num_batches_tracked"]
+    x = torch.randn(3, 2, 4, 4)
+    reference = torch.nn.BatchNorm2d(2).train()
+    assert torch.allclose(model[1](x), reference(x), atol=1e-6)  # no process group: plain BatchNorm
+    tensor = torch.randn(3, 2, requires_grad=True)
+    assert gather_with_grad(tensor) is tensor
+
+
+def test_global_batch_must_split_evenly(data_root, tmp_path):
+    settings = SETTINGS + ["batch_size=3", f"output_root={tmp_path}", f"train_dataset={data_root}/Train_Folder",
+                           f"val_dataset={data_root}/Val_Folder", f"test_dataset={data_root}/Test_Folder"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(launcher + ["train_model.py", "-c", "Config_Demo", "--device", "cpu", "--no_progress",
+                                      "--set", *settings], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                          capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode != 0
+    assert "batch_size 3 (the global batch) must be a multiple of the 2 processes" in done.stderr
