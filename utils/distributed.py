@@ -4,8 +4,8 @@
     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_endpoint host:29500 train_model.py -c Config_QaTa
 
 :func:`init_distributed` reads torchrun's environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``). Without it, the
-returned :class:`Distributed` is the single process (``world_size == 1``) and every helper here is a no-op, so the
-training code has one path.
+returned :class:`Distributed` is the plain single process (``enabled`` False) and every helper here is a no-op, so
+the training code has one path. Under torchrun even one process joins a process group and trains with DDP.
 
 What makes a run on N processes equal a single-process run with the same global batch:
 
@@ -46,7 +46,8 @@ class Distributed:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """Launched by torchrun (a process group exists), even with a single process."""
+        return bool(self.backend)
 
     @property
     def is_main(self) -> bool:
@@ -98,9 +99,9 @@ def init_distributed(device_type: str) -> Distributed:
     Raises:
         ValueError: a CUDA run with fewer visible GPUs than processes on this node.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # not started by torchrun
         return Distributed()
+    world_size = int(os.environ["WORLD_SIZE"])
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
         if local_rank >= torch.cuda.device_count():
