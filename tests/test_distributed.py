@@ -131,3 +131,67 @@ def test_global_batch_must_split_evenly(data_root, tmp_path):
                           capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode != 0
     assert "batch_size 3 (the global batch) must be a multiple of the 2 processes" in done.stderr
+
+
+def _evaluate_shard(rank, world, init_file, data_root, queue):
+    import torch.distributed as dist
+
+    from Load_Dataset import build_dataloader
+    from nets import build_model
+    from utils.distributed import Distributed
+    from utils.engine import evaluate
+    from utils.losses import RecLMISCriterion
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    config = _eval_config(data_root)
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        model.outc.bias.fill_(0.02)  # some positive pixels, so Dice and IoU differ from image to image
+    loader = build_dataloader(config, "val", num_replicas=world, rank=rank)
+    context = Distributed(rank=rank, world_size=world, backend="gloo")
+    result = evaluate(model, RecLMISCriterion(config), loader, torch.device("cpu"), progress=False,
+                      reduce=context.all_reduce_sums)
+    queue.put((rank, len(loader.sampler), result))
+    dist.destroy_process_group()
+
+
+def _eval_config(data_root):
+    from tests.tiny import tiny_config
+
+    return tiny_config(val_dataset=f"{data_root}/Val_Folder", batch_size=2, num_workers=0, mask_mode="topk")
+
+
+def test_sharded_validation_equals_one_process(data_root, tmp_path):
+    """5 validation images over 2 processes (3 + 2, none repeated): the reduced scores are the single-process ones."""
+    import torch.multiprocessing as mp
+
+    from Load_Dataset import build_dataloader
+    from nets import build_model
+    from utils.engine import evaluate
+    from utils.losses import RecLMISCriterion
+
+    root = make_demo_dataset(tmp_path / "Demo", n_train=2, n_val=5, n_test=1, img_size=48, seed=4)
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_evaluate_shard, args=(r, 2, str(tmp_path / "init"), str(root), queue))
+               for r in range(2)]
+    for worker in workers:
+        worker.start()
+    results = dict((rank, (size, result)) for rank, size, result in (queue.get(timeout=120) for _ in workers))
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [results[r][0] for r in (0, 1)] == [3, 2]
+
+    config = _eval_config(root)
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        model.outc.bias.fill_(0.02)
+    single = evaluate(model, RecLMISCriterion(config), build_dataloader(config, "val"), torch.device("cpu"),
+                      progress=False)
+    for rank in (0, 1):
+        shard = results[rank][1]
+        for key in ("dice", "iou", "dice_pooled", "iou_pooled", "seg", "text_rec", "img_rec"):
+            assert shard[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7), key
+    assert 0 < single["dice"] < 1
