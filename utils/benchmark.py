@@ -42,6 +42,7 @@ from typing import Callable, List, Optional
 import torch
 
 from nets.inference import PRECISIONS, Predictor, autocast_for
+from utils.data_files import DatasetError
 from utils.misc import get_device, rng_state, tune_cpu_allocator
 
 MIB = 1024 * 1024
@@ -248,15 +249,15 @@ def agreement(config, checkpoint: str, device: torch.device, precisions: List[st
     from utils.data_check import check_dataset
     from utils.metrics import SegmentationMeter
 
+    reduced = [p for p in precisions if p != "fp32"]
+    if not reduced:
+        raise ValueError("--agreement compares reduced precisions with fp32: give --precision bf16 and/or fp16")
     model = build_model_from_checkpoint(checkpoint, config)[0]
     cfg = config.replace(img_size=model.config.img_size, token_len=model.config.token_len,
                          pad_short_reports=model.config.pad_short_reports, test_batch_size=1)
     report = check_dataset(cfg, ["test"])
     report.raise_if_errors()
     loader = build_dataloader(cfg, "test", device, ImageToImage2D(cfg, "test", index=report.indexes["test"]))
-    reduced = [p for p in precisions if p != "fp32"]
-    if not reduced:
-        raise ValueError("--agreement compares reduced precisions with fp32: give --precision bf16 and/or fp16")
     reference = Predictor(model, device, "fp32")
     runners = {p: Predictor(reference.model, device, p) for p in reduced}
     meters = {p: SegmentationMeter(strict=True, dice="paper") for p in ["fp32", *reduced]}
@@ -385,7 +386,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     result["memory"] = run_probe(sizes.pop("best_path"), device)
                     result["checkpoints"] = sizes
             text = format_report(result)
-    except (FileNotFoundError, KeyError, TypeError, ValueError, RuntimeError) as error:
+    except (FileNotFoundError, KeyError, TypeError, ValueError, RuntimeError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(text)
