@@ -1,11 +1,14 @@
-"""Score a trained RecLMIS on the test split, and optionally draw each prediction.
+"""Score a trained RecLMIS on the test split, draw what it did, or predict new images.
 
-    python test.py -c Config_QaTa --test_session session_09.25_00h27 [--gpu 0] [--test_vis True]
+    python test.py -c Config_QaTa --test_session session_09.25_00h27 [--gpu 0] [--test_vis True] [--text_ablation]
     python test.py -c Config_QaTa --checkpoint path/to/best_model-RecLMIS.pth.tar [--save_pred DIR]
+    python test.py predict --checkpoint CKPT --image scan.png --text "report" --out out/scan
+    python test.py predict --checkpoint CKPT --images folder/ --table reports.xlsx --out out/
 
 The model is rebuilt from the checkpoint alone (its saved config, or for the authors' files the config named
 by ``-c``); ``-c`` and ``--set`` choose the data. Scores, threshold 0.5: the paper's protocol (per-image Dice and
 IoU averaged over images, empty/empty counting 0) and the pooled protocol (pixels summed over the split).
+``--text_ablation`` also scores the split with the reports shuffled between images and with empty reports.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tqdm import tqdm
 
 from Load_Dataset import ImageToImage2D, build_dataloader
 from nets.inference import PRECISIONS, Predictor
+from nets.tokenizer import ReportTokenizer
 from nets.weights import build_model_from_checkpoint
 from utils.checkpoint import BEST_NAME, resolve_session
 from utils.config import Config, load_config
@@ -34,6 +38,7 @@ from utils.engine import to_device
 from utils.logger import setup_logging
 from utils.metrics import SegmentationMeter
 from utils.misc import get_device, tune_cpu_allocator
+from utils.visualize import draw_case
 
 logger = logging.getLogger("test")
 
@@ -57,6 +62,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("-g", "--gpu", default="0", help="CUDA device index when CUDA is present (default 0)")
     parser.add_argument("-v", "--test_vis", type=str2bool, default=False, help="draw a figure per image (True/False)")
     parser.add_argument("--save_pred", metavar="DIR", help="write each predicted mask as a 0/255 PNG")
+    parser.add_argument("--text_ablation", action="store_true",
+                        help="also score with reports shuffled between images and with empty reports")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default), or opt-in bf16 (CPU/CUDA) / fp16 (CUDA) autocast: faster, masks may "
                              "differ in a few pixels")
@@ -72,37 +79,6 @@ def choose_device(gpu: str) -> torch.device:
         logger.warning("no CUDA device on this machine: testing on the CPU")
         return torch.device("cpu")
     return get_device(f"cuda:{int(gpu)}")
-
-
-def overlay(image_bgr: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """TP green, FP blue, FN red over the image (BGR uint8)."""
-    out = image_bgr.copy()
-    colours = {(True, True): (0, 200, 0), (False, True): (255, 80, 0), (True, False): (0, 0, 255)}
-    for (t, p), colour in colours.items():
-        where = (truth.astype(bool) == t) & (pred.astype(bool) == p)
-        out[where] = (0.45 * out[where] + 0.55 * np.array(colour)).astype(np.uint8)
-    return out
-
-
-def draw_figure(path: str, image_bgr: np.ndarray, truth: np.ndarray, pred: np.ndarray, report: str, dice: float):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.6))
-    green_truth = overlay(image_bgr, truth, truth)
-    panels = [("input", image_bgr), ("ground truth", green_truth),
-              (f"prediction (Dice {dice:.3f})", overlay(image_bgr, truth, pred))]
-    for axis, (title, picture) in zip(axes, panels):
-        axis.imshow(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB))
-        axis.set_title(title, fontsize=9)
-        axis.axis("off")
-    fig.text(0.5, 0.02, f"{report}\nprediction: TP green, FP blue, FN red", ha="center", va="bottom", fontsize=8,
-             wrap=True)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def output_dir_for(args, session_dir: Optional[str]) -> str:
@@ -123,7 +99,9 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
                               pad_short_reports=model_cfg.pad_short_reports, test_batch_size=1)
     report = check_dataset(cfg, ["test"])
     report.raise_if_errors()
-    loader = build_dataloader(cfg, "test", device, ImageToImage2D(cfg, "test", index=report.indexes["test"]))
+    dataset = ImageToImage2D(cfg, "test", index=report.indexes["test"])
+    loader = build_dataloader(cfg, "test", device, dataset)
+    tokenizer = ReportTokenizer(cfg.token_len, cfg.pad_short_reports)
     vis_dir = os.path.join(out_dir, f"{cfg.task_name}_visualize_test")
     for folder in filter(None, [args.save_pred, vis_dir if args.test_vis else None]):
         os.makedirs(folder, exist_ok=True)
@@ -133,7 +111,8 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
     with torch.inference_mode():
         for batch in tqdm(loader, desc="test", disable=args.no_progress, dynamic_ncols=True):
             images, labels, tokens, mask = to_device(batch, device)
-            logits = predictor(images, tokens, mask)
+            out = predictor.outputs(images, tokens, mask, return_weights=args.test_vis)
+            logits = out["logits"]
             scores = meter.update(logits, labels)
             preds = (logits > 0).squeeze(1).cpu().numpy()
             for i, name in enumerate(batch["name"]):
@@ -145,10 +124,17 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
                                 preds[i].astype(np.uint8) * 255)
                 if args.test_vis:
                     image = (batch["image"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                    draw_figure(os.path.join(vis_dir, f"{os.path.splitext(name)[0]}_dice{dice:.3f}.png"), image,
-                                batch["label"][i].numpy(), preds[i], batch["text"][i], dice)
+                    words = tokenizer.token_strings(batch["text_token"][i])
+                    grid = cfg.img_size // 16
+                    draw_case(os.path.join(vis_dir, f"{os.path.splitext(name)[0]}_dice{dice:.3f}.png"), image,
+                              torch.sigmoid(logits[i, 0]).cpu().numpy(), batch["text"][i], words,
+                              out["word_weights"][i, 1:1 + len(words)].cpu().numpy(),
+                              out["patch_weights"][i].reshape(grid, grid).cpu().numpy(),
+                              truth=batch["label"][i].numpy(), dice=dice)
     summary = {"checkpoint": checkpoint, "precision": args.precision, "images": meter.images, **meter.compute(),
                "protocol": "dice/iou: per-image mean, threshold > 0.5, empty/empty = 0; *_pooled: pixels summed"}
+    if args.text_ablation:
+        summary["text_ablation"] = text_ablation(predictor, dataset, tokenizer, cfg.seed, not args.no_progress)
     with open(os.path.join(out_dir, "test_per_image.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["name", "mask", "report", "dice", "iou"])
         writer.writeheader()
@@ -158,7 +144,46 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
     return summary
 
 
+def report_cycle(n: int, seed: int) -> torch.Tensor:
+    """``donor[i]``: whose report image ``i`` gets. One random cycle through all images, so with two or more
+    images none keeps its own."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    donor = torch.empty(n, dtype=torch.long)
+    donor[order] = order.roll(-1)  # image order[k] takes the report of order[k + 1]
+    return donor
+
+
+def ablated_reports(dataset: ImageToImage2D, tokenizer: ReportTokenizer, seed: int):
+    """``{"true", "shuffled", "empty"}`` -> ``(tokens [N, L], text_mask [N, L])``: the split's own reports; each
+    image given another image's report (a random cycle: no image keeps its own); an empty report for every image."""
+    n = len(dataset)
+    donor = report_cycle(n, seed)
+    empty = tokenizer([""] * n)
+    return {"true": (dataset.text_tokens, dataset.text_masks),
+            "shuffled": (dataset.text_tokens[donor], dataset.text_masks[donor]),
+            "empty": (empty.tokens, empty.text_mask)}
+
+
+def text_ablation(predictor: Predictor, dataset: ImageToImage2D, tokenizer: ReportTokenizer, seed: int,
+                  progress: bool = True) -> dict:
+    """The test split scored (paper protocol and pooled) with true, shuffled and empty reports."""
+    results = {}
+    for kind, (tokens, masks) in ablated_reports(dataset, tokenizer, seed).items():
+        meter = SegmentationMeter(strict=True, dice="paper")
+        with torch.inference_mode():
+            for i in tqdm(range(len(dataset)), desc=f"text ablation: {kind}", disable=not progress,
+                          dynamic_ncols=True):
+                sample = dataset[i]
+                logits = predictor(sample["image"][None], tokens[i:i + 1], masks[i:i + 1])
+                meter.update(logits, sample["label"][None].to(logits.device))
+        results[kind] = {**meter.compute(), "images": meter.images}
+    return results
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:
+        return predict_main(argv[1:])
     args = parse_args(argv)
     setup_logging()
     tune_cpu_allocator()
@@ -179,7 +204,54 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     print(f"dice_pred {summary['dice']:.4f}  iou_pred {summary['iou']:.4f}  (per image, {summary['images']} images)")
     print(f"dice_pooled {summary['dice_pooled']:.4f}  iou_pooled {summary['iou_pooled']:.4f}  (pixels pooled)")
+    if "text_ablation" in summary:
+        ablation = summary["text_ablation"]
+        print("text ablation, Dice per image (pooled):  " + "  ".join(
+            f"{kind} {ablation[kind]['dice']:.4f} ({ablation[kind]['dice_pooled']:.4f})"
+            for kind in ("true", "shuffled", "empty")))
     print(f"results: {out_dir}")
+    return 0
+
+
+def parse_predict_args(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="test.py predict", description="Predict masks for new images and reports.")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint of ours or the authors'")
+    parser.add_argument("-c", "--cfg_path", default="Config_QaTa", help="the sizes for an authors' checkpoint")
+    parser.add_argument("--image", help="one image file")
+    parser.add_argument("--text", help="its report")
+    parser.add_argument("--images", help="a folder of images ...")
+    parser.add_argument("--table", help="... with a .xlsx/.csv of Image (file name) and Description (report)")
+    parser.add_argument("--out", required=True, help="output prefix (one image) or folder (--images)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16 or fp16")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if bool(args.image) == bool(args.images):
+        parser.error("give --image (with --text) or --images (with --table)")
+    if args.image and args.text is None:
+        parser.error("--image needs --text (the report; an empty string is allowed)")
+    if args.images and not args.table:
+        parser.error("--images needs --table")
+    return args
+
+
+def predict_main(argv: List[str]) -> int:
+    from utils.predict import RecLMISPredictor, predict_folder
+
+    args = parse_predict_args(argv)
+    setup_logging()
+    tune_cpu_allocator()
+    try:
+        predictor = RecLMISPredictor(args.checkpoint, args.device, args.precision, load_config(args.cfg_path))
+        if args.image:
+            written = predictor.predict(args.image, args.text).save(args.out)
+            print("\n".join(written))
+        else:
+            done = predict_folder(predictor, args.images, args.table, args.out, not args.no_progress)
+            print(f"{len(done)} image(s) predicted: {args.out}")
+    except (FileNotFoundError, KeyError, TypeError, ValueError, OSError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -40,6 +40,7 @@ from utils.checkpoint import (
     save_checkpoint,
 )
 from utils.config import Config, load_config, parse_override
+from utils.curves import draw_session_curves
 from utils.data_files import DatasetError
 from utils.distributed import Distributed, convert_sync_batchnorm, gather_with_grad, init_distributed
 from utils.engine import NonFiniteLossError, TrainingInterrupted, evaluate, train_one_epoch
@@ -235,6 +236,11 @@ class Trainer:
         finally:
             if self.writer is not None:
                 self.writer.close()
+        if self.dist.is_main:
+            try:
+                logger.info("training curves: %s", draw_session_curves(self.session_dir))
+            except ValueError as reason:  # no finished epoch in the log
+                logger.info("no training curves: %s", reason)
         return {"best_dice": self.best_dice, "best_epoch": self.best_epoch, "session": self.session_dir}
 
     def _epochs(self, latest: str, stop: "StopOnInterrupt") -> None:

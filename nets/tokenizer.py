@@ -16,7 +16,7 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import List, Sequence, Union
 
 import torch
 
@@ -92,6 +92,17 @@ class ReportTokenizer:
         if not isinstance(text, str):
             raise TypeError(f"a report must be a str, got {type(text).__name__} {text!r}")
         return pad_report(text) if self.pad_short_reports else text
+
+    def token_strings(self, tokens: torch.Tensor) -> List[str]:
+        """The text of the tokens at positions ``1..k`` of one report's ``[L]`` ids, ``k + 1`` being the end token:
+        BPE pieces as words (CLIP's end-of-word marker dropped), for labelling per-token weights."""
+        pieces = []
+        for token in tokens.tolist()[1:]:
+            if token in (0, self.eot_token_id):
+                break
+            text = self._bpe.decoder[token].replace("</w>", "")
+            pieces.append(bytearray(self._bpe.byte_decoder[c] for c in text).decode("utf-8", errors="replace"))
+        return pieces
 
     def __call__(self, texts: Union[str, Sequence[str]]) -> TokenizedReports:
         if isinstance(texts, str):

@@ -1,0 +1,167 @@
+"""Using a trained model: predict (command and Python API), words and patches of interest, the text-reliance test
+and the training curves, on a tiny model trained on a generated set (CPU)."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import test as test_cli
+import train_model
+from nets.tokenizer import ReportTokenizer
+from utils import curves
+from utils.checkpoint import BEST_NAME
+from utils.demo_data import make_demo_dataset
+from utils.predict import RecLMISPredictor
+
+TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
+        "rec_trans_num_layers1=1", "batch_size=4", "num_workers=0", "tensorboard_images=1", "demo_data=False",
+        "epochs=3", "learning_rate=3e-3"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = make_demo_dataset(tmp_path_factory.mktemp("data") / "Demo", n_train=12, n_val=4, n_test=5, img_size=64,
+                             seed=5)
+    output = tmp_path_factory.mktemp("runs")
+    settings = TINY + [f"train_dataset={root}/Train_Folder", f"val_dataset={root}/Val_Folder",
+                       f"test_dataset={root}/Test_Folder", f"output_root={output}"]
+    assert train_model.main(["-c", "Config_Demo", "--set", *settings, "--no_progress"]) == 0
+    session = next((output / "Demo" / "RecLMIS").iterdir())
+    return {"root": root, "settings": settings, "session": session,
+            "checkpoint": str(session / "models" / BEST_NAME)}
+
+
+def test_training_ends_with_its_curves(trained):
+    path = trained["session"] / curves.CURVES_NAME
+    picture = cv2.imread(str(path))
+    assert picture is not None and picture.shape[1] > picture.shape[0] > 200
+    epochs = curves.read_epochs(curves.session_log(str(trained["session"])))
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert {"total", "seg", "ccl", "text_rec", "img_rec", "dice", "iou"} <= set(epochs[0]["train"])
+    assert {"loss", "dice", "iou"} <= set(epochs[0]["val"]) and epochs[0]["lr"] > 0
+
+
+def test_curves_on_demand_for_any_session(trained, capsys):
+    path = trained["session"] / curves.CURVES_NAME
+    path.unlink()
+    assert curves.main([str(trained["session"])]) == 0
+    assert capsys.readouterr().out.strip() == str(path) and path.exists()
+    assert curves.main(["session_nope", "-c", "Config_Demo"]) == 2
+    assert "no session 'session_nope'" in capsys.readouterr().err
+
+
+def test_curves_of_a_log_without_epochs_is_a_clear_error(tmp_path):
+    (tmp_path / "s.log").write_text("session started\n")
+    with pytest.raises(ValueError, match="no finished epoch"):
+        curves.read_epochs(str(tmp_path / "s.log"))
+
+
+def test_python_api_predicts_at_the_image_size(trained, tmp_path):
+    predictor = RecLMISPredictor(trained["checkpoint"], device="cpu")
+    image = np.random.default_rng(0).integers(0, 255, (50, 70), dtype=np.uint8)  # grey, not square
+    report = "Unilateral pulmonary infection, one infected area, middle left lung."
+    result = predictor.predict(image, report)
+    assert result.image.shape == (50, 70, 3) and result.probability.shape == result.mask.shape == (50, 70)
+    assert set(np.unique(result.mask)) <= {0, 1}
+    assert np.array_equal(result.mask, (result.probability > 0.5).astype(np.uint8))
+    tokenizer = ReportTokenizer(predictor.config.token_len, predictor.config.pad_short_reports)
+    assert result.words == tokenizer.token_strings(tokenizer([report]).tokens[0])
+    assert "pulmonary" in result.words and "infection" in result.words
+    assert len(result.word_weights) == len(result.words) and 0 < result.word_weights.sum() <= 1 + 1e-6
+    assert result.patch_weights.shape == (2, 2) and result.patch_weights.sum() == pytest.approx(1, abs=1e-5)
+    written = result.save(str(tmp_path / "out" / "case"))
+    mask = cv2.imread(written[0], cv2.IMREAD_GRAYSCALE)
+    assert mask.shape == (50, 70) and set(np.unique(mask)) <= {0, 255}
+    assert cv2.imread(written[1], cv2.IMREAD_GRAYSCALE).shape == (50, 70)
+    assert cv2.imread(written[2]) is not None  # the figure with the words and patches of interest
+
+
+def test_predict_equals_the_test_path_on_a_test_image(trained):
+    """predict() prepares the image as the data loader does: at the model's size it gives test.py's mask."""
+    from Load_Dataset import ImageToImage2D
+    from utils.config import load_config
+
+    dataset = ImageToImage2D(load_config("Config_Demo", trained["settings"]), "test")
+    sample = dataset.samples[0]
+    predictor = RecLMISPredictor(trained["checkpoint"], device="cpu")
+    image = cv2.resize(cv2.imread(str(sample.image_path)), (32, 32), interpolation=cv2.INTER_LINEAR)
+    result = predictor.predict(image, sample.report)
+    tokens = predictor.tokenizer([sample.report])
+    assert torch.equal(tokens.tokens[0], dataset[0]["text_token"])
+    assert torch.allclose(torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255, dataset[0]["image"])
+    tensor = torch.from_numpy(image.transpose(2, 0, 1).copy()).float()[None] / 255
+    logits = predictor.predictor(tensor, tokens.tokens, tokens.text_mask)
+    assert np.array_equal(result.mask, (logits[0, 0] > 0).numpy().astype(np.uint8))
+
+
+def test_predict_command_one_image(trained, tmp_path, capsys):
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), np.full((40, 60, 3), 90, np.uint8))
+    out = tmp_path / "pred" / "scan"
+    assert test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--image", str(image), "--text",
+                          "No infection.", "--out", str(out), "--device", "cpu"]) == 0
+    written = capsys.readouterr().out.split()
+    assert written == [f"{out}_mask.png", f"{out}_prob.png", f"{out}_overlay.png"]
+    assert cv2.imread(written[0], cv2.IMREAD_GRAYSCALE).shape == (40, 60)
+
+
+def test_predict_command_folder_with_a_table(trained, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(folder / name), np.full((32, 32, 3), 120, np.uint8))
+    table = tmp_path / "reports.csv"
+    table.write_text("Image,Description\na.png,Bilateral pulmonary infection.\nb.png,No infection.\n")
+    out = tmp_path / "pred"
+    assert test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--images", str(folder), "--table",
+                          str(table), "--out", str(out), "--no_progress"]) == 0
+    assert "2 image(s) predicted" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == sorted(f"{s}_{k}.png" for s in "ab" for k in ("mask", "prob", "overlay"))
+
+
+def test_predict_errors_name_the_file(trained, tmp_path, capsys):
+    assert test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--image", str(tmp_path / "nope.png"),
+                          "--text", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "nope.png" in capsys.readouterr().err
+    folder = tmp_path / "images"
+    folder.mkdir()
+    table = tmp_path / "reports.csv"
+    table.write_text("Image,Description\nmissing.png,a report\n")
+    assert test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--images", str(folder), "--table",
+                          str(table), "--out", str(tmp_path / "o")]) == 2
+    assert "missing.png" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--image", "x.png", "--out", "o"])
+
+
+def test_test_vis_draws_words_and_patches_of_interest(trained, tmp_path):
+    out = tmp_path / "vis"
+    assert test_cli.main(["-c", "Config_Demo", "--set", *trained["settings"], "--checkpoint", trained["checkpoint"],
+                          "--test_vis", "True", "--save_pred", str(out), "--no_progress"]) == 0
+    figures = sorted((trained["session"] / "Demo_visualize_test").iterdir())
+    assert len(figures) == 5 and all("_dice" in f.name for f in figures)
+    picture = cv2.imread(str(figures[0]))
+    assert picture.shape[1] >= 1100  # five panels: input, truth, prediction, probability, patches
+
+
+def test_text_ablation_scores_true_shuffled_and_empty_reports(trained, capsys):
+    assert test_cli.main(["-c", "Config_Demo", "--set", *trained["settings"], "--checkpoint", trained["checkpoint"],
+                          "--text_ablation", "--no_progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "text ablation, Dice per image (pooled):  true " in printed and " shuffled " in printed
+    summary = json.loads((trained["session"] / "test_summary.json").read_text())
+    ablation = summary["text_ablation"]
+    assert set(ablation) == {"true", "shuffled", "empty"}
+    assert ablation["true"]["dice"] == pytest.approx(summary["dice"], abs=1e-6)  # the same model, the same reports
+    assert all(ablation[k]["images"] == 5 for k in ablation)
+
+
+def test_shuffled_reports_never_keep_their_own():
+    for n in (2, 3, 10):
+        for seed in range(5):
+            donor = test_cli.report_cycle(n, seed).tolist()
+            assert sorted(donor) == list(range(n)) and all(d != i for i, d in enumerate(donor))
