@@ -278,32 +278,35 @@ class Trainer:
 
 
 class StopOnInterrupt:
-    """While active, the first Ctrl-C (SIGINT) only asks training to stop after the current step (which then
-    saves the latest checkpoint); a second one stops at once. Outside the main thread it does nothing."""
+    """While active, the first Ctrl-C (SIGINT) or a SIGTERM (a scheduler's preemption, torchrun passing on a Ctrl-C)
+    only asks training to stop after the current step, which then saves the latest checkpoint; a second Ctrl-C
+    stops at once. Outside the main thread it does nothing."""
 
     def __init__(self):
         self._requested = False
-        self._previous = None
+        self._previous = {}
 
     def requested(self) -> bool:
         return self._requested
 
     def _handle(self, signum, frame) -> None:
-        if self._requested:
+        if self._requested and signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
+        if not self._requested:
+            logger.warning("%s: stopping after this step and saving the latest checkpoint (Ctrl-C again to quit at "
+                           "once, without saving)", signal.Signals(signum).name)
         self._requested = True
-        logger.warning("Ctrl-C: stopping after this step and saving the latest checkpoint (Ctrl-C again to quit "
-                       "at once, without saving)")
 
     def __enter__(self) -> "StopOnInterrupt":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -117,11 +117,14 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, re
     assert not list((session_dir / "models").glob(".tmp_*"))
 
 
-def test_ctrl_c_saves_mid_epoch_and_resume_equals_an_uninterrupted_run(data_root, reference, tmp_path):
+@pytest.mark.parametrize("signum,workers", [(signal.SIGINT, 2), (signal.SIGTERM, 0)], ids=["ctrl_c", "sigterm"])
+def test_ctrl_c_saves_mid_epoch_and_resume_equals_an_uninterrupted_run(data_root, reference, tmp_path, signum,
+                                                                      workers):
     output = tmp_path / "interrupted"
-    process, session_dir = _start_and_wait_for_first_epoch(data_root, output, workers=2)
+    process, session_dir = _start_and_wait_for_first_epoch(data_root, output, workers=workers)
     time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the trainer and its loader workers
+    # Ctrl-C as a terminal sends it: to the trainer and its loader workers; SIGTERM as a scheduler sends it.
+    os.killpg(process.pid, signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-3000:]
     assert "continue with --resume " + session_dir.name in stderr
@@ -132,7 +135,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_equals_an_uninterrupted_run(data_root
     assert f"interrupted in epoch 2 after {partial['batches_done']} batches" in stderr
 
     _train(["--resume", session_dir.name, "--set", f"output_root={output}"])
-    _assert_same_checkpoints(session_dir, reference[2])
+    _assert_same_checkpoints(session_dir, reference[workers])
     assert _event_steps(session_dir) == [1, 2, 3]
 
 

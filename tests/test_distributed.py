@@ -195,3 +195,14 @@ def test_sharded_validation_equals_one_process(data_root, tmp_path):
         for key in ("dice", "iou", "dice_pooled", "iou_pooled", "seg", "text_rec", "img_rec"):
             assert shard[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7), key
     assert 0 < single["dice"] < 1
+
+
+def test_train_sh_starts_one_process_per_gpu_id():
+    """``sh train.sh 0,1 ...`` goes through torchrun with 2 processes (each prints the help here and exits)."""
+    def helps(devices):
+        done = subprocess.run(["sh", "train.sh", devices, "Config_Demo", "--help"], cwd=ROOT, capture_output=True,
+                              text=True, check=False, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+        assert done.returncode == 0, done.stderr[-2000:]
+        return (done.stdout + done.stderr).count("usage: train_model.py")
+
+    assert helps("0,1") == 2 and helps("0") == 1 and helps("cpu") == 1
