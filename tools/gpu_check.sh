@@ -7,7 +7,8 @@
 # 2. a short mixed-precision training run on CUDA (Config_Demo, generated data: pinned memory, non-blocking
 #    copies, fp16 autocast and gradient scaling), then test.py on CUDA in fp32 and fp16;
 # 3. test.py naming a GPU index the machine does not have must fail with a clear message;
-# 4. the fp32/bf16/fp16 mask agreement on the demo test split.
+# 4. the fp32/bf16/fp16 mask agreement on the demo test split;
+# 5. --test_vis, --text_ablation and test.py predict on CUDA.
 # Wheels of packages the machine lacks can be put in .wheels/ (installed offline, without dependencies).
 set -eu
 OUT=${1:-${OUT:-gpu_check_out}}
@@ -36,4 +37,9 @@ fi
 cat "$OUT/bad_gpu.txt"
 python3 -m utils.benchmark -c Config_Demo --set output_root="$RUNS" --device cuda --precision bf16 fp16 \
     --agreement "$RUNS/Demo/RecLMIS/$SESSION/models/best_model-RecLMIS.pth.tar" | tee "$OUT/agreement_cuda.txt"
+python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 --test_vis True \
+    --text_ablation --no_progress 2>&1 | tail -n 4 | tee "$OUT/text_ablation_cuda.txt"
+python3 test.py predict --checkpoint "$RUNS/Demo/RecLMIS/$SESSION/models/best_model-RecLMIS.pth.tar" \
+    --image datasets/Demo/Test_Folder/img/test_0000.png --text "Bilateral pulmonary infection." \
+    --out "$OUT/predict_cuda" --device cuda
 echo "gpu check done"
