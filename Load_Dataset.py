@@ -150,13 +150,16 @@ class ImageToImage2D(Dataset):
 
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn`` for DataLoaders: seed ``random`` and ``numpy`` from the torch seed PyTorch gave the worker,
-    use one OpenCV thread, and leave Ctrl-C to the main process (which saves a checkpoint before it stops)."""
+    use one OpenCV thread, and leave Ctrl-C and SIGTERM to the main process (which saves a checkpoint first)."""
     seed = torch.initial_seed()
     random.seed(seed)
     np.random.seed(seed % 2**32)
     # One OpenCV thread per worker: the workers already run in parallel and would otherwise oversubscribe the CPUs.
     cv2.setNumThreads(1)
+    # Ctrl-C and SIGTERM reach the whole process group (a terminal, torchrun, a scheduler): the main process
+    # handles them and saves a checkpoint; the workers end with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class EpochSampler(Sampler):

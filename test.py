@@ -155,10 +155,11 @@ def report_cycle(n: int, seed: int) -> torch.Tensor:
 
 def ablated_reports(dataset: ImageToImage2D, tokenizer: ReportTokenizer, seed: int):
     """``{"true", "shuffled", "empty"}`` -> ``(tokens [N, L], text_mask [N, L])``: the split's own reports; each
-    image given another image's report (a random cycle: no image keeps its own); an empty report for every image."""
+    image given another image's report (a random cycle: no image keeps its own); an empty report (the start and
+    end tokens only, without the authors' short-report padding) for every image."""
     n = len(dataset)
     donor = report_cycle(n, seed)
-    empty = tokenizer([""] * n)
+    empty = ReportTokenizer(tokenizer.token_len, pad_short_reports=False)([""] * n)  # start and end tokens only
     return {"true": (dataset.text_tokens, dataset.text_masks),
             "shuffled": (dataset.text_tokens[donor], dataset.text_masks[donor]),
             "empty": (empty.tokens, empty.text_mask)}

@@ -36,6 +36,7 @@ from utils.checkpoint import (
     create_session_dir,
     ensure_writable,
     estimated_checkpoint_bytes,
+    remove_stale_temporaries,
     resolve_session,
     save_checkpoint,
 )
@@ -86,6 +87,8 @@ class Trainer:
             self.model = DistributedDataParallel(self.raw_model, device_ids=[device.index] if device.type == "cuda"
                                                  else None, find_unused_parameters=True)
             gather = gather_with_grad if config.ccl_gather else None
+            if dist.rank > 0:  # dropout and the masking draws: each process its own stream (rank 0 keeps seed's)
+                torch.manual_seed(config.seed + dist.rank)
         self.criterion = RecLMISCriterion(config, gather=gather)
         self.val_criterion = RecLMISCriterion(config)
         self.optimizer = build_optimizer(config, self.raw_model)
@@ -126,13 +129,16 @@ class Trainer:
     def models_dir(self) -> str:
         return os.path.join(self.session_dir, "models")
 
-    def checkpoint(self, epoch: int, val: dict, best: bool, partial: Optional[dict] = None) -> dict:
+    def checkpoint(self, epoch: int, val: dict, best: bool, partial: Optional[dict] = None,
+                   rngs: Optional[list] = None) -> dict:
         """``epoch``: the last finished epoch (0-based; -1 before the first). ``partial``: the epoch in progress,
-        for a checkpoint written when training is interrupted between two steps."""
+        for a checkpoint written when training is interrupted between two steps. ``rngs``: every process's RNG
+        states (:meth:`Distributed.gather`), rank 0's first."""
+        rngs = rngs or [rng_state()]
         training_state = None if best else {
             "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "best_dice": self.best_dice, "best_epoch": self.best_epoch,
-            "rng": rng_state(), "partial_epoch": partial}
+            "rng": rngs[0], "rng_by_rank": rngs, "partial_epoch": partial}
         return checkpoint_payload(self.raw_model, self.config, epoch, best, val, training_state)
 
     def resume(self) -> None:
@@ -146,7 +152,15 @@ class Trainer:
         self.best_dice, self.best_epoch = state["best_dice"], state["best_epoch"]
         self.last_val = {"total": state["val_loss"], "dice": state["val_dice"]}
         self.partial = state.get("partial_epoch")
-        set_rng_state(state["rng"])
+        by_rank = state.get("rng_by_rank") or [state["rng"]]
+        if len(by_rank) == self.dist.world_size:
+            set_rng_state(by_rank[self.dist.rank])
+        else:  # another number of processes than the run had: rank 0 continues, the others start new streams
+            set_rng_state(state["rng"])
+            if self.dist.rank > 0:
+                torch.manual_seed(self.config.seed + 1000 * self.start_epoch + self.dist.rank)
+            logger.warning("resuming with %d process(es) where the run had %d: random draws (dropout, masking) "
+                           "do not continue exactly", self.dist.world_size, len(by_rank))
         where = (f"epoch {self.start_epoch + 1} continues after batch {self.partial['batches_done']}"
                  if self.partial else f"epoch {state['epoch'] + 1} done")
         logger.info("resumed from %s: %s, best val Dice %.4f at epoch %d", path, where, self.best_dice,
@@ -199,11 +213,11 @@ class Trainer:
         self.partial = None
         return start, meters
 
-    def _save_epoch(self, epoch: int, val: dict, improved: bool, latest: str) -> None:
+    def _save_epoch(self, epoch: int, val: dict, improved: bool, latest: str, rngs: list) -> None:
         if improved:
             save_checkpoint(self.checkpoint(epoch, val, True), os.path.join(self.models_dir, BEST_NAME))
             logger.info("\tbest val Dice so far (%.4f): saved %s", val["dice"], BEST_NAME)
-        save_checkpoint(self.checkpoint(epoch, val, False), latest)
+        save_checkpoint(self.checkpoint(epoch, val, False, rngs=rngs), latest)
         self.writer.flush()
 
     def on_main(self, action) -> None:
@@ -219,8 +233,10 @@ class Trainer:
 
     def _interrupted(self, epoch: int, stopped: TrainingInterrupted, latest: str) -> None:
         partial = {"epoch": epoch, "batches_done": stopped.batches_done, "meters": stopped.meters}
+        rngs = self.dist.gather(rng_state())
         # The meters hold the sums over all processes: rank 0 writes them and resumes with them.
-        self.on_main(lambda: save_checkpoint(self.checkpoint(epoch - 1, self.last_val, False, partial), latest))
+        self.on_main(lambda: save_checkpoint(self.checkpoint(epoch - 1, self.last_val, False, partial, rngs),
+                                             latest))
         logger.warning("interrupted in epoch %d after %d batches: saved %s; continue with --resume %s", epoch + 1,
                        stopped.batches_done, latest, os.path.basename(self.session_dir))
 
@@ -241,6 +257,8 @@ class Trainer:
                 logger.info("training curves: %s", draw_session_curves(self.session_dir))
             except ValueError as reason:  # no finished epoch in the log
                 logger.info("no training curves: %s", reason)
+            except OSError as failure:  # the run itself is done and saved: say so, do not fail it
+                logger.warning("could not write the training curves: %s", failure)
         return {"best_dice": self.best_dice, "best_epoch": self.best_epoch, "session": self.session_dir}
 
     def _epochs(self, latest: str, stop: "StopOnInterrupt") -> None:
@@ -258,8 +276,9 @@ class Trainer:
             except TrainingInterrupted as stopped:
                 self._interrupted(epoch, stopped, latest)
                 raise KeyboardInterrupt from None
+            self.dist.broadcast_buffers(self.raw_model)  # without sync_bn the ranks' running statistics differ
             val = evaluate(self.raw_model, self.val_criterion, self.loaders["val"], self.device, epoch + 1, self.amp,
-                           self.progress, reduce=reduce)
+                           self.progress, reduce=reduce, any_rank=self.dist.any if self.dist.enabled else None)
             self.last_val = val
             self.scheduler.step()
             self.log_epoch(epoch, train, val, lr, time.time() - started)
@@ -267,7 +286,8 @@ class Trainer:
             improved = val["dice"] > self.best_dice
             if improved:
                 self.best_dice, self.best_epoch = val["dice"], epoch + 1
-            self.on_main(functools.partial(self._save_epoch, epoch, val, improved, latest))
+            rngs = self.dist.gather(rng_state())
+            self.on_main(functools.partial(self._save_epoch, epoch, val, improved, latest, rngs))
             if self.dist.any(stop.requested()):
                 logger.warning("interrupted after epoch %d: saved %s; continue with --resume %s", epoch + 1, latest,
                                os.path.basename(self.session_dir))
@@ -278,9 +298,9 @@ class Trainer:
 
 
 class StopOnInterrupt:
-    """While active, the first Ctrl-C (SIGINT) or a SIGTERM (a scheduler's preemption, torchrun passing on a Ctrl-C)
-    only asks training to stop after the current step, which then saves the latest checkpoint; a second Ctrl-C
-    stops at once. Outside the main thread it does nothing."""
+    """While active, the first Ctrl-C (SIGINT; torchrun passes it on to its processes) or a SIGTERM (a scheduler's
+    preemption) only asks training to stop after the current step, which then saves the latest checkpoint; a
+    second Ctrl-C stops at once. Outside the main thread it does nothing."""
 
     def __init__(self):
         self._requested = False
@@ -373,6 +393,9 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
         trainer.on_main(functools.partial(check_free_space, trainer.models_dir,
                                           estimated_checkpoint_bytes(trainer.raw_model)))
         if args.resume:
+            if dist.is_main:
+                for name in remove_stale_temporaries(trainer.models_dir):
+                    logger.info("removed %s, left by a save that was killed", name)
             trainer.resume()
         result = trainer.run()
     except (DatasetError, OSError, ValueError, NonFiniteLossError) as error:

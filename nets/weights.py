@@ -126,8 +126,8 @@ def build_model_from_checkpoint(path: str, config=None):
             the authors' files CLIP's ``width / 64``); ``clip_weights`` is not read.
 
     Returns:
-        ``(model, checkpoint)``: the model in eval mode, and the checkpoint dict (drop it once read: it keeps the
-        file mapped).
+        ``(model, checkpoint)``: the model in eval mode, and the checkpoint dict. The model's tensors stay mapped
+        from the file until they are moved or changed, so do not overwrite the file while the model is in use.
     """
     from nets.reclmis import RecLMIS
     from utils.config import Config

@@ -206,3 +206,60 @@ def test_train_sh_starts_one_process_per_gpu_id():
         return (done.stdout + done.stderr).count("usage: train_model.py")
 
     assert helps("0,1") == 2 and helps("0") == 1 and helps("cpu") == 1
+
+
+def test_meter_sums_have_the_same_keys_on_every_process():
+    """A process with an empty shard (or one resuming without the saved sums) still sends every key, in order."""
+    from utils.engine import _meter_state, _TermMeter
+    from utils.metrics import SegmentationMeter
+
+    sent = []
+
+    def record(flat):
+        sent.append(list(flat))
+        return flat
+
+    full = _TermMeter()
+    full.update({"total": torch.tensor(2.0), "ccl": torch.tensor(1.0)}, 2)
+    _meter_state(full, SegmentationMeter(strict=False, dice="validation"), record)
+    _meter_state(_TermMeter(), SegmentationMeter(strict=False, dice="validation"), record)
+    assert sent[0] == sent[1]
+
+
+def _batchnorm_shard(rank, world, init_file, queue):
+    import torch.distributed as dist
+
+    from utils.distributed import DistributedBatchNorm2d
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    x = (10 + 0.05 * torch.randn(4, 3, 5, 5)).requires_grad_(True)
+    norm = DistributedBatchNorm2d(3).train()
+    out = norm(x[2 * rank:2 * rank + 2].to(torch.bfloat16))
+    (out.float() * torch.arange(3.0).view(1, 3, 1, 1)).sum().backward()
+    queue.put((rank, out.float().detach(), norm.running_var.clone(), x.grad[2 * rank:2 * rank + 2].clone()))
+    dist.destroy_process_group()
+
+
+def test_distributed_batchnorm_matches_one_batchnorm_even_in_bf16(tmp_path):
+    """Mean 10, std 0.05, bf16 inputs over 2 processes: the statistics are those of one BatchNorm over the batch."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_batchnorm_shard, args=(r, 2, str(tmp_path / "init"), queue)) for r in (0, 1)]
+    for worker in workers:
+        worker.start()
+    parts = dict((rank, rest) for rank, *rest in (queue.get(timeout=120) for _ in workers))
+    for worker in workers:
+        worker.join(timeout=60)
+    torch.manual_seed(0)
+    x = (10 + 0.05 * torch.randn(4, 3, 5, 5)).requires_grad_(True)
+    reference = torch.nn.BatchNorm2d(3).train()
+    out = reference(x.to(torch.bfloat16).float())
+    (out * torch.arange(3.0).view(1, 3, 1, 1)).sum().backward()
+    merged = torch.cat([parts[0][0], parts[1][0]])
+    assert merged.std() > 0.5  # normalised, not collapsed by a zero variance
+    assert torch.allclose(merged, out.detach(), atol=0.05)
+    assert torch.allclose(parts[0][1], reference.running_var, rtol=0.05)
+    assert torch.allclose(torch.cat([parts[0][2], parts[1][2]]), x.grad, atol=0.05)

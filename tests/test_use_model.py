@@ -165,3 +165,34 @@ def test_shuffled_reports_never_keep_their_own():
         for seed in range(5):
             donor = test_cli.report_cycle(n, seed).tolist()
             assert sorted(donor) == list(range(n)) and all(d != i for i, d in enumerate(donor))
+
+
+def test_figure_of_an_empty_report(tmp_path):
+    from utils.visualize import draw_case
+
+    image = np.zeros((32, 32, 3), np.uint8)
+    draw_case(str(tmp_path / "f.png"), image, np.zeros((32, 32), np.float32), "", [], np.zeros(0),
+              np.ones((2, 2)) / 4)
+    assert cv2.imread(str(tmp_path / "f.png")) is not None
+
+
+def test_predict_folder_refuses_outputs_that_would_collide(trained, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "a.jpg"):
+        cv2.imwrite(str(folder / name), np.full((32, 32, 3), 120, np.uint8))
+    table = tmp_path / "reports.csv"
+    table.write_text("Image,Description\na.png,x\na.jpg,y\n")
+    assert test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--images", str(folder), "--table",
+                          str(table), "--out", str(tmp_path / "o")]) == 2
+    assert "overwrite each other" in capsys.readouterr().err
+
+
+def test_empty_reports_of_the_ablation_hold_no_padding(trained):
+    from Load_Dataset import ImageToImage2D
+    from utils.config import load_config
+
+    config = load_config("Config_Demo", trained["settings"])
+    tokenizer = ReportTokenizer(config.token_len, pad_short_reports=True)
+    reports = test_cli.ablated_reports(ImageToImage2D(config, "test"), tokenizer, seed=0)
+    assert reports["empty"][0][0, :3].tolist() == [tokenizer.sot_token_id, tokenizer.eot_token_id, 0]

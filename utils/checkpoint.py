@@ -21,6 +21,7 @@ from nets.weights import compact_state_dict
 MODEL_NAME = "RecLMIS"
 BEST_NAME = "best_model-RecLMIS.pth.tar"
 LATEST_NAME = "latest_model.pth.tar"
+TMP_PREFIX = ".tmp_"
 
 
 def sessions_root(output_root: str, task_name: str) -> str:
@@ -90,7 +91,8 @@ def save_checkpoint(state: dict, path: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
-        handle, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
+        handle, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".pt", dir=folder)
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes the file owner-only; a checkpoint is shared as usual
         with os.fdopen(handle, "wb") as stream:
             torch.save(state, stream)
             stream.flush()
@@ -103,6 +105,24 @@ def save_checkpoint(state: dict, path: str) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Delete the temporary files that a save killed outright (SIGKILL, power loss) left in ``folder``; returns
+    their names. Only one training process writes a session's checkpoints, so at its start none is in use."""
+    removed = []
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            if name.startswith(TMP_PREFIX) and name.endswith(".pt"):
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+    return removed
 
 
 def ensure_writable(folder: str) -> None:
@@ -118,11 +138,12 @@ def ensure_writable(folder: str) -> None:
 
 
 def estimated_checkpoint_bytes(model) -> int:
-    """About what one best plus one latest checkpoint of ``model`` take: the compact state dict twice, plus Adam's
-    two fp32 moments for every trainable parameter."""
+    """About the disk that ``model``'s checkpoints need: the best one, the latest one (the compact state dict plus
+    Adam's two fp32 moments per trainable parameter), and a second latest while a save replaces it."""
     state = sum(t.numel() * t.element_size() for t in compact_state_dict(model).values())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return 2 * state + 8 * trainable
+    latest = state + 8 * trainable
+    return state + 2 * latest  # best, latest, and a new latest beside the old one until the rename
 
 
 def check_free_space(folder: str, needed: int) -> None:

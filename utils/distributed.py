@@ -19,8 +19,8 @@ What makes a run on N processes equal a single-process run with the same global 
 - validation is sharded without padding and the metric sums are added over ranks (:meth:`Distributed.all_reduce_sums`),
   so every image counts once;
 - randomness inside the model (dropout, the Gumbel draws of the conditioned masking) comes from each rank's own
-  generator, so it differs from a single process; switch it off (``interact_dropout=0``, ``rec_dropout=0``,
-  ``mask_mode="topk"``) to compare.
+  generator (``seed + rank``; rank 0 continues the single-process stream), so it differs from a single process;
+  switch it off (``interact_dropout=0``, ``rec_dropout=0``, ``mask_mode="topk"``) to compare.
 """
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, value) -> list:
+        """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
+        if not self.enabled:
+            return [value]
+        values = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is True on any rank."""
         if not self.enabled:
@@ -72,6 +80,12 @@ class Distributed:
         tensor = torch.tensor([1.0 if flag else 0.0], device=self._device())
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item() > 0)
+
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank, so that all evaluate one model."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
 
     def all_reduce_sums(self, values: Dict[str, float]) -> Dict[str, float]:
         """Each value summed over the ranks (plain numbers in, plain numbers out, in float64)."""
@@ -168,19 +182,21 @@ class _GlobalBatchStatistics:
             return super().forward(x)
         dims = [0, *range(2, x.dim())]  # every axis but the channels
         channels = x.shape[1]
-        count = torch.tensor([x.numel() // channels], dtype=x.dtype, device=x.device)
-        stats = _AllReduceSum.apply(torch.cat([x.sum(dim=dims), (x * x).sum(dim=dims), count]))
-        n = stats[-1]
-        mean = stats[:channels] / n
-        var = (stats[channels:2 * channels] / n - mean * mean).clamp_min(0)
+        shape = (1, channels) + (1,) * (x.dim() - 2)
+        data = x.float()  # statistics in fp32 also under bf16/fp16 autocast
+        count = torch.tensor([x.numel() // channels], dtype=torch.float32, device=x.device)
+        totals = _AllReduceSum.apply(torch.cat([data.sum(dim=dims), count]))
+        n = totals[-1]
+        mean = totals[:channels] / n
+        # Two passes (sum, then squared deviations) rather than E[x^2] - E[x]^2, which cancels when |mean| >> std.
+        var = _AllReduceSum.apply(((data - mean.view(shape)) ** 2).sum(dim=dims)) / n
         with torch.no_grad():
             self.num_batches_tracked += 1
             momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
             self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
             self.running_var.mul_(1 - momentum).add_(momentum * var.detach() * n / (n - 1).clamp_min(1))
-        shape = (1, channels) + (1,) * (x.dim() - 2)
-        out = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        return out * self.weight.view(shape) + self.bias.view(shape)
+        out = (data - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return (out * self.weight.view(shape) + self.bias.view(shape)).to(x.dtype)
 
 
 class DistributedBatchNorm1d(_GlobalBatchStatistics, nn.BatchNorm1d):

@@ -121,12 +121,15 @@ def train_step(model, criterion, batch: dict, optimizer, device: torch.device, a
 
 
 Reduce = Callable[[Dict[str, float]], Dict[str, float]]
+TERM_NAMES = ("dice", "bce", "seg", "ccl", "text_rec", "img_rec", "total")  # what RecLMISCriterion returns
 
 
 def _meter_state(terms_meter: _TermMeter, seg_meter: SegmentationMeter, reduce: Optional[Reduce]) -> dict:
     """Both meters' sums, added over the processes of a distributed run by ``reduce``."""
     terms, seg = terms_meter.state_dict(), seg_meter.state_dict()
-    flat = {**{f"terms.{k}": v for k, v in terms["sums"].items()}, "terms.#count": terms["count"],
+    # Every process sends the same keys, in the same order, whatever it saw (a shard can be empty).
+    names = sorted(set(TERM_NAMES) | set(terms["sums"]))
+    flat = {**{f"terms.{k}": terms["sums"].get(k, 0.0) for k in names}, "terms.#count": terms["count"],
             "seg.dice_sum": seg["dice_sum"], "seg.iou_sum": seg["iou_sum"], "seg.images": seg["images"],
             **{f"seg.pooled.{k}": v for k, v in seg["pooled"].items()}}
     if reduce is not None:
@@ -188,18 +191,32 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch
 
 @torch.no_grad()
 def evaluate(model, criterion, loader: Iterable, device: torch.device, epoch: int = 0, amp: bool = False,
-             progress: bool = True, desc: str = "val", reduce: Optional[Reduce] = None) -> Dict[str, float]:
+             progress: bool = True, desc: str = "val", reduce: Optional[Reduce] = None,
+             any_rank: Optional[Callable[[bool], bool]] = None) -> Dict[str, float]:
     """Validation pass: every loss term (the auxiliary branch runs, as in the authors' validation) and the
     validation-protocol ``dice``/``iou`` (threshold >= 0.5, empty/empty Dice = 1), plus pooled scores.
 
-    In a distributed run each process evaluates its shard (no image twice) and ``reduce`` adds the sums, so Dice
-    and IoU equal a single-process evaluation; the contrastive term is computed per process's batches."""
+    In a distributed run each process evaluates its shard (no image twice; shards may differ in length, so no
+    collective runs per batch) and ``reduce`` adds the sums, so Dice and IoU equal a single-process evaluation; the
+    contrastive term is computed per process's batches. A non-finite loss stops the pass; with ``any_rank`` every
+    process learns of it before the sums are reduced, so none waits for another."""
     model.eval()
     terms_meter, seg_meter = _TermMeter(), SegmentationMeter(strict=False, dice="validation")
+    failure = None
     bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
     for index, batch in enumerate(bar):
-        outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index, None, return_aux=True)
+        try:
+            outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index, None,
+                                              return_aux=True)
+        except NonFiniteLossError as error:
+            failure = error
+            bar.close()
+            break
         terms_meter.update(terms, labels.shape[0])
         seg_meter.update(outputs["logits"], labels)
         bar.set_postfix(dice=f"{seg_meter.compute()['dice']:.4f}")
+    if any_rank is not None and any_rank(failure is not None) and failure is None:
+        failure = NonFiniteLossError(f"non-finite validation loss at epoch {epoch} in another process (see its log)")
+    if failure is not None:
+        raise failure
     return _results(terms_meter, seg_meter, reduce)

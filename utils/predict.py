@@ -143,6 +143,13 @@ def predict_folder(predictor: RecLMISPredictor, images: str, table: str, out_dir
     missing = sorted(name for name in parsed.reports if not (folder / name).is_file())
     if missing:
         raise ValueError(f"{len(missing)} image(s) named in {table} are not in {folder}: {missing[:5]}")
+    stems = {}
+    for name in parsed.reports:
+        stems.setdefault(Path(name).stem, []).append(name)
+    clashes = sorted(names for names in stems.values() if len(names) > 1)
+    if clashes:
+        raise ValueError(f"images whose outputs would overwrite each other (same name before the extension): "
+                         f"{clashes[:5]}; rename them")
     done = []
     for name, report in tqdm(sorted(parsed.reports.items()), desc="predict", disable=not progress):
         result = predictor.predict(folder / name, report)

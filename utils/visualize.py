@@ -84,7 +84,8 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
         axis.axis("off")
     bars = fig.add_subplot(grid[1, :])
     positions = np.arange(len(words))
-    bars.bar(positions, word_weights, color=plt.cm.Reds(0.35 + 0.65 * word_weights / max(word_weights.max(), 1e-12)))
+    top = float(word_weights.max()) if word_weights.size else 1.0  # an empty report has no word to weigh
+    bars.bar(positions, word_weights, color=plt.cm.Reds(0.35 + 0.65 * word_weights / max(top, 1e-12)))
     bars.set_xticks(positions, list(words), rotation=60, fontsize=7)
     bars.set_xlim(-0.6, max(len(words), 1) - 0.4)
     bars.set_ylabel("words of interest", fontsize=8)
