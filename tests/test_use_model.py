@@ -109,16 +109,22 @@ def test_predict_command_one_image(trained, tmp_path, capsys):
     assert cv2.imread(written[0], cv2.IMREAD_GRAYSCALE).shape == (40, 60)
 
 
-def test_predict_command_folder_with_a_table(trained, tmp_path, capsys):
+def _predict_folder(trained, tmp_path, reports, out):
+    """``test.py predict --images`` on plain images named as ``reports``' keys, with a CSV of their reports."""
     folder = tmp_path / "images"
     folder.mkdir()
-    for name in ("a.png", "b.png"):
+    for name in reports:
         cv2.imwrite(str(folder / name), np.full((32, 32, 3), 120, np.uint8))
     table = tmp_path / "reports.csv"
-    table.write_text("Image,Description\na.png,Bilateral pulmonary infection.\nb.png,No infection.\n")
+    table.write_text("Image,Description\n" + "".join(f"{name},{text}\n" for name, text in reports.items()))
+    return test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--images", str(folder), "--table",
+                          str(table), "--out", str(out), "--no_progress"])
+
+
+def test_predict_command_folder_with_a_table(trained, tmp_path, capsys):
     out = tmp_path / "pred"
-    assert test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--images", str(folder), "--table",
-                          str(table), "--out", str(out), "--no_progress"]) == 0
+    assert _predict_folder(trained, tmp_path, {"a.png": "Bilateral pulmonary infection.", "b.png": "No infection."},
+                           out) == 0
     assert "2 image(s) predicted" in capsys.readouterr().out
     assert sorted(os.listdir(out)) == sorted(f"{s}_{k}.png" for s in "ab" for k in ("mask", "prob", "overlay"))
 
@@ -177,14 +183,7 @@ def test_figure_of_an_empty_report(tmp_path):
 
 
 def test_predict_folder_refuses_outputs_that_would_collide(trained, tmp_path, capsys):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for name in ("a.png", "a.jpg"):
-        cv2.imwrite(str(folder / name), np.full((32, 32, 3), 120, np.uint8))
-    table = tmp_path / "reports.csv"
-    table.write_text("Image,Description\na.png,x\na.jpg,y\n")
-    assert test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--images", str(folder), "--table",
-                          str(table), "--out", str(tmp_path / "o")]) == 2
+    assert _predict_folder(trained, tmp_path, {"a.png": "x", "a.jpg": "y"}, tmp_path / "o") == 2
     assert "overwrite each other" in capsys.readouterr().err
 
 
