@@ -107,6 +107,21 @@ def test_a_resumed_distributed_run_continues_exactly(data_root, runs):
     assert _curves(session)["total"] == _curves(runs["pair"])["total"]
 
 
+def test_a_resumed_distributed_run_with_random_draws_continues_exactly(data_root, tmp_path):
+    """With dropout and random masking on, exact resumption needs every process's own random state back."""
+    noisy = ["interact_dropout=0.1", "rec_dropout=0.1", "mask_mode=dist", "text_mask_rate=0.3", "img_mask_rate=0.5",
+             "sync_bn=False"]
+    straight = _train(data_root, tmp_path / "straight", 2, 2, *noisy)
+    session = _train(data_root, tmp_path / "resumed", 2, 1, *noisy)
+    _run(["--resume", session.name, "--set", f"output_root={tmp_path / 'resumed'}", "epochs=2"], 2)
+    resumed, reference = _weights(session), _weights(straight)
+    for key, tensor in reference.items():
+        assert torch.equal(resumed[key], tensor), key
+    latest = read_checkpoint(str(session / "models" / LATEST_NAME))
+    torch_states = [state["torch"] for state in latest["rng_by_rank"]]
+    assert len(torch_states) == 2 and not torch.equal(*torch_states)  # each process draws its own stream
+
+
 def test_sync_batchnorm_and_gather_on_one_process_are_plain():
     from utils.distributed import DistributedBatchNorm2d, convert_sync_batchnorm, gather_with_grad
 
