@@ -405,6 +405,7 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
         return 130
     logger.info("done: best val Dice %.4f at epoch %d; session %s", result["best_dice"], result["best_epoch"],
                 result["session"])
+    dist.barrier()  # every process leaves together, after rank 0 has written its last file
     if dist.is_main:
         print(os.path.basename(session_dir))
     return 0
