@@ -54,7 +54,7 @@ from utils.data_files import (
     tokenize_reports,
 )
 from utils.demo_data import ensure_demo_dataset, make_demo_dataset
-from utils.transforms import train_augment
+from utils.transforms import image_to_tensor, train_augment
 
 __all__ = ["DatasetError", "ImageToImage2D", "build_dataloader", "build_dataloaders", "seed_worker", "main"]
 
@@ -139,7 +139,7 @@ class ImageToImage2D(Dataset):
             image, mask = train_augment(image, mask, np.random.default_rng([self.epoch_seed, i]), self.blur_mode)
         sample = self.samples[i]
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
+            "image": image_to_tensor(image),
             "label": torch.from_numpy(np.ascontiguousarray(mask)).long(),
             "text_token": self.text_tokens[i],
             "text_mask": self.text_masks[i],
@@ -287,6 +287,25 @@ def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None
     return {split: build_dataloader(cfg, split, device, ImageToImage2D(cfg, split, index=report.indexes[split]),
                                     num_replicas, rank)
             for split in splits}
+
+
+def build_test_split(data_cfg, model_cfg, device=None):
+    """The test split of ``data_cfg``'s data set, prepared for a model built with ``model_cfg``: checked, then
+    loaded one image at a time. The data (folders, tables, pairing) come from ``data_cfg``; the sizes that shape
+    the inputs (``img_size``, ``token_len``, ``pad_short_reports``) from the model.
+
+    Returns:
+        ``(cfg, dataset, loader)``: the merged config, the split's :class:`ImageToImage2D` and its DataLoader.
+
+    Raises:
+        DatasetError: the split has errors; the message lists them.
+    """
+    cfg = data_cfg.replace(img_size=model_cfg.img_size, token_len=model_cfg.token_len,
+                           pad_short_reports=model_cfg.pad_short_reports, test_batch_size=1)
+    report = check_dataset(cfg, ["test"])
+    report.raise_if_errors()
+    dataset = ImageToImage2D(cfg, "test", index=report.indexes["test"])
+    return cfg, dataset, build_dataloader(cfg, "test", device, dataset)
 
 
 def log_report(report: CheckReport) -> None:

@@ -26,13 +26,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from Load_Dataset import ImageToImage2D, build_dataloader
+from Load_Dataset import ImageToImage2D, build_test_split
 from nets.inference import PRECISIONS, Predictor
 from nets.tokenizer import ReportTokenizer
 from nets.weights import build_model_from_checkpoint
 from utils.checkpoint import BEST_NAME, resolve_session
 from utils.config import Config, load_config
-from utils.data_check import check_dataset
 from utils.data_files import DatasetError
 from utils.engine import to_device
 from utils.logger import setup_logging
@@ -95,19 +94,14 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
     model_cfg = model.config
     predictor = Predictor(model, device, args.precision)
     # The data come from -c/--set; the sizes that shape the inputs come from the model.
-    cfg = data_config.replace(img_size=model_cfg.img_size, token_len=model_cfg.token_len,
-                              pad_short_reports=model_cfg.pad_short_reports, test_batch_size=1)
-    report = check_dataset(cfg, ["test"])
-    report.raise_if_errors()
-    dataset = ImageToImage2D(cfg, "test", index=report.indexes["test"])
-    loader = build_dataloader(cfg, "test", device, dataset)
+    cfg, dataset, loader = build_test_split(data_config, model_cfg, device)
     tokenizer = ReportTokenizer(cfg.token_len, cfg.pad_short_reports)
     vis_dir = os.path.join(out_dir, f"{cfg.task_name}_visualize_test")
     for folder in filter(None, [args.save_pred, vis_dir if args.test_vis else None]):
         os.makedirs(folder, exist_ok=True)
     meter = SegmentationMeter(strict=True, dice="paper")
     rows = []
-    mask_of = {sample.name: sample.mask_path.name for sample in report.indexes["test"].samples}
+    mask_of = {sample.name: sample.mask_path.name for sample in dataset.samples}
     with torch.inference_mode():
         for batch in tqdm(loader, desc="test", disable=args.no_progress, dynamic_ncols=True):
             images, labels, tokens, mask = to_device(batch, device)

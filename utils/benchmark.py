@@ -244,20 +244,15 @@ def agreement(config, checkpoint: str, device: torch.device, precisions: List[st
     """Mask agreement of each reduced precision with fp32 over the config's test split."""
     from tqdm import tqdm
 
-    from Load_Dataset import ImageToImage2D, build_dataloader
+    from Load_Dataset import build_test_split
     from nets.weights import build_model_from_checkpoint
-    from utils.data_check import check_dataset
     from utils.metrics import SegmentationMeter
 
     reduced = [p for p in precisions if p != "fp32"]
     if not reduced:
         raise ValueError("--agreement compares reduced precisions with fp32: give --precision bf16 and/or fp16")
     model = build_model_from_checkpoint(checkpoint, config)[0]
-    cfg = config.replace(img_size=model.config.img_size, token_len=model.config.token_len,
-                         pad_short_reports=model.config.pad_short_reports, test_batch_size=1)
-    report = check_dataset(cfg, ["test"])
-    report.raise_if_errors()
-    loader = build_dataloader(cfg, "test", device, ImageToImage2D(cfg, "test", index=report.indexes["test"]))
+    loader = build_test_split(config, model.config, device)[2]
     reference = Predictor(model, device, "fp32")
     runners = {p: Predictor(reference.model, device, p) for p in reduced}
     meters = {p: SegmentationMeter(strict=True, dice="paper") for p in ["fp32", *reduced]}

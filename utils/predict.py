@@ -30,6 +30,7 @@ from nets.tokenizer import ReportTokenizer
 from nets.weights import build_model_from_checkpoint
 from utils.data_files import read_image
 from utils.misc import get_device
+from utils.transforms import image_to_tensor
 from utils.visualize import draw_case
 
 
@@ -106,7 +107,7 @@ class RecLMISPredictor:
             raise TypeError(f"a report must be a str, got {type(report).__name__}")
         size = self.config.img_size
         resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-        tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).float().div_(255.0)[None]
+        tensor = image_to_tensor(resized)[None]
         tokens = self.tokenizer([report])
         out = self.predictor.outputs(tensor, tokens.tokens, tokens.text_mask, return_weights=True)
         probability = torch.sigmoid(out["logits"][0, 0]).cpu().numpy()

@@ -23,6 +23,7 @@ from typing import Tuple
 
 import cv2
 import numpy as np
+import torch
 from scipy import ndimage
 
 BLUR_MODES = ("rows", "2d")
@@ -174,3 +175,8 @@ def train_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
         raise ValueError(f"blur_mode must be one of {BLUR_MODES}, got {blur_mode!r}")
     image = photometric_distortion(image, rng)
     return random_geometry(image, mask, rng)
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """``[H, W, 3]`` uint8 (BGR, as the data sets are read) to the network's ``[3, H, W]`` float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
