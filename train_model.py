@@ -27,12 +27,13 @@ from torch.utils.tensorboard import SummaryWriter
 
 from Load_Dataset import build_dataloaders
 from nets import build_model
-from nets.weights import load_weights, read_checkpoint
+from nets.weights import check_frozen, frozen_sha256, load_weights, read_checkpoint
 from utils.checkpoint import (
     BEST_NAME,
     LATEST_NAME,
     check_free_space,
     checkpoint_payload,
+    compact_optimizer_state,
     create_session_dir,
     ensure_writable,
     estimated_checkpoint_bytes,
@@ -91,6 +92,7 @@ class Trainer:
                 torch.manual_seed(config.seed + dist.rank)
         self.criterion = RecLMISCriterion(config, gather=gather)
         self.val_criterion = RecLMISCriterion(config)
+        self.frozen_sha256 = frozen_sha256(self.raw_model) if config.clip_weights is not None else None
         self.optimizer = build_optimizer(config, self.raw_model)
         self.scheduler = build_scheduler(config, self.optimizer)
         self.amp = config.amp
@@ -135,16 +137,28 @@ class Trainer:
         for a checkpoint written when training is interrupted between two steps. ``rngs``: every process's RNG
         states (:meth:`Distributed.gather`), rank 0's first."""
         rngs = rngs or [rng_state()]
-        training_state = None if best else {
-            "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.scheduler.state_dict(),
+        if best:
+            return checkpoint_payload(self.raw_model, self.config, epoch, best, val)
+        optimizer = self.optimizer.state_dict()
+        if self.config.compact_resume:
+            optimizer = compact_optimizer_state(optimizer)
+        training_state = {
+            "optimizer": optimizer, "lr_scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "best_dice": self.best_dice, "best_epoch": self.best_epoch,
             "rng": rngs[0], "rng_by_rank": rngs, "partial_epoch": partial}
-        return checkpoint_payload(self.raw_model, self.config, epoch, best, val, training_state)
+        # The latest file leaves out the frozen tower when clip_weights can rebuild it (checked on resume).
+        return checkpoint_payload(self.raw_model, self.config, epoch, best, val, training_state, self.frozen_sha256)
 
     def resume(self) -> None:
         path = os.path.join(self.models_dir, LATEST_NAME)
         state = read_checkpoint(path, map_location="cpu")
-        load_weights(self.raw_model, state["state_dict"], source=path)
+        tensors = state["state_dict"]
+        omitted = state.get("frozen_omitted")
+        if omitted:  # the frozen tower: this model's, built from clip_weights, if it is the run's
+            check_frozen(self.raw_model, omitted, path)
+            own = self.raw_model.state_dict()
+            tensors = {**tensors, **{name: own[name] for name in omitted["names"] if name in own}}
+        load_weights(self.raw_model, tensors, source=path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["lr_scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -391,7 +405,8 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
     try:
         trainer = Trainer(config, session_dir, device, progress=not args.no_progress, dist=dist)
         trainer.on_main(functools.partial(check_free_space, trainer.models_dir,
-                                          estimated_checkpoint_bytes(trainer.raw_model)))
+                                          estimated_checkpoint_bytes(trainer.raw_model, config.clip_weights is not None,
+                                                                     config.compact_resume)))
         if args.resume:
             if dist.is_main:
                 for name in remove_stale_temporaries(trainer.models_dir):

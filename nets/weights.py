@@ -8,16 +8,17 @@ drops the vision tower and the prefix, reads the text tower's shape off its tens
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
 import zipfile
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
 
-from nets.text_encoder import TextTowerShape
+from nets.text_encoder import TextTowerShape, load_clip_text_state
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,9 @@ def build_model_from_checkpoint(path: str, config=None):
 
     checkpoint = read_checkpoint(path, mmap=os.path.isfile(path) and zipfile.is_zipfile(path))
     state = extract_state_dict(checkpoint)
+    omitted = checkpoint.get("frozen_omitted") if isinstance(checkpoint, Mapping) else None
+    if omitted:
+        state.update(_rebuilt_frozen(path, omitted))
     saved = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
     if isinstance(saved, Mapping):
         config = Config.from_dict(saved)
@@ -151,8 +155,62 @@ def build_model_from_checkpoint(path: str, config=None):
     expected = model.state_dict()
     state = {k: v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
+    if omitted:
+        check_frozen(model, omitted, path)
     logger.info("loaded %d tensors from %s", len(state), path)
     return model.eval(), checkpoint
+
+
+def frozen_names(model: nn.Module) -> List[str]:
+    """The names of ``model``'s frozen parameters (the CLIP text tower), sorted."""
+    return sorted(name for name, param in model.named_parameters() if not param.requires_grad)
+
+
+def frozen_sha256(model: nn.Module) -> str:
+    """A SHA-256 over the names, dtypes, shapes and bytes of ``model``'s frozen parameters.
+
+    A latest checkpoint that leaves the frozen tower out records it; resuming checks that the tower rebuilt from
+    ``clip_weights`` is the one the run trained with.
+    """
+    params = dict(model.named_parameters())
+    digest = hashlib.sha256()
+    for name in frozen_names(model):
+        tensor = params[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{list(params[name].shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def omitted_frozen_record(model: nn.Module, clip_weights: str, sha256: str) -> dict:
+    """What a checkpoint that leaves out the frozen tensors records of them (``frozen_omitted``)."""
+    return {"clip_weights": clip_weights, "sha256": sha256, "names": frozen_names(model)}
+
+
+def check_frozen(model: nn.Module, omitted: Mapping, source: str) -> None:
+    """Raise ``ValueError`` unless ``model``'s frozen tensors are those ``source`` was saved with."""
+    actual = frozen_sha256(model)
+    if actual != omitted["sha256"]:
+        raise ValueError(
+            f"{source} leaves out the frozen CLIP text tower, to be rebuilt from {omitted['clip_weights']!r}, but "
+            f"the tower built from that file is not the one the run trained with (sha256 {actual[:12]}... instead "
+            f"of {omitted['sha256'][:12]}...). Put back the CLIP file the run started with.")
+
+
+def _rebuilt_frozen(path: str, omitted: Mapping) -> Dict[str, torch.Tensor]:
+    """The frozen tensors that the checkpoint ``path`` left out, read from the CLIP file it names."""
+    source = omitted["clip_weights"]
+    try:
+        tower = load_clip_text_state(source)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} is a latest (resume) checkpoint: it leaves out the frozen CLIP text tower, which is rebuilt "
+            f"from {source!r}, and that file is missing. Put the CLIP file there, or load the session's best "
+            "checkpoint, which holds the whole model.") from None
+    names = [name for name in omitted["names"] if name.startswith("clip.")]
+    missing = [name for name in names if name[len("clip."):] not in tower]
+    if missing or len(names) != len(omitted["names"]):
+        raise ValueError(f"{source} does not hold the frozen tensors that {path} left out (e.g. {missing[:3]})")
+    return {name: tower[name[len("clip."):]] for name in names}
 
 
 def compact_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:

@@ -19,11 +19,12 @@ from nets import build_model
 from nets.text_encoder import VIT_B32_SHA256, CLIPTextEncoder, TextTowerShape, build_text_encoder
 from nets.tokenizer import ReportTokenizer
 from nets.weights import build_model_from_checkpoint, read_checkpoint, save_authors_format
-from tests.tiny import tiny_config
-from utils.checkpoint import create_session_dir
+from tests.tiny import tiny_config, write_clip_file
+from utils.checkpoint import LATEST_NAME, create_session_dir
 from utils.config import load_config
 from utils.data_check import check_dataset
 from utils.data_files import DatasetError, unsafe_name_reason
+from utils.demo_data import make_demo_dataset
 
 
 def _qata(tmp_path):
@@ -231,6 +232,29 @@ def test_checkpoint_from_another_config_lists_the_mismatched_tensors(tmp_path):
     message = str(error.value)
     assert f"inc.conv.weight: {path} [6, 3, 3, 3] vs model [4, 3, 3, 3]" in message
     assert "rec_img_trans1.decoder1.decoder_layers.1.fc1.weight" in message  # missing from the file
+
+
+def test_resume_after_the_clip_file_changed(tmp_path, capsys):
+    """The latest checkpoint leaves out the frozen text tower (rebuilt from clip_weights): resuming with another
+    CLIP file than the run started with is refused, and the checkpoint stays as it was."""
+    root = make_demo_dataset(tmp_path / "Demo", n_train=4, n_val=2, n_test=2, img_size=64, seed=1)
+    clip = write_clip_file(tmp_path / "clip.pt")
+    output = tmp_path / "runs"
+    settings = ["img_size=32", "base_channel=4", "rec_trans_num_layers1=1", "batch_size=2", "num_workers=0",
+                "demo_data=False", f"train_dataset={root}/Train_Folder", f"val_dataset={root}/Val_Folder",
+                f"test_dataset={root}/Test_Folder", f"output_root={output}", f"clip_weights={clip}", "epochs=1"]
+    assert train_model.main(["-c", "Config_Demo", "--set", *settings, "--no_progress"]) == 0
+    (session,) = list((output / "Demo" / "RecLMIS").iterdir())
+    latest = session / "models" / LATEST_NAME
+    before = latest.read_bytes()
+    write_clip_file(clip, seed=1)
+    capsys.readouterr()
+    assert train_model.main(["-c", "Config_Demo", "--resume", session.name, "--set", f"output_root={output}",
+                             "epochs=2", "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{latest} leaves out the frozen CLIP text tower, to be rebuilt from '{clip}'" in err
+    assert "Put back the CLIP file the run started with" in err
+    assert latest.read_bytes() == before
 
 
 class _Payload:

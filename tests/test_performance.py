@@ -13,10 +13,15 @@ import torch
 from nets import build_model
 from nets.inference import Predictor, autocast_for, fold_batchnorm
 from nets.unet import ConvBatchNorm
-from nets.weights import build_model_from_checkpoint, compact_state_dict
-from tests.tiny import batch, tiny_config
+from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256
+from tests.tiny import batch, tiny_config, write_clip_file
 from utils import benchmark
-from utils.checkpoint import checkpoint_payload, save_checkpoint
+from utils.checkpoint import (
+    checkpoint_payload,
+    compact_optimizer_state,
+    estimated_checkpoint_bytes,
+    save_checkpoint,
+)
 from utils.demo_data import make_demo_dataset
 from utils.engine import train_step
 from utils.losses import RecLMISCriterion
@@ -132,6 +137,78 @@ def test_best_checkpoint_leaves_out_the_training_state():
     assert "optimizer" in latest and not latest["best_model"]
 
 
+def test_latest_checkpoint_leaves_out_the_tower_that_clip_weights_rebuilds(tmp_path):
+    config = tiny_config(clip_weights=write_clip_file(tmp_path / "clip.pt"))
+    model = _model_with_batchnorm_statistics(config)
+    val = {"total": 1.0, "dice": 0.5}
+    latest = checkpoint_payload(model, config, 3, False, val, {"optimizer": {"state": {}}}, frozen_sha256(model))
+    best = checkpoint_payload(model, config, 3, True, val)
+    frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
+    assert frozen and not set(frozen) & set(latest["state_dict"]) and set(frozen) <= set(best["state_dict"])
+    assert latest["frozen_omitted"]["names"] == frozen and "frozen_omitted" not in best
+    path = str(tmp_path / "latest.pth.tar")
+    save_checkpoint(latest, path)
+    # Loading it for inference rebuilds the tower from the CLIP file and checks it against the digest.
+    loaded = build_model_from_checkpoint(path)[0]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_a_latest_checkpoint_whose_clip_file_changed_or_went_is_refused(tmp_path):
+    clip = write_clip_file(tmp_path / "clip.pt")
+    config = tiny_config(clip_weights=clip)
+    model = build_model(config)
+    path = str(tmp_path / "latest.pth.tar")
+    save_checkpoint(checkpoint_payload(model, config, 0, False, {"total": 0.0, "dice": 0.0}, {},
+                                       frozen_sha256(model)), path)
+    write_clip_file(clip, seed=1)
+    with pytest.raises(ValueError, match="not the one the run trained with.*Put back the CLIP file"):
+        build_model_from_checkpoint(path)
+    os.remove(clip)
+    with pytest.raises(FileNotFoundError, match="leaves out the frozen CLIP text tower.*best checkpoint"):
+        build_model_from_checkpoint(path)
+    with pytest.raises(ValueError, match="random text tower"):
+        checkpoint_payload(build_model(tiny_config()), tiny_config(), 0, False, {"total": 0.0, "dice": 0.0}, {},
+                           "digest")
+
+
+def test_compact_resume_stores_adam_moments_in_bf16(tmp_path):
+    config = tiny_config()
+    model = build_model(config)
+    optimizer = build_optimizer(config, model)
+    step = benchmark.dummy_batch(config, 2, model.clip.shape.vocab_size)
+    for _ in range(2):
+        train_step(model, RecLMISCriterion(config), step, optimizer, torch.device("cpu"))
+    exact = optimizer.state_dict()
+    compact = compact_optimizer_state(exact)
+    some = next(iter(exact["state"]))
+    assert compact["state"][some]["exp_avg"].dtype == torch.bfloat16
+    assert compact["state"][some]["exp_avg_sq"].dtype == torch.bfloat16
+    assert torch.equal(compact["state"][some]["step"], exact["state"][some]["step"])
+    assert exact["state"][some]["exp_avg"].dtype == torch.float32  # the live state is untouched
+    files = {}
+    for name, state in (("exact", exact), ("compact", compact)):
+        files[name] = tmp_path / f"{name}.pt"
+        torch.save(state, files[name])
+    assert os.path.getsize(files["compact"]) < 0.6 * os.path.getsize(files["exact"])
+    # Loading casts the moments back to fp32, rounded to bf16.
+    resumed = build_optimizer(config, model)
+    resumed.load_state_dict(torch.load(files["compact"], weights_only=True))
+    param = optimizer.param_groups[0]["params"][some]
+    moment = resumed.state[resumed.param_groups[0]["params"][some]]["exp_avg"]
+    assert moment.dtype == torch.float32
+    assert torch.equal(moment, optimizer.state[param]["exp_avg"].bfloat16().float())
+
+
+def test_estimated_checkpoint_space_follows_what_the_latest_file_holds(tmp_path):
+    model = build_model(tiny_config())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(t.numel() * t.element_size() for n, t in compact_state_dict(model).items() if n.startswith("clip."))
+    full = estimated_checkpoint_bytes(model)
+    assert full - estimated_checkpoint_bytes(model, omit_frozen=True) == 2 * frozen
+    assert full - estimated_checkpoint_bytes(model, compact_resume=True) == 2 * 4 * trainable
+
+
 def test_a_legacy_format_checkpoint_still_loads(tmp_path):
     config = tiny_config(clip_heads=4)  # not CLIP's width / 64: the saved config must decide
     model = build_model(config).eval()
@@ -191,9 +268,28 @@ def test_benchmark_command_reports_every_figure(tmp_path, capsys):
                                                                            ("bf16", 2)]
     assert all(r["s_per_image"] > 0 for r in result["inference"])
     assert [r["amp"] for r in result["training"]] == [False, True]
-    assert result["checkpoints"]["latest_mib"] > result["checkpoints"]["best_mib"] > 0
+    checkpoints = result["checkpoints"]
+    assert checkpoints["latest_mib"] > checkpoints["latest_compact_mib"] > checkpoints["best_mib"] > 0
     assert result["memory"]["peak_rss_mib"] > 0
     assert "s/image" in printed and "peak memory" in printed
+
+
+def test_benchmark_checkpoint_sizes_follow_training(tmp_path):
+    """With a CLIP file in the config, the benchmark's latest files leave the frozen tower out, as training does."""
+    config = tiny_config()
+    model = build_model(config)
+    optimizer = build_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    state = (model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=False))
+    tower = sum(t.numel() * t.element_size() for n, t in compact_state_dict(model).items() if n.startswith("clip."))
+    sizes = {}
+    for clip in (None, "ViT-B-32.pt"):
+        (tmp_path / str(clip)).mkdir()
+        sizes[clip] = benchmark.checkpoint_sizes(state, str(tmp_path / str(clip)), clip)
+    assert sizes[None]["best_mib"] == pytest.approx(sizes["ViT-B-32.pt"]["best_mib"], abs=0.01)
+    for name in ("latest_mib", "latest_compact_mib"):
+        saved = (sizes[None][name] - sizes["ViT-B-32.pt"][name]) * 2**20
+        assert saved == pytest.approx(tower, rel=0.05), name
 
 
 def test_benchmark_agreement_on_a_test_split(tmp_path, capsys):

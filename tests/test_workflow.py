@@ -10,6 +10,7 @@ import torch
 import test as test_cli
 import train_model
 from nets.weights import read_checkpoint
+from tests.tiny import write_clip_file
 from utils.checkpoint import BEST_NAME, LATEST_NAME, create_session_dir, save_checkpoint
 from utils.demo_data import make_demo_dataset
 
@@ -101,16 +102,46 @@ def test_bool_flag_is_a_real_boolean():
         test_cli.str2bool("maybe")
 
 
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(demo_root, tmp_path, capsys):
-    settings = _settings(demo_root, tmp_path / "runs")
-    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=3", *settings, "--no_progress"]) == 0
+def _straight_and_resumed(settings, output, capsys, epochs=3):
+    """Sessions of a run of ``epochs`` epochs and of one stopped after ``epochs - 1`` and resumed."""
+    assert train_model.main(["-c", "Config_Demo", "--set", f"epochs={epochs}", *settings, "--no_progress"]) == 0
     straight = capsys.readouterr().out.strip().splitlines()[-1]
-    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=2", *settings, "--no_progress"]) == 0
+    assert train_model.main(["-c", "Config_Demo", "--set", f"epochs={epochs - 1}", *settings, "--no_progress"]) == 0
     resumed = capsys.readouterr().out.strip().splitlines()[-1]
-    assert train_model.main(["-c", "Config_Demo", "--resume", resumed, "--set", f"output_root={tmp_path / 'runs'}",
-                             "epochs=3", "--no_progress"]) == 0
-    root = tmp_path / "runs" / "Demo" / "RecLMIS"
-    a = read_checkpoint(str(root / straight / "models" / LATEST_NAME))["state_dict"]
-    b = read_checkpoint(str(root / resumed / "models" / LATEST_NAME))["state_dict"]
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    assert train_model.main(["-c", "Config_Demo", "--resume", resumed, "--set", f"output_root={output}",
+                             f"epochs={epochs}", "--no_progress"]) == 0
+    root = output / "Demo" / "RecLMIS"
+    return root / straight / "models", root / resumed / "models"
+
+
+@pytest.mark.parametrize("clip_file", [False, True], ids=["random_tower", "clip_file"])
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(demo_root, tmp_path, capsys, clip_file):
+    settings = _settings(demo_root, tmp_path / "runs")
+    if clip_file:  # the latest file then leaves the frozen tower out; resuming rebuilds it from the CLIP file
+        settings.append(f"clip_weights={write_clip_file(tmp_path / 'clip.pt')}")
+    straight, resumed = _straight_and_resumed(settings, tmp_path / "runs", capsys)
+    latest = read_checkpoint(str(resumed / LATEST_NAME))
+    assert ("clip.token_embedding.weight" in latest["state_dict"]) is not clip_file
+    assert ("frozen_omitted" in latest) is clip_file
+    assert "clip.token_embedding.weight" in read_checkpoint(str(resumed / BEST_NAME))["state_dict"]
+    for name in (LATEST_NAME, BEST_NAME):
+        a = read_checkpoint(str(straight / name))["state_dict"]
+        b = read_checkpoint(str(resumed / name))["state_dict"]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (name, key)
+
+
+def test_compact_resume_halves_the_moments_and_resumes_close(demo_root, tmp_path, capsys):
+    output = tmp_path / "runs"
+    straight, resumed = _straight_and_resumed(_settings(demo_root, output) + ["compact_resume=True"], output, capsys)
+    latest = read_checkpoint(str(resumed / LATEST_NAME))
+    moments = [s["exp_avg_sq"] for s in latest["optimizer"]["state"].values()]
+    assert moments and all(m.dtype == torch.bfloat16 for m in moments)
+    a = read_checkpoint(str(straight / LATEST_NAME))["state_dict"]
+    b = latest["state_dict"]
+    # Moments rounded to 8 significant bits change the resumed epoch's updates a little (and conv biases ahead of a
+    # BatchNorm, whose gradients are rounding noise, at random), so the weights stay close overall but not equal.
+    keys = [k for k in a if a[k].is_floating_point()]
+    difference = torch.cat([(a[k].float() - b[k].float()).flatten() for k in keys]).norm()
+    assert 0 < difference < 1e-3 * torch.cat([a[k].float().flatten() for k in keys]).norm()

@@ -28,3 +28,14 @@ def batch(config: Config, reports=REPORTS, seed: int = 0):
     images = torch.rand(len(reports), config.n_channels, size, size, generator=generator)
     masks = (torch.rand(len(reports), size, size, generator=generator) > 0.7).long()
     return images, tok.tokens, tok.text_mask, masks
+
+
+def write_clip_file(path, seed: int = 0, width: int = 32, layers: int = 1, heads: int = 1) -> str:
+    """A small CLIP text tower saved as a state dict with OpenAI's names, its values rounded to fp16 as in
+    OpenAI's release; ``seed`` picks the values. Returns the path as a string."""
+    from nets.text_encoder import CLIPTextEncoder, TextTowerShape
+
+    torch.manual_seed(seed)
+    tower = CLIPTextEncoder(TextTowerShape(width=width, layers=layers, heads=heads, embed_dim=width))
+    torch.save({name: tensor.half() for name, tensor in tower.state_dict().items()}, path)
+    return str(path)

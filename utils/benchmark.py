@@ -185,19 +185,27 @@ def bench_training(model, device: torch.device, batch_size: int, amp_modes: List
     return rows, state
 
 
-def checkpoint_sizes(state, folder: str) -> dict:
-    """Write the best and latest checkpoints as training does; their sizes in MiB and the best one's path."""
-    from utils.checkpoint import BEST_NAME, LATEST_NAME, checkpoint_payload, save_checkpoint
+def checkpoint_sizes(state, folder: str, clip_weights: Optional[str]) -> dict:
+    """Write the best and latest checkpoints as training does, and the latest one as ``compact_resume`` writes it;
+    their sizes in MiB and the best one's path. ``clip_weights``: the config's CLIP file; when there is one, the
+    latest checkpoints leave the frozen tower out, as in training."""
+    from nets.weights import frozen_sha256
+    from utils.checkpoint import BEST_NAME, LATEST_NAME, checkpoint_payload, compact_optimizer_state, save_checkpoint
 
     model, optimizer, scheduler, scaler = state
     val = {"total": 0.0, "dice": 0.0}
-    best = os.path.join(folder, BEST_NAME)
-    latest = os.path.join(folder, LATEST_NAME)
-    save_checkpoint(checkpoint_payload(model, model.config, 0, True, val), best)
-    training_state = {"optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
-                      "scaler": scaler.state_dict(), "best_dice": 0.0, "best_epoch": 0, "rng": rng_state()}
-    save_checkpoint(checkpoint_payload(model, model.config, 0, False, val, training_state), latest)
-    return {"best_mib": os.path.getsize(best) / MIB, "latest_mib": os.path.getsize(latest) / MIB, "best_path": best}
+    config = model.config.replace(clip_weights=clip_weights)
+    digest = frozen_sha256(model) if clip_weights is not None else None
+    paths = {"best": os.path.join(folder, BEST_NAME), "latest": os.path.join(folder, LATEST_NAME),
+             "latest_compact": os.path.join(folder, "compact_" + LATEST_NAME)}
+    save_checkpoint(checkpoint_payload(model, config, 0, True, val), paths["best"])
+    for name, moments in (("latest", optimizer.state_dict()),
+                          ("latest_compact", compact_optimizer_state(optimizer.state_dict()))):
+        training_state = {"optimizer": moments, "lr_scheduler": scheduler.state_dict(),
+                          "scaler": scaler.state_dict(), "best_dice": 0.0, "best_epoch": 0, "rng": rng_state()}
+        save_checkpoint(checkpoint_payload(model, config, 0, False, val, training_state, digest), paths[name])
+    return {**{f"{name}_mib": os.path.getsize(path) / MIB for name, path in paths.items()},
+            "best_path": paths["best"]}
 
 
 def peak_resident_mib() -> float:
@@ -296,7 +304,7 @@ def format_report(result: dict) -> str:
     if "checkpoints" in result:
         ck = result["checkpoints"]
         lines.append(f"  checkpoints: best {ck['best_mib']:.0f} MiB, latest (with optimizer state) "
-                     f"{ck['latest_mib']:.0f} MiB")
+                     f"{ck['latest_mib']:.0f} MiB, latest with compact_resume {ck['latest_compact_mib']:.0f} MiB")
     if "memory" in result:
         mem = result["memory"]
         cuda = f", CUDA {mem['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in mem else ""
@@ -376,7 +384,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     if state is None:
                         raise ValueError("the checkpoint sizes need a training step: give a --train_batch above 0 "
                                          "or --no_memory")
-                    sizes = checkpoint_sizes(state, folder)
+                    sizes = checkpoint_sizes(state, folder, config.clip_weights)
                     del state
                     result["memory"] = run_probe(sizes.pop("best_path"), device)
                     result["checkpoints"] = sizes

@@ -16,7 +16,7 @@ from typing import List
 
 import torch
 
-from nets.weights import compact_state_dict
+from nets.weights import compact_state_dict, frozen_names, omitted_frozen_record
 
 MODEL_NAME = "RecLMIS"
 BEST_NAME = "best_model-RecLMIS.pth.tar"
@@ -65,18 +65,45 @@ def resolve_session(session: str, output_root: str, task_name: str) -> str:
         + (f"sessions there: {', '.join(known)}" if known else "there are no sessions there yet"))
 
 
-def checkpoint_payload(model, config, epoch: int, best: bool, val: dict, training_state: dict = None) -> dict:
+def checkpoint_payload(model, config, epoch: int, best: bool, val: dict, training_state: dict = None,
+                       frozen_sha256: str = None) -> dict:
     """What a checkpoint file holds.
 
     Every file: ``epoch`` (0-based), ``best_model``, ``model``, ``state_dict`` (:func:`nets.weights.
     compact_state_dict`), ``val_loss``, ``val_dice`` and the resolved ``config``. The latest checkpoint adds
     ``training_state``'s entries (optimizer, scheduler, grad scaler, best score, RNG states), which only resuming
     needs; the best checkpoint leaves them out, which keeps it under a third of the size.
+
+    Args:
+        frozen_sha256: given (:func:`nets.weights.frozen_sha256`), the frozen CLIP text tower is left out of
+            ``state_dict``: it is rebuilt from ``config.clip_weights``, which must then be a file. The payload
+            records the file, the digest and the names under ``frozen_omitted``; resuming and
+            :func:`nets.weights.build_model_from_checkpoint` check the rebuilt tower against the digest.
     """
-    payload = {"epoch": epoch, "best_model": best, "model": MODEL_NAME, "state_dict": compact_state_dict(model),
+    state = compact_state_dict(model)
+    payload = {"epoch": epoch, "best_model": best, "model": MODEL_NAME, "state_dict": state,
                "val_loss": float(val["total"]), "val_dice": float(val["dice"]), "config": config.to_dict()}
+    if frozen_sha256 is not None:
+        if config.clip_weights is None:
+            raise ValueError("a random text tower (clip_weights=None) cannot be rebuilt: keep it in the checkpoint")
+        for name in frozen_names(model):
+            del state[name]
+        payload["frozen_omitted"] = omitted_frozen_record(model, config.clip_weights, frozen_sha256)
     payload.update(training_state or {})
     return payload
+
+
+def compact_optimizer_state(state: dict) -> dict:
+    """An optimizer ``state_dict`` with its fp32 per-parameter tensors (Adam's moments) stored as bf16.
+
+    Half the size; ``Optimizer.load_state_dict`` casts them back to the parameters' dtype, so a resumed run
+    continues from moments rounded to bf16 (8 significant bits): close to the interrupted run, not bit-exact.
+    """
+    compact = {}
+    for index, entries in state["state"].items():
+        compact[index] = {key: value.to(torch.bfloat16) if isinstance(value, torch.Tensor) and key != "step"
+                          and value.dtype == torch.float32 else value for key, value in entries.items()}
+    return {**state, "state": compact}
 
 
 def save_checkpoint(state: dict, path: str) -> None:
@@ -137,12 +164,15 @@ def ensure_writable(folder: str) -> None:
                                    "output_root (--set output_root=...).") from error
 
 
-def estimated_checkpoint_bytes(model) -> int:
-    """About the disk that ``model``'s checkpoints need: the best one, the latest one (the compact state dict plus
-    Adam's two fp32 moments per trainable parameter), and a second latest while a save replaces it."""
-    state = sum(t.numel() * t.element_size() for t in compact_state_dict(model).values())
+def estimated_checkpoint_bytes(model, omit_frozen: bool = False, compact_resume: bool = False) -> int:
+    """About the disk that ``model``'s checkpoints need: the best one, the latest one (the compact state dict,
+    without the frozen tower when ``omit_frozen``, plus Adam's two moments per trainable parameter, fp32 or with
+    ``compact_resume`` bf16), and a second latest while a save replaces it."""
+    compact = compact_state_dict(model)
+    state = sum(t.numel() * t.element_size() for t in compact.values())
+    frozen = sum(compact[name].numel() * compact[name].element_size() for name in frozen_names(model))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    latest = state + 8 * trainable
+    latest = state - (frozen if omit_frozen else 0) + (4 if compact_resume else 8) * trainable
     return state + 2 * latest  # best, latest, and a new latest beside the old one until the rename
 
 
