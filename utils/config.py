@@ -98,7 +98,7 @@ class Config:
     amp: bool = False  # mixed precision: fp16 autocast + gradient scaling on CUDA, bf16 autocast on CPU
     deterministic: bool = True  # cuDNN picks fixed algorithms (the authors' setting)
     tensorboard_images: int = 4  # validation images drawn in TensorBoard each epoch
-    # The latest checkpoint keeps Adam's moments in bf16: about 0.6x its size, but a resumed run is then close
+    # The latest checkpoint keeps Adam's moments in bf16: two thirds of its size, but a resumed run is then close
     # to the interrupted one, not bit-exact (see docs/PERFORMANCE.md).
     compact_resume: bool = False
 
