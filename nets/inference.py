@@ -9,7 +9,8 @@ What :class:`Predictor` does, each measured by ``python -m utils.benchmark`` (do
   training-only; the authors' code ran them at test time too);
 - BatchNorm folded into the convolution before it (:func:`fold_batchnorm`), ReLU in place;
 - channels-last memory format for the convolutions (``channels_last=True``);
-- optionally reduced precision: ``precision="bf16"`` (CPU or CUDA autocast) or ``"fp16"`` (CUDA autocast).
+- optionally reduced precision: ``precision="bf16"`` (CPU or CUDA autocast) or ``"fp16"`` (CUDA autocast);
+- optionally ``torch.compile`` (``compile=True``): a one-off compilation of tens of seconds, then faster calls.
 
 In fp32 the logits equal those of ``model.eval()(...)`` up to float rounding (about 1e-6); the masks
 (``logits > 0``) are the same. Reduced precision is opt-in: measure its mask agreement on your data with
@@ -27,6 +28,11 @@ from torch import nn
 from nets.unet import ConvBatchNorm
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class CompileError(RuntimeError):
+    """``torch.compile`` failed (no C++ compiler on the CPU, no Triton on CUDA, an unsupported operation)."""
+
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -81,9 +87,13 @@ class Predictor:
         device: where to run.
         precision: ``"fp32"`` (default; same masks as the plain eval forward), ``"bf16"`` or ``"fp16"`` (CUDA).
         channels_last: channels-last convolutions (faster on CPU and on CUDA tensor cores).
+        compile: run the model through ``torch.compile`` (Inductor; it needs a C++ compiler on the CPU, Triton on
+            CUDA). The first call compiles. Compiled code is specialised to the batch size, so a smaller batch
+            (the last one of a data set) is padded to the largest batch seen instead of compiling again.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, precision: str = "fp32", channels_last: bool = True):
+    def __init__(self, model: nn.Module, device: torch.device, precision: str = "fp32", channels_last: bool = True,
+                 compile: bool = False):
         autocast_for(device, precision)  # validates the pair
         self.device = device
         self.precision = precision
@@ -93,6 +103,8 @@ class Predictor:
         fold_batchnorm(model, memory_format)
         model.to(device, memory_format=memory_format)
         self.model = model
+        self.compiled = torch.compile(model, dynamic=False) if compile else None
+        self._compiled_batch = 0
 
     def outputs(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor,
                 return_weights: bool = False) -> Dict[str, torch.Tensor]:
@@ -102,10 +114,34 @@ class Predictor:
             images = images.contiguous(memory_format=torch.channels_last)
         tokens = tokens.to(self.device, non_blocking=True)
         text_mask = text_mask.to(self.device, non_blocking=True)
+        batch = images.shape[0]
+        forward = self.model
+        if self.compiled is not None:
+            forward = self._call_compiled
+            if batch < self._compiled_batch:  # samples are independent in eval mode: pad, then drop the padding
+                images, tokens, text_mask = (_pad_batch(t, self._compiled_batch) for t in (images, tokens, text_mask))
+            self._compiled_batch = max(self._compiled_batch, batch)
         with torch.inference_mode(), autocast_for(self.device, self.precision):
-            out = self.model(images, tokens, text_mask, return_aux=False, return_weights=return_weights)
-        return {key: value.float().contiguous() for key, value in out.items()}
+            out = forward(images, tokens, text_mask, return_aux=False, return_weights=return_weights)
+        return {key: value[:batch].float().contiguous() for key, value in out.items()}
 
     def __call__(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """``[B, 1, H, W]`` fp32 logits; ``logits > 0`` is the mask (probability > 0.5)."""
         return self.outputs(images, tokens, text_mask)["logits"]
+
+    def _call_compiled(self, *args, **kwargs):
+        try:
+            return self.compiled(*args, **kwargs)
+        except torch._dynamo.exc.TorchDynamoException as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CompileError(f"torch.compile failed on {self.device} ({first}). It needs a working C++ compiler "
+                               "on the CPU and Triton on CUDA; run without --compile (compile=False).") from error
+
+
+def _pad_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """``tensor`` with its first row repeated up to ``size`` rows, in the same memory format."""
+    padding = tensor[:1].expand(size - tensor.shape[0], *tensor.shape[1:])
+    padded = torch.cat([tensor, padding])
+    if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last):
+        padded = padded.contiguous(memory_format=torch.channels_last)
+    return padded

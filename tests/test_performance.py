@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from nets import build_model
+from nets import build_model, inference
 from nets.inference import Predictor, autocast_for, fold_batchnorm
 from nets.unet import ConvBatchNorm
 from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256
@@ -28,6 +28,7 @@ from utils.losses import RecLMISCriterion
 from utils.misc import tune_cpu_allocator
 from utils.schedulers import build_optimizer
 
+inference_pad = inference._pad_batch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SETTINGS = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1",
                  "clip_embed_dim=32", "rec_trans_num_layers1=1", "demo_data=False"]
@@ -97,6 +98,34 @@ def test_predictor_bf16_runs_on_cpu_and_returns_fp32():
     logits = Predictor(copy.deepcopy(model), torch.device("cpu"), "bf16")(images, tokens, mask)
     assert logits.dtype == torch.float32 and logits.shape == reference.shape
     assert (logits - reference).abs().max() < 0.05 * reference.abs().max() + 1e-3
+
+
+def test_compiled_predictor_gives_the_eager_masks_and_pads_a_short_batch(monkeypatch):
+    config = tiny_config()
+    model = _model_with_batchnorm_statistics(config)
+    images, tokens, mask, _ = batch(config)
+    eager = Predictor(copy.deepcopy(model), torch.device("cpu"))(images, tokens, mask)
+    compiled = Predictor(copy.deepcopy(model), torch.device("cpu"), compile=True)
+    logits = compiled(images, tokens, mask)
+    assert torch.allclose(logits, eager, atol=1e-5, rtol=1e-5) and torch.equal(logits > 0, eager > 0)
+    padded = []
+    monkeypatch.setattr(inference, "_pad_batch", lambda t, size: padded.append(size) or inference_pad(t, size))
+    short = compiled(images[:2], tokens[:2], mask[:2])  # the last, smaller batch of a data set
+    assert padded == [3, 3, 3] and short.shape[0] == 2
+    assert torch.allclose(short, eager[:2], atol=1e-5, rtol=1e-5)
+
+
+def test_a_failed_compilation_says_to_run_without_compile():
+    config = tiny_config()
+    predictor = Predictor(build_model(config), torch.device("cpu"), compile=True)
+
+    def broken_backend(graph, inputs):
+        raise OSError("no C++ compiler")
+
+    predictor.compiled = torch.compile(predictor.model, backend=broken_backend)
+    images, tokens, mask, _ = batch(config)
+    with pytest.raises(RuntimeError, match=r"torch.compile failed on cpu .*run without --compile"):
+        predictor(images, tokens, mask)
 
 
 def test_reduced_precision_choices_are_checked():
@@ -272,6 +301,15 @@ def test_benchmark_command_reports_every_figure(tmp_path, capsys):
     assert checkpoints["latest_mib"] > checkpoints["latest_compact_mib"] > checkpoints["best_mib"] > 0
     assert result["memory"]["peak_rss_mib"] > 0
     assert "s/image" in printed and "peak memory" in printed
+
+
+def test_benchmark_times_the_compiled_predictor_and_its_compilation(capsys):
+    assert benchmark.main(["-c", "Config_Demo", "--set", *TINY_SETTINGS, "--device", "cpu", "--batch_sizes", "1",
+                           "--precision", "fp32", "--compile", "--train_batch", "0", "--no_memory", "--repeats", "1",
+                           "--warmup", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "(torch.compile; compiled in" in printed
+    assert printed.count("inference fp32 batch   1") == 2
 
 
 def test_benchmark_checkpoint_sizes_follow_training(tmp_path):

@@ -74,6 +74,13 @@ def test_train_resume_and_test(demo_root, tmp_path, capsys):
     assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "--checkpoint",
                           str(session_dir / "models" / BEST_NAME), "--save_pred", str(preds), "--no_progress"]) == 0
     assert sorted(os.listdir(preds)) == sorted(r["mask"] for r in rows)
+    compiled = tmp_path / "preds_compiled"  # torch.compile: the same masks
+    assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "--checkpoint",
+                          str(session_dir / "models" / BEST_NAME), "--save_pred", str(compiled), "--compile",
+                          "--no_progress"]) == 0
+    assert json.loads((session_dir / "test_summary.json").read_text())["compiled"] is True
+    for name in os.listdir(preds):
+        assert (compiled / name).read_bytes() == (preds / name).read_bytes(), name
 
 
 def test_two_sessions_in_one_minute_do_not_collide(tmp_path):

@@ -10,10 +10,12 @@ values, as OpenAI released CLIP) and measures, on one device:
 - parameters: held in memory (all parameters and buffers), trainable, and on the inference path; FLOPs per image
   of the inference path (multiply and add counted as two: FLOPs, not MACs);
 - inference as ``test.py`` runs it (:class:`nets.inference.Predictor`): seconds per image and images per second
-  for each batch size and precision, after warm-up, the median of the repeats;
+  for each batch size and precision, after warm-up, the median of the repeats (``--compile``: also compiled with
+  ``torch.compile``, as ``test.py --compile`` runs it, and the compilation time);
 - a training step as ``train_model.py`` runs it (forward, every loss, backward, Adam step): seconds per step and
   images per second, in fp32 and with mixed precision;
-- checkpoint files as training writes them (best, and latest with the optimizer state), in MiB;
+- checkpoint files as training writes them (best, and latest with the optimizer state; the latter also with
+  ``compact_resume``), in MiB;
 - peak memory of loading the best checkpoint and running inference at batch 1: resident memory of a fresh
   process on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA;
 - the torch version, thread count and device name.
@@ -137,23 +139,33 @@ def bench_plain_forward(model, device: torch.device, batch_sizes: List[int], war
 
 
 def bench_inference(model, device: torch.device, batch_sizes: List[int], precisions: List[str], warmup: int,
-                    repeats: int) -> List[dict]:
+                    repeats: int, compile: bool = False) -> List[dict]:
+    """Seconds per image of :class:`Predictor` at each precision and batch size; with ``compile``, also of the
+    ``torch.compile``d Predictor, whose first call (the compilation) is timed on its own as ``compile_s``."""
     predictor = Predictor(copy.deepcopy(model), device)
     rows = []
     for precision in precisions:
-        runner = Predictor(predictor.model, device, precision)
-        for batch_size in batch_sizes:
-            batch = dummy_batch(model.config, batch_size, model.clip.shape.vocab_size)
-            inputs = [batch[key].to(device) for key in ("image", "text_token", "text_mask")]
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            seconds = time_it(functools.partial(runner, *inputs), device, warmup, repeats)
-            row = {"precision": precision, "path": "predictor", "batch": batch_size,
-                   "s_per_image": seconds / batch_size,
-                   "images_per_s": batch_size / seconds}
-            if device.type == "cuda":
-                row["peak_mib"] = torch.cuda.max_memory_allocated(device) / MIB
-            rows.append(row)
+        for compiled in (False, True) if compile else (False,):
+            if compiled:
+                torch._dynamo.reset()  # a fresh start for each precision: no recompilation limit is reached
+            runner = Predictor(predictor.model, device, precision, compile=compiled)
+            for batch_size in batch_sizes:
+                batch = dummy_batch(model.config, batch_size, model.clip.shape.vocab_size)
+                inputs = [batch[key].to(device) for key in ("image", "text_token", "text_mask")]
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                row = {"precision": precision, "path": "predictor_compiled" if compiled else "predictor",
+                       "batch": batch_size}
+                if compiled:
+                    start = time.perf_counter()
+                    runner(*inputs)
+                    _sync(device)
+                    row["compile_s"] = time.perf_counter() - start
+                seconds = time_it(functools.partial(runner, *inputs), device, warmup, repeats)
+                row.update({"s_per_image": seconds / batch_size, "images_per_s": batch_size / seconds})
+                if device.type == "cuda":
+                    row["peak_mib"] = torch.cuda.max_memory_allocated(device) / MIB
+                rows.append(row)
     return rows
 
 
@@ -293,7 +305,9 @@ def format_report(result: dict) -> str:
              f"  FLOPs per image        {counts['flops_per_image'] / 1e9:9.2f} G (inference path; 2 per MAC)"]
     for row in result["inference"]:
         extra = f"  peak {row['peak_mib']:.0f} MiB" if "peak_mib" in row else ""
-        path = " (eval forward + aux branch)" if row["path"] == "eval_forward" else ""
+        notes = {"eval_forward": " (eval forward + aux branch)",
+                 "predictor_compiled": f" (torch.compile; compiled in {row.get('compile_s', 0):.0f} s)"}
+        path = notes.get(row["path"], "")
         lines.append(f"  inference {row['precision']:>4} batch {row['batch']:>3}: {row['s_per_image']:.4f} s/image, "
                      f"{row['images_per_s']:8.1f} images/s{extra}{path}")
     for row in result.get("training", []):
@@ -329,6 +343,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (the median is reported)")
     parser.add_argument("--plain", action="store_true", help="also time the plain eval forward with the auxiliary "
                         "branch (the authors' test loop) at each batch size, as a reference")
+    parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd Predictor "
+                        "(test.py --compile), and its compilation")
     parser.add_argument("--no_allocator_tuning", action="store_true",
                         help="leave glibc's allocator as it is (see utils.misc.tune_cpu_allocator)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -371,7 +387,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 result["inference"] += bench_plain_forward(model, device, args.batch_sizes, args.warmup,
                                                            args.repeats)
             result["inference"] += bench_inference(model, device, args.batch_sizes, precisions, args.warmup,
-                                                   args.repeats)
+                                                   args.repeats, args.compile)
             modes = [mode == "amp" for mode in args.train_modes]
             state = None
             result["training"] = []

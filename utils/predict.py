@@ -84,14 +84,16 @@ class RecLMISPredictor:
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         precision: "fp32" (default), "bf16" or "fp16" (CUDA); see :class:`nets.inference.Predictor`.
         config: the config for a checkpoint that carries none (the authors').
+        compile: ``torch.compile`` the model (see :class:`nets.inference.Predictor`).
     """
 
-    def __init__(self, checkpoint: str, device: str = "auto", precision: str = "fp32", config=None):
+    def __init__(self, checkpoint: str, device: str = "auto", precision: str = "fp32", config=None,
+                 compile: bool = False):
         model = build_model_from_checkpoint(checkpoint, config)[0]
         self.config = model.config
         self.device = get_device(device)
         self.tokenizer = ReportTokenizer(self.config.token_len, self.config.pad_short_reports)
-        self.predictor = Predictor(model, self.device, precision)
+        self.predictor = Predictor(model, self.device, precision, compile=compile)
 
     def predict(self, image: Union[str, Path, np.ndarray], report: str) -> Prediction:
         """Predict the mask of ``image`` (a file, or an ``[H, W, 3]`` BGR / ``[H, W]`` grey uint8 array) for
