@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from Load_Dataset import ImageToImage2D, build_test_split
-from nets.inference import PRECISIONS, CompileError, Predictor
+from nets.inference import PRECISIONS, TEXT_CACHE, CompileError, Predictor
 from nets.tokenizer import ReportTokenizer
 from nets.weights import build_model_from_checkpoint
 from utils.checkpoint import BEST_NAME, resolve_session
@@ -52,6 +52,11 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
+def _cache_counts(predictor: Predictor) -> Optional[dict]:
+    cache = predictor.text_cache
+    return None if cache is None else {"capacity": cache.capacity, "computed": cache.misses, "reused": cache.hits}
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Test RecLMIS on a data set's test split.")
     parser.add_argument("-c", "--cfg_path", default="Config_QaTa", help="config module or file naming the data set")
@@ -68,6 +73,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                              "differ in a few pixels")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model: a one-off compilation (tens of seconds), then faster batches")
+    parser.add_argument("--text_cache", type=int, default=TEXT_CACHE, metavar="N",
+                        help=f"reuse the text tower's features of up to N reports seen before (default {TEXT_CACHE}; "
+                             "0 = off). At batch 1, as here, the results are the same bits")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if bool(args.test_session) == bool(args.checkpoint):
@@ -94,7 +102,7 @@ def output_dir_for(args, session_dir: Optional[str]) -> str:
 def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.device) -> dict:
     model = build_model_from_checkpoint(checkpoint, data_config)[0]
     model_cfg = model.config
-    predictor = Predictor(model, device, args.precision, compile=args.compile)
+    predictor = Predictor(model, device, args.precision, compile=args.compile, cache_text=args.text_cache)
     # The data come from -c/--set; the sizes that shape the inputs come from the model.
     cfg, dataset, loader = build_test_split(data_config, model_cfg, device)
     tokenizer = ReportTokenizer(cfg.token_len, cfg.pad_short_reports)
@@ -128,10 +136,13 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
                               out["patch_weights"][i].reshape(grid, grid).cpu().numpy(),
                               truth=batch["label"][i].numpy(), dice=dice)
     summary = {"checkpoint": checkpoint, "precision": args.precision, "compiled": args.compile,
-               "images": meter.images, **meter.compute(),
+               "text_cache": _cache_counts(predictor), "images": meter.images, **meter.compute(),
                "protocol": "dice/iou: per-image mean, threshold > 0.5, empty/empty = 0; *_pooled: pixels summed"}
     if args.text_ablation:
         summary["text_ablation"] = text_ablation(predictor, dataset, tokenizer, cfg.seed, not args.no_progress)
+    if predictor.text_cache is not None:
+        logger.info("text features: %d report(s) computed, %d reused from the cache", predictor.text_cache.misses,
+                    predictor.text_cache.hits)
     with open(os.path.join(out_dir, "test_per_image.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["name", "mask", "report", "dice", "iou"])
         writer.writeheader()
@@ -223,6 +234,8 @@ def parse_predict_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16 or fp16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a folder)")
+    parser.add_argument("--text_cache", type=int, default=TEXT_CACHE, metavar="N",
+                        help=f"reuse the text features of up to N reports (default {TEXT_CACHE}; 0 = off)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if bool(args.image) == bool(args.images):
@@ -242,7 +255,7 @@ def predict_main(argv: List[str]) -> int:
     tune_cpu_allocator()
     try:
         predictor = RecLMISPredictor(args.checkpoint, args.device, args.precision, load_config(args.cfg_path),
-                                     compile=args.compile)
+                                     compile=args.compile, cache_text=args.text_cache)
         if args.image:
             written = predictor.predict(args.image, args.text).save(args.out)
             print("\n".join(written))

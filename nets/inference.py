@@ -10,7 +10,9 @@ What :class:`Predictor` does, each measured by ``python -m utils.benchmark`` (do
 - BatchNorm folded into the convolution before it (:func:`fold_batchnorm`), ReLU in place;
 - channels-last memory format for the convolutions (``channels_last=True``);
 - optionally reduced precision: ``precision="bf16"`` (CPU or CUDA autocast) or ``"fp16"`` (CUDA autocast);
-- optionally ``torch.compile`` (``compile=True``): a one-off compilation of tens of seconds, then faster calls.
+- optionally ``torch.compile`` (``compile=True``): a one-off compilation of tens of seconds, then faster calls;
+- optionally a cache of the frozen text tower's features for reports seen before (``cache_text``): at batch 1
+  the logits are bit for bit those without it.
 
 In fp32 the logits equal those of ``model.eval()(...)`` up to float rounding (about 1e-6); the masks
 (``logits > 0``) are the same. Reduced precision is opt-in: measure its mask agreement on your data with
@@ -20,7 +22,8 @@ In fp32 the logits equal those of ``model.eval()(...)`` up to float rounding (ab
 from __future__ import annotations
 
 import contextlib
-from typing import Dict
+from collections import OrderedDict
+from typing import Dict, List
 
 import torch
 from torch import nn
@@ -28,6 +31,7 @@ from torch import nn
 from nets.unet import ConvBatchNorm
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+TEXT_CACHE = 1024  # reports whose text features test.py and predict keep (about 37 MB at QaTa's sizes)
 
 
 class CompileError(RuntimeError):
@@ -78,6 +82,48 @@ def fold_batchnorm(model: nn.Module, memory_format: torch.memory_format = torch.
     return folded
 
 
+class TextFeatureCache:
+    """The frozen CLIP tower's hidden states (:meth:`RecLMIS.encode_text`) of up to ``capacity`` reports, the least
+    recently used dropped first.
+
+    A report's features are computed with the batch's other new reports, so with batches above 1 they may differ
+    from an uncached forward by float rounding; at batch 1 they are the same bits. ``hits`` and ``misses`` count
+    reports served from the cache and computed.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"a text cache holds at least 1 report, got capacity {capacity}")
+        self.capacity = capacity
+        self.entries: "OrderedDict[bytes, torch.Tensor]" = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, model: nn.Module, tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, L, D]`` features of ``tokens``; the reports not held are computed by ``model`` in one batch."""
+        keys = _report_keys(tokens, text_mask)
+        found = {key: self.entries[key] for key in keys if key in self.entries}
+        new = list(dict.fromkeys(key for key in keys if key not in found))
+        if new:
+            rows = torch.tensor([keys.index(key) for key in new], device=tokens.device)
+            computed = model.encode_text(tokens[rows], text_mask[rows])
+            found.update({key: row.clone() for key, row in zip(new, computed)})
+        self.hits += len(keys) - len(new)
+        self.misses += len(new)
+        features = torch.stack([found[key] for key in keys])
+        for key in dict.fromkeys(keys):
+            self.entries[key] = found[key]
+            self.entries.move_to_end(key)
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+        return features
+
+
+def _report_keys(tokens: torch.Tensor, text_mask: torch.Tensor) -> List[bytes]:
+    tokens, text_mask = tokens.cpu().numpy(), text_mask.cpu().numpy()
+    return [row.tobytes() + b"|" + mask.tobytes() for row, mask in zip(tokens, text_mask)]
+
+
 class Predictor:
     """Runs a RecLMIS model for inference as fast as the device allows (see the module docstring).
 
@@ -90,10 +136,12 @@ class Predictor:
         compile: run the model through ``torch.compile`` (Inductor; it needs a C++ compiler on the CPU, Triton on
             CUDA). The first call compiles. Compiled code is specialised to the batch size, so a smaller batch
             (the last one of a data set) is padded to the largest batch seen instead of compiling again.
+        cache_text: keep the text tower's features of up to this many reports (:class:`TextFeatureCache`,
+            ``self.text_cache``); 0 = off. The tower is frozen, so a report always gives the same features.
     """
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str = "fp32", channels_last: bool = True,
-                 compile: bool = False):
+                 compile: bool = False, cache_text: int = 0):
         autocast_for(device, precision)  # validates the pair
         self.device = device
         self.precision = precision
@@ -105,6 +153,7 @@ class Predictor:
         self.model = model
         self.compiled = torch.compile(model, dynamic=False) if compile else None
         self._compiled_batch = 0
+        self.text_cache = TextFeatureCache(cache_text) if cache_text else None
 
     def outputs(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor,
                 return_weights: bool = False) -> Dict[str, torch.Tensor]:
@@ -122,7 +171,9 @@ class Predictor:
                 images, tokens, text_mask = (_pad_batch(t, self._compiled_batch) for t in (images, tokens, text_mask))
             self._compiled_batch = max(self._compiled_batch, batch)
         with torch.inference_mode(), autocast_for(self.device, self.precision):
-            out = forward(images, tokens, text_mask, return_aux=False, return_weights=return_weights)
+            text_clip = None if self.text_cache is None else self.text_cache(self.model, tokens, text_mask)
+            out = forward(images, tokens, text_mask, return_aux=False, return_weights=return_weights,
+                          text_clip=text_clip)
         return {key: value[:batch].float().contiguous() for key, value in out.items()}
 
     def __call__(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ one width; at the authors' sizes (``C = 64``, ``D = 512 = 8 C``) this is their `
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -130,7 +130,8 @@ class RecLMIS(nn.Module):
         return torch.softmax(self.mlp_visual(self.head_dropout(img_i)).squeeze(-1), dim=-1)
 
     def forward(self, images: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor,
-                return_aux: bool = None, return_weights: bool = False) -> Dict[str, torch.Tensor]:
+                return_aux: bool = None, return_weights: bool = False,
+                text_clip: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """
         Args:
             images: ``[B, n_channels, img_size, img_size]`` float.
@@ -139,6 +140,8 @@ class RecLMIS(nn.Module):
             return_aux: run the auxiliary branch and return what its losses need. Defaults to
                 ``self.training``. The logits do not depend on it.
             return_weights: also return ``word_weights`` ``[B, L]`` and ``patch_weights`` ``[B, G*G]``.
+            text_clip: :meth:`encode_text`'s output for these tokens, computed earlier (a cache of the frozen
+                tower's features, :class:`nets.inference.TextFeatureCache`); None computes it.
 
         Returns:
             dict with ``logits`` ``[B, 1, H, W]``; with ``return_aux`` also ``text_feat`` ``[B, L, D]`` and
@@ -149,7 +152,11 @@ class RecLMIS(nn.Module):
         self._check_inputs(images, text_tokens, text_mask)
         if return_aux is None:
             return_aux = self.training
-        text_clip = self.encode_text(text_tokens, text_mask)  # (B, L, D)
+        if text_clip is None:
+            text_clip = self.encode_text(text_tokens, text_mask)  # (B, L, D)
+        elif text_clip.shape[:2] != text_tokens.shape:
+            raise ValueError(f"text_clip {list(text_clip.shape)} must be [B, L, D] for text_tokens "
+                             f"{list(text_tokens.shape)}")
         text_feat = self.text_module4(text_clip.transpose(1, 2)).transpose(1, 2)  # (B, L, D)
 
         x1 = self.inc(images.float())  # (B, C, H, W)

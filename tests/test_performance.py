@@ -14,7 +14,7 @@ from nets import build_model, inference
 from nets.inference import Predictor, autocast_for, fold_batchnorm
 from nets.unet import ConvBatchNorm
 from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256
-from tests.tiny import batch, tiny_config, write_clip_file
+from tests.tiny import REPORTS, batch, tiny_config, write_clip_file
 from utils import benchmark
 from utils.checkpoint import (
     checkpoint_payload,
@@ -126,6 +126,41 @@ def test_a_failed_compilation_says_to_run_without_compile():
     images, tokens, mask, _ = batch(config)
     with pytest.raises(RuntimeError, match=r"torch.compile failed on cpu .*run without --compile"):
         predictor(images, tokens, mask)
+
+
+def test_text_cache_at_batch_1_gives_the_same_bits_and_counts_reports():
+    config = tiny_config()
+    model = _model_with_batchnorm_statistics(config)
+    images, tokens, mask, _ = batch(config, reports=[REPORTS[0], REPORTS[1], REPORTS[0], REPORTS[0]])
+    plain = Predictor(copy.deepcopy(model), torch.device("cpu"))
+    cached = Predictor(copy.deepcopy(model), torch.device("cpu"), cache_text=8)
+    for i in range(4):
+        one = (images[i:i + 1], tokens[i:i + 1], mask[i:i + 1])
+        assert torch.equal(cached(*one), plain(*one)), i
+    assert (cached.text_cache.misses, cached.text_cache.hits) == (2, 2)
+    # A batch: new reports are computed together (once each), so only float rounding may differ.
+    fresh = Predictor(copy.deepcopy(model), torch.device("cpu"), cache_text=8)
+    logits = fresh(images, tokens, mask)
+    reference = plain(images, tokens, mask)
+    assert torch.allclose(logits, reference, atol=1e-5) and torch.equal(logits > 0, reference > 0)
+    assert (fresh.text_cache.misses, fresh.text_cache.hits) == (2, 2)
+
+
+def test_text_cache_drops_the_least_recently_used_report():
+    config = tiny_config()
+    model = build_model(config).eval()
+    _, tokens, mask, _ = batch(config)
+    cache = inference.TextFeatureCache(capacity=2)
+    with torch.inference_mode():
+        for i in (0, 1, 0, 2, 1):  # 2 evicts 1 (0 was used more recently), so 1 is computed again
+            features = cache(model, tokens[i:i + 1], mask[i:i + 1])
+            assert torch.equal(features, model.encode_text(tokens[i:i + 1], mask[i:i + 1]))
+    assert (cache.misses, cache.hits, len(cache.entries)) == (4, 1, 2)
+    with pytest.raises(ValueError, match="at least 1 report"):
+        inference.TextFeatureCache(0)
+    images = torch.rand(1, 3, config.img_size, config.img_size)
+    with pytest.raises(ValueError, match="text_clip .* must be"):
+        model(images, tokens[:1], mask[:1], text_clip=torch.zeros(1, 3, 32))
 
 
 def test_reduced_precision_choices_are_checked():
@@ -303,13 +338,13 @@ def test_benchmark_command_reports_every_figure(tmp_path, capsys):
     assert "s/image" in printed and "peak memory" in printed
 
 
-def test_benchmark_times_the_compiled_predictor_and_its_compilation(capsys):
+def test_benchmark_times_the_compiled_and_text_cached_predictors(capsys):
     assert benchmark.main(["-c", "Config_Demo", "--set", *TINY_SETTINGS, "--device", "cpu", "--batch_sizes", "1",
-                           "--precision", "fp32", "--compile", "--train_batch", "0", "--no_memory", "--repeats", "1",
-                           "--warmup", "0"]) == 0
+                           "--precision", "fp32", "--compile", "--text_cache", "--train_batch", "0", "--no_memory",
+                           "--repeats", "1", "--warmup", "0"]) == 0
     printed = capsys.readouterr().out
-    assert "(torch.compile; compiled in" in printed
-    assert printed.count("inference fp32 batch   1") == 2
+    assert "(torch.compile; compiled in" in printed and "(text features cached)" in printed
+    assert printed.count("inference fp32 batch   1") == 3
 
 
 def test_benchmark_checkpoint_sizes_follow_training(tmp_path):

@@ -69,11 +69,18 @@ def test_train_resume_and_test(demo_root, tmp_path, capsys):
     assert len(rows) == 4 and all(0 <= float(r["dice"]) <= 1 for r in rows) and rows[0]["report"]
     summary = json.loads((session_dir / "test_summary.json").read_text())
     assert summary["images"] == 4 and 0 <= summary["dice_pooled"] <= 1
+    assert summary["text_cache"]["computed"] + summary["text_cache"]["reused"] == 4
     assert len(os.listdir(session_dir / "Demo_visualize_test")) == 4
     preds = tmp_path / "preds"
     assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "--checkpoint",
                           str(session_dir / "models" / BEST_NAME), "--save_pred", str(preds), "--no_progress"]) == 0
     assert sorted(os.listdir(preds)) == sorted(r["mask"] for r in rows)
+    cached = json.loads((session_dir / "test_summary.json").read_text())
+    assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "--checkpoint",
+                          str(session_dir / "models" / BEST_NAME), "--text_cache", "0", "--no_progress"]) == 0
+    uncached = json.loads((session_dir / "test_summary.json").read_text())
+    assert uncached["text_cache"] is None and cached["text_cache"]["capacity"] == 1024
+    assert (uncached["dice"], uncached["iou_pooled"]) == (cached["dice"], cached["iou_pooled"])  # batch 1: same bits
     compiled = tmp_path / "preds_compiled"  # torch.compile: the same masks
     assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "--checkpoint",
                           str(session_dir / "models" / BEST_NAME), "--save_pred", str(compiled), "--compile",

@@ -11,7 +11,8 @@ values, as OpenAI released CLIP) and measures, on one device:
   of the inference path (multiply and add counted as two: FLOPs, not MACs);
 - inference as ``test.py`` runs it (:class:`nets.inference.Predictor`): seconds per image and images per second
   for each batch size and precision, after warm-up, the median of the repeats (``--compile``: also compiled with
-  ``torch.compile``, as ``test.py --compile`` runs it, and the compilation time);
+  ``torch.compile``, as ``test.py --compile`` runs it, and the compilation time; ``--text_cache``: also with the
+  text features of every report cached);
 - a training step as ``train_model.py`` runs it (forward, every loss, backward, Adam step): seconds per step and
   images per second, in fp32 and with mixed precision;
 - checkpoint files as training writes them (best, and latest with the optimizer state; the latter also with
@@ -43,7 +44,7 @@ from typing import Callable, List, Optional
 
 import torch
 
-from nets.inference import PRECISIONS, Predictor, autocast_for
+from nets.inference import PRECISIONS, TEXT_CACHE, Predictor, autocast_for
 from utils.data_files import DatasetError
 from utils.misc import get_device, rng_state, tune_cpu_allocator
 
@@ -139,24 +140,29 @@ def bench_plain_forward(model, device: torch.device, batch_sizes: List[int], war
 
 
 def bench_inference(model, device: torch.device, batch_sizes: List[int], precisions: List[str], warmup: int,
-                    repeats: int, compile: bool = False) -> List[dict]:
-    """Seconds per image of :class:`Predictor` at each precision and batch size; with ``compile``, also of the
-    ``torch.compile``d Predictor, whose first call (the compilation) is timed on its own as ``compile_s``."""
+                    repeats: int, compile: bool = False, text_cache: bool = False) -> List[dict]:
+    """Seconds per image of :class:`Predictor` at each precision and batch size. With ``compile``, also of the
+    ``torch.compile``d Predictor, whose first call (the compilation) is timed on its own as ``compile_s``; with
+    ``text_cache``, also with the text features cached, every report seen before (the cache's best case)."""
+    variants = [("predictor", {})]
+    if compile:
+        variants.append(("predictor_compiled", {"compile": True}))
+    if text_cache:
+        variants.append(("predictor_text_cache", {"cache_text": TEXT_CACHE}))
     predictor = Predictor(copy.deepcopy(model), device)
     rows = []
     for precision in precisions:
-        for compiled in (False, True) if compile else (False,):
-            if compiled:
+        for path, options in variants:
+            if options.get("compile"):
                 torch._dynamo.reset()  # a fresh start for each precision: no recompilation limit is reached
-            runner = Predictor(predictor.model, device, precision, compile=compiled)
+            runner = Predictor(predictor.model, device, precision, **options)
             for batch_size in batch_sizes:
                 batch = dummy_batch(model.config, batch_size, model.clip.shape.vocab_size)
                 inputs = [batch[key].to(device) for key in ("image", "text_token", "text_mask")]
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                row = {"precision": precision, "path": "predictor_compiled" if compiled else "predictor",
-                       "batch": batch_size}
-                if compiled:
+                row = {"precision": precision, "path": path, "batch": batch_size}
+                if options.get("compile"):
                     start = time.perf_counter()
                     runner(*inputs)
                     _sync(device)
@@ -306,7 +312,8 @@ def format_report(result: dict) -> str:
     for row in result["inference"]:
         extra = f"  peak {row['peak_mib']:.0f} MiB" if "peak_mib" in row else ""
         notes = {"eval_forward": " (eval forward + aux branch)",
-                 "predictor_compiled": f" (torch.compile; compiled in {row.get('compile_s', 0):.0f} s)"}
+                 "predictor_compiled": f" (torch.compile; compiled in {row.get('compile_s', 0):.0f} s)",
+                 "predictor_text_cache": " (text features cached)"}
         path = notes.get(row["path"], "")
         lines.append(f"  inference {row['precision']:>4} batch {row['batch']:>3}: {row['s_per_image']:.4f} s/image, "
                      f"{row['images_per_s']:8.1f} images/s{extra}{path}")
@@ -345,6 +352,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         "branch (the authors' test loop) at each batch size, as a reference")
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd Predictor "
                         "(test.py --compile), and its compilation")
+    parser.add_argument("--text_cache", action="store_true", help="also time the Predictor with the text features "
+                        "of every report cached (test.py's text cache at its best)")
     parser.add_argument("--no_allocator_tuning", action="store_true",
                         help="leave glibc's allocator as it is (see utils.misc.tune_cpu_allocator)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -387,7 +396,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 result["inference"] += bench_plain_forward(model, device, args.batch_sizes, args.warmup,
                                                            args.repeats)
             result["inference"] += bench_inference(model, device, args.batch_sizes, precisions, args.warmup,
-                                                   args.repeats, args.compile)
+                                                   args.repeats, args.compile, args.text_cache)
             modes = [mode == "amp" for mode in args.train_modes]
             state = None
             result["training"] = []
