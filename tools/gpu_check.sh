@@ -1,5 +1,5 @@
 #!/bin/sh
-# The GPU check of docs/PERFORMANCE.md, in one short run (about 3 minutes on one H100):
+# The GPU check of docs/PERFORMANCE.md, in one short run (about 3 minutes on one H100, before step 6 was added):
 #   sh tools/gpu_check.sh [OUT_DIR]
 # 1. utils.benchmark on CUDA at the QaTa size: inference at batch 1, 8 and 32 in fp32, bf16 and fp16 autocast,
 #    training steps at batch 4 and 32 in fp32 and mixed precision (fp16 + GradScaler), checkpoint sizes, memory;
@@ -8,7 +8,8 @@
 #    copies, fp16 autocast and gradient scaling), then test.py on CUDA in fp32 and fp16;
 # 3. test.py naming a GPU index the machine does not have must fail with a clear message;
 # 4. the fp32/bf16/fp16 mask agreement on the demo test split;
-# 5. --test_vis, --text_ablation and test.py predict on CUDA.
+# 5. --test_vis, --text_ablation and test.py predict on CUDA;
+# 6. torch.compile and the text feature cache on CUDA: the benchmark's rows, and test.py --compile.
 # Wheels of packages the machine lacks can be put in .wheels/ (installed offline, without dependencies).
 set -eu
 OUT=${1:-${OUT:-gpu_check_out}}
@@ -42,4 +43,9 @@ python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSIO
 python3 test.py predict --checkpoint "$RUNS/Demo/RecLMIS/$SESSION/models/best_model-RecLMIS.pth.tar" \
     --image datasets/Demo/Test_Folder/img/test_0000.png --text "Bilateral pulmonary infection." \
     --out "$OUT/predict_cuda" --device cuda
+python3 -m utils.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 --precision fp32 bf16 --compile \
+    --text_cache --train_batch 0 --no_memory --repeats 10 --warmup 3 --json "$OUT/bench_cuda_compile.json" \
+    | tee "$OUT/bench_cuda_compile.txt"
+python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 --compile \
+    --no_progress 2>&1 | tee "$OUT/test_cuda_compile.txt"
 echo "gpu check done"
