@@ -8,10 +8,13 @@ drops the vision tower and the prefix, reads the text tower's shape off its tens
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
+import mmap
 import os
 import pickle
+import sys
 import zipfile
 from typing import Dict, List, Mapping, Optional
 
@@ -23,6 +26,7 @@ from nets.text_encoder import TextTowerShape, load_clip_text_state
 logger = logging.getLogger(__name__)
 
 _DROPPED_PREFIXES = ("clip.visual.",)
+_MADV_DONTNEED = 4  # Linux <sys/mman.h>
 _DROPPED_KEYS = ("clip.input_resolution", "clip.context_length", "clip.vocab_size")
 
 
@@ -133,7 +137,8 @@ def build_model_from_checkpoint(path: str, config=None):
     from nets.reclmis import RecLMIS
     from utils.config import Config
 
-    checkpoint = read_checkpoint(path, mmap=os.path.isfile(path) and zipfile.is_zipfile(path))
+    mapped = os.path.isfile(path) and zipfile.is_zipfile(path)
+    checkpoint = read_checkpoint(path, mmap=mapped)
     state = extract_state_dict(checkpoint)
     omitted = checkpoint.get("frozen_omitted") if isinstance(checkpoint, Mapping) else None
     if omitted:
@@ -153,12 +158,41 @@ def build_model_from_checkpoint(path: str, config=None):
         model = RecLMIS(config)
     check_state_dict(model, state, source=path)
     expected = model.state_dict()
-    state = {k: v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
+    converted = {}
+    for name, tensor in state.items():
+        if tensor.dtype == expected[name].dtype:
+            converted[name] = tensor
+            continue
+        converted[name] = tensor.to(expected[name].dtype)
+        if mapped:  # the fp16 file pages were read once for the copy; give them back (about 120 MB for CLIP's tower)
+            release_mapped_pages(tensor)
+    model.load_state_dict(converted, strict=True, assign=True)
     if omitted:
         check_frozen(model, omitted, path)
     logger.info("loaded %d tensors from %s", len(state), path)
     return model.eval(), checkpoint
+
+
+def release_mapped_pages(tensor: torch.Tensor) -> bool:
+    """Drop the resident pages of a memory-mapped, unmodified ``tensor`` (Linux ``madvise(MADV_DONTNEED)``).
+
+    The pages are read again from the file if the tensor is used later, so nothing is lost; only the pages wholly
+    inside the tensor are dropped. Returns False (and changes nothing) off Linux or when the call fails.
+    """
+    if not sys.platform.startswith("linux") or tensor.device.type != "cpu" or tensor.numel() == 0:
+        return False
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = end // mmap.PAGESIZE * mmap.PAGESIZE
+    if last <= first:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if libc.madvise(first, last - first, _MADV_DONTNEED) != 0:
+        logger.debug("madvise(MADV_DONTNEED) failed with errno %d: the pages stay resident", ctypes.get_errno())
+        return False
+    return True
 
 
 def frozen_names(model: nn.Module) -> List[str]:

@@ -13,7 +13,7 @@ import torch
 from nets import build_model, inference
 from nets.inference import Predictor, autocast_for, fold_batchnorm
 from nets.unet import ConvBatchNorm
-from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256
+from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256, release_mapped_pages
 from tests.tiny import REPORTS, batch, tiny_config, write_clip_file
 from utils import benchmark
 from utils.checkpoint import (
@@ -271,6 +271,24 @@ def test_estimated_checkpoint_space_follows_what_the_latest_file_holds(tmp_path)
     full = estimated_checkpoint_bytes(model)
     assert full - estimated_checkpoint_bytes(model, omit_frozen=True) == 2 * frozen
     assert full - estimated_checkpoint_bytes(model, compact_resume=True) == 2 * 4 * trainable
+
+
+def _resident_file_kib() -> int:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
+def test_released_mapped_pages_leave_memory_and_read_back_the_same(tmp_path):
+    path = tmp_path / "big.pt"
+    values = torch.arange(16 * 2**20, dtype=torch.float16)  # 32 MiB
+    torch.save({"t": values}, path)
+    mapped = torch.load(path, mmap=True, weights_only=True)["t"]
+    assert torch.equal(mapped, values)  # every page read
+    before = _resident_file_kib()
+    assert release_mapped_pages(mapped)
+    assert before - _resident_file_kib() > 24 * 1024
+    assert torch.equal(mapped, values)  # read again from the file
 
 
 def test_a_legacy_format_checkpoint_still_loads(tmp_path):
