@@ -52,6 +52,17 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
+def non_negative_int(value: str) -> int:
+    """argparse type: an integer of 0 or more."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {number}")
+    return number
+
+
 def _cache_counts(predictor: Predictor) -> Optional[dict]:
     cache = predictor.text_cache
     return None if cache is None else {"capacity": cache.capacity, "computed": cache.misses, "reused": cache.hits}
@@ -73,7 +84,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                              "differ in a few pixels")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model: a one-off compilation (tens of seconds), then faster batches")
-    parser.add_argument("--text_cache", type=int, default=TEXT_CACHE, metavar="N",
+    parser.add_argument("--text_cache", type=non_negative_int, default=TEXT_CACHE, metavar="N",
                         help=f"reuse the text tower's features of up to N reports seen before (default {TEXT_CACHE}; "
                              "0 = off). At batch 1, as here, the results are the same bits")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -234,7 +245,7 @@ def parse_predict_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16 or fp16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a folder)")
-    parser.add_argument("--text_cache", type=int, default=TEXT_CACHE, metavar="N",
+    parser.add_argument("--text_cache", type=non_negative_int, default=TEXT_CACHE, metavar="N",
                         help=f"reuse the text features of up to N reports (default {TEXT_CACHE}; 0 = off)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -107,7 +107,7 @@ class TextFeatureCache:
         if new:
             rows = torch.tensor([keys.index(key) for key in new], device=tokens.device)
             computed = model.encode_text(tokens[rows], text_mask[rows])
-            found.update({key: row.clone() for key, row in zip(new, computed)})
+            found.update({key: row.detach().clone() for key, row in zip(new, computed)})
         self.hits += len(keys) - len(new)
         self.misses += len(new)
         features = torch.stack([found[key] for key in keys])
@@ -120,8 +120,9 @@ class TextFeatureCache:
 
 
 def _report_keys(tokens: torch.Tensor, text_mask: torch.Tensor) -> List[bytes]:
+    kind = f"{tokens.dtype}{list(tokens.shape[1:])}{text_mask.dtype}|".encode()
     tokens, text_mask = tokens.cpu().numpy(), text_mask.cpu().numpy()
-    return [row.tobytes() + b"|" + mask.tobytes() for row, mask in zip(tokens, text_mask)]
+    return [kind + row.tobytes() + b"|" + mask.tobytes() for row, mask in zip(tokens, text_mask)]
 
 
 class Predictor:
@@ -135,7 +136,8 @@ class Predictor:
         channels_last: channels-last convolutions (faster on CPU and on CUDA tensor cores).
         compile: run the model through ``torch.compile`` (Inductor; it needs a C++ compiler on the CPU, Triton on
             CUDA). The first call compiles. Compiled code is specialised to the batch size, so a smaller batch
-            (the last one of a data set) is padded to the largest batch seen instead of compiling again.
+            (the last one of a data set) is padded up to a size compiled before, if that is at most twice as
+            large, instead of compiling again.
         cache_text: keep the text tower's features of up to this many reports (:class:`TextFeatureCache`,
             ``self.text_cache``); 0 = off. The tower is frozen, so a report always gives the same features.
     """
@@ -152,26 +154,28 @@ class Predictor:
         model.to(device, memory_format=memory_format)
         self.model = model
         self.compiled = torch.compile(model, dynamic=False) if compile else None
-        self._compiled_batch = 0
+        self._compiled_sizes: List[int] = []
         self.text_cache = TextFeatureCache(cache_text) if cache_text else None
 
     def outputs(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor,
                 return_weights: bool = False) -> Dict[str, torch.Tensor]:
         """The model's output dict (``logits``, and with ``return_weights`` the word and patch weights), fp32."""
+        self.model.check_inputs(images, tokens, text_mask)
         images = images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         tokens = tokens.to(self.device, non_blocking=True)
         text_mask = text_mask.to(self.device, non_blocking=True)
         batch = images.shape[0]
-        forward = self.model
-        if self.compiled is not None:
-            forward = self._call_compiled
-            if batch < self._compiled_batch:  # samples are independent in eval mode: pad, then drop the padding
-                images, tokens, text_mask = (_pad_batch(t, self._compiled_batch) for t in (images, tokens, text_mask))
-            self._compiled_batch = max(self._compiled_batch, batch)
         with torch.inference_mode(), autocast_for(self.device, self.precision):
             text_clip = None if self.text_cache is None else self.text_cache(self.model, tokens, text_mask)
+            forward = self.model
+            if self.compiled is not None:
+                forward = self._call_compiled
+                size = self._compiled_size(batch)
+                if size > batch:  # samples are independent in eval mode: pad, then drop the padding
+                    images, tokens, text_mask = (_pad_batch(t, size) for t in (images, tokens, text_mask))
+                    text_clip = None if text_clip is None else _pad_batch(text_clip, size)
             out = forward(images, tokens, text_mask, return_aux=False, return_weights=return_weights,
                           text_clip=text_clip)
         return {key: value[:batch].float().contiguous() for key, value in out.items()}
@@ -179,6 +183,15 @@ class Predictor:
     def __call__(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """``[B, 1, H, W]`` fp32 logits; ``logits > 0`` is the mask (probability > 0.5)."""
         return self.outputs(images, tokens, text_mask)["logits"]
+
+    def _compiled_size(self, batch: int) -> int:
+        """The batch size to run ``batch`` images at: the smallest size compiled so far that is at least ``batch``
+        and at most twice it (padding costs time), else ``batch`` itself (compiled on this call)."""
+        fitting = [size for size in self._compiled_sizes if batch <= size <= 2 * batch]
+        if fitting:
+            return min(fitting)
+        self._compiled_sizes.append(batch)
+        return batch
 
     def _call_compiled(self, *args, **kwargs):
         try:

@@ -98,7 +98,7 @@ class RecLMIS(nn.Module):
             self.clip.eval()
         return self
 
-    def _check_inputs(self, images: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> None:
+    def check_inputs(self, images: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> None:
         expected = (self.config.n_channels, self.img_size, self.img_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"images must be [B, {expected[0]}, {expected[1]}, {expected[2]}] (img_size="
@@ -149,7 +149,7 @@ class RecLMIS(nn.Module):
             ``patch_weights``, ``logit_scale`` (exp'd), ``text_rec``/``text_target`` ``[B, L, D]`` and
             ``img_rec``/``img_target`` ``[B, G*G, D]``.
         """
-        self._check_inputs(images, text_tokens, text_mask)
+        self.check_inputs(images, text_tokens, text_mask)
         if return_aux is None:
             return_aux = self.training
         if text_clip is None:

@@ -128,7 +128,10 @@ def build_model_from_checkpoint(path: str, config=None):
         config: the :class:`utils.config.Config` for a checkpoint that saved none (the authors'); None = the
             default config (their QaTa sizes). A checkpoint of ours is always rebuilt with the config it saved.
             The text tower's sizes come from the checkpoint's tensors (its heads from the saved config, or for
-            the authors' files CLIP's ``width / 64``); ``clip_weights`` is not read.
+            the authors' files CLIP's ``width / 64``). ``clip_weights`` is read only for a latest checkpoint that
+            left the frozen tower out (:func:`utils.checkpoint.checkpoint_payload`): the tower comes from the
+            CLIP file it recorded (as given, then as an absolute path), else from ``config.clip_weights``, and
+            must match the recorded SHA-256.
 
     Returns:
         ``(model, checkpoint)``: the model in eval mode, and the checkpoint dict. The model's tensors stay mapped
@@ -142,7 +145,7 @@ def build_model_from_checkpoint(path: str, config=None):
     state = extract_state_dict(checkpoint)
     omitted = checkpoint.get("frozen_omitted") if isinstance(checkpoint, Mapping) else None
     if omitted:
-        state.update(_rebuilt_frozen(path, omitted))
+        state.update(_rebuilt_frozen(path, omitted, getattr(config, "clip_weights", None)))
     saved = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
     if isinstance(saved, Mapping):
         config = Config.from_dict(saved)
@@ -167,8 +170,6 @@ def build_model_from_checkpoint(path: str, config=None):
         if mapped:  # the fp16 file pages were read once for the copy; give them back (about 120 MB for CLIP's tower)
             release_mapped_pages(tensor)
     model.load_state_dict(converted, strict=True, assign=True)
-    if omitted:
-        check_frozen(model, omitted, path)
     logger.info("loaded %d tensors from %s", len(state), path)
     return model.eval(), checkpoint
 
@@ -207,44 +208,69 @@ def frozen_sha256(model: nn.Module) -> str:
     ``clip_weights`` is the one the run trained with.
     """
     params = dict(model.named_parameters())
+    return _tensors_sha256({name: params[name] for name in frozen_names(model)})
+
+
+def _tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
-    for name in frozen_names(model):
-        tensor = params[name].detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{tensor.dtype}:{list(params[name].shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
 def omitted_frozen_record(model: nn.Module, clip_weights: str, sha256: str) -> dict:
-    """What a checkpoint that leaves out the frozen tensors records of them (``frozen_omitted``)."""
-    return {"clip_weights": clip_weights, "sha256": sha256, "names": frozen_names(model)}
+    """What a checkpoint that leaves out the frozen tensors records of them (``frozen_omitted``): the CLIP file
+    as configured and as an absolute path, the digest (:func:`frozen_sha256`) and the tensor names."""
+    return {"clip_weights": clip_weights, "clip_weights_abs": os.path.abspath(clip_weights), "sha256": sha256,
+            "names": frozen_names(model)}
 
 
 def check_frozen(model: nn.Module, omitted: Mapping, source: str) -> None:
-    """Raise ``ValueError`` unless ``model``'s frozen tensors are those ``source`` was saved with."""
+    """Raise ``ValueError`` unless ``model``'s frozen tensors are those ``source`` was saved with (resuming: the
+    model was built from the config's ``clip_weights``)."""
+    _check_record(omitted, source)
     actual = frozen_sha256(model)
     if actual != omitted["sha256"]:
         raise ValueError(
             f"{source} leaves out the frozen CLIP text tower, to be rebuilt from {omitted['clip_weights']!r}, but "
-            f"the tower built from that file is not the one the run trained with (sha256 {actual[:12]}... instead "
-            f"of {omitted['sha256'][:12]}...). Put back the CLIP file the run started with.")
+            f"the tower built from clip_weights={model.config.clip_weights!r} is not the one the run trained with "
+            f"(sha256 {actual[:12]}... instead of {omitted['sha256'][:12]}...). Put back the CLIP file the run "
+            "started with, or point to it with --set clip_weights=PATH.")
 
 
-def _rebuilt_frozen(path: str, omitted: Mapping) -> Dict[str, torch.Tensor]:
-    """The frozen tensors that the checkpoint ``path`` left out, read from the CLIP file it names."""
-    source = omitted["clip_weights"]
-    try:
-        tower = load_clip_text_state(source)
-    except FileNotFoundError:
+def _check_record(omitted, source: str) -> None:
+    if not (isinstance(omitted, Mapping) and isinstance(omitted.get("sha256"), str)
+            and isinstance(omitted.get("names"), list) and isinstance(omitted.get("clip_weights"), str)):
+        raise ValueError(f"{source} has a malformed 'frozen_omitted' entry (expected clip_weights, sha256 and "
+                         "names); load the session's best checkpoint instead")
+
+
+def _rebuilt_frozen(path: str, omitted: Mapping, fallback: Optional[str]) -> Dict[str, torch.Tensor]:
+    """The frozen tensors that the checkpoint ``path`` left out, read from the first CLIP file whose tower has
+    the recorded digest: the one recorded (as given, then absolute), then ``fallback``."""
+    _check_record(omitted, path)
+    candidates = list(dict.fromkeys(filter(None, [omitted["clip_weights"], omitted.get("clip_weights_abs"),
+                                                  fallback])))
+    names = omitted["names"]
+    found = [candidate for candidate in candidates if os.path.isfile(candidate)]
+    if not found:
         raise FileNotFoundError(
             f"{path} is a latest (resume) checkpoint: it leaves out the frozen CLIP text tower, which is rebuilt "
-            f"from {source!r}, and that file is missing. Put the CLIP file there, or load the session's best "
-            "checkpoint, which holds the whole model.") from None
-    names = [name for name in omitted["names"] if name.startswith("clip.")]
-    missing = [name for name in names if name[len("clip."):] not in tower]
-    if missing or len(names) != len(omitted["names"]):
-        raise ValueError(f"{source} does not hold the frozen tensors that {path} left out (e.g. {missing[:3]})")
-    return {name: tower[name[len("clip."):]] for name in names}
+            f"from the CLIP file the run used, and none is there (tried {', '.join(candidates)}). Put the CLIP "
+            "file there, or load the session's best checkpoint, which holds the whole model.")
+    for candidate in found:
+        tower = load_clip_text_state(candidate)
+        if not all(name.startswith("clip.") and name[len("clip."):] in tower for name in names):
+            continue
+        rebuilt = {name: tower[name[len("clip."):]] for name in names}
+        if _tensors_sha256(rebuilt) == omitted["sha256"]:
+            return rebuilt
+    raise ValueError(
+        f"{path} leaves out the frozen CLIP text tower, but the tower in {', '.join(found)} is not the one the run "
+        f"trained with (its sha256 is not {omitted['sha256'][:12]}...). Put back the CLIP file the run started "
+        "with.")
 
 
 def compact_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ import torch
 
 import train_model
 from nets.weights import read_checkpoint
+from tests.tiny import write_clip_file
 from utils.checkpoint import BEST_NAME, LATEST_NAME
 from utils.demo_data import make_demo_dataset
 
@@ -26,13 +27,17 @@ TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    return make_demo_dataset(tmp_path_factory.mktemp("data") / "Demo", n_train=48, n_val=4, n_test=2, img_size=48,
+    root = make_demo_dataset(tmp_path_factory.mktemp("data") / "Demo", n_train=48, n_val=4, n_test=2, img_size=48,
                              seed=3)
+    write_clip_file(root.parent / "clip.pt")
+    return root
 
 
 def _settings(root, output, workers=0):
+    """The text tower comes from a CLIP file, as in QaTa's config: the latest checkpoint leaves it out, and every
+    resume below rebuilds it from the file."""
     return TINY + [f"num_workers={workers}", f"train_dataset={root}/Train_Folder", f"val_dataset={root}/Val_Folder",
-                   f"test_dataset={root}/Test_Folder", f"output_root={output}"]
+                   f"test_dataset={root}/Test_Folder", f"output_root={output}", f"clip_weights={root.parent}/clip.pt"]
 
 
 def _command(*args):
@@ -87,7 +92,8 @@ def _assert_same_checkpoints(session_dir, expected):
         assert state["state_dict"].keys() == reference_state["state_dict"].keys()
         for key, tensor in reference_state["state_dict"].items():
             assert torch.equal(state["state_dict"][key], tensor), f"{name}: {key}"
-    assert read_checkpoint(str(session_dir / "models" / LATEST_NAME)).get("partial_epoch") is None
+    latest = read_checkpoint(str(session_dir / "models" / LATEST_NAME))
+    assert latest.get("partial_epoch") is None and "frozen_omitted" in latest
 
 
 def _event_steps(session_dir, tag="train/total"):

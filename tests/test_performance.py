@@ -115,6 +115,25 @@ def test_compiled_predictor_gives_the_eager_masks_and_pads_a_short_batch(monkeyp
     assert torch.allclose(short, eager[:2], atol=1e-5, rtol=1e-5)
 
 
+def test_compiled_predictor_pads_only_up_to_twice_the_batch():
+    predictor = Predictor(build_model(tiny_config()), torch.device("cpu"), compile=True)
+    assert [predictor._compiled_size(b) for b in (3, 2, 1, 2, 7, 4)] == [3, 3, 1, 3, 7, 7]
+    assert predictor._compiled_sizes == [3, 1, 7]
+
+
+@pytest.mark.parametrize("options", [{"cache_text": 8}, {"compile": True}], ids=["text_cache", "compile"])
+def test_fast_paths_check_their_inputs_first(options):
+    config = tiny_config()
+    predictor = Predictor(build_model(config), torch.device("cpu"), **options)
+    images, tokens, mask, _ = batch(config)
+    with pytest.raises(ValueError, match="text_tokens must be"):
+        predictor(images[:2], tokens, mask)
+    with pytest.raises(ValueError, match="integer token ids"):
+        predictor(images, tokens.float(), mask)
+    with pytest.raises(ValueError, match="text_mask .* must have the shape"):
+        predictor(images, tokens, mask[:, :5])
+
+
 def test_a_failed_compilation_says_to_run_without_compile():
     config = tiny_config()
     predictor = Predictor(build_model(config), torch.device("cpu"), compile=True)
@@ -234,6 +253,26 @@ def test_a_latest_checkpoint_whose_clip_file_changed_or_went_is_refused(tmp_path
     with pytest.raises(ValueError, match="random text tower"):
         checkpoint_payload(build_model(tiny_config()), tiny_config(), 0, False, {"total": 0.0, "dice": 0.0}, {},
                            "digest")
+
+
+def test_a_latest_checkpoint_finds_its_clip_file_from_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(clip_weights=write_clip_file("clip.pt"))  # relative, as nets/ViT-B-32.pt is
+    model = build_model(config)
+    path = str(tmp_path / "latest.pth.tar")
+    save_checkpoint(checkpoint_payload(model, config, 0, False, {"total": 0.0, "dice": 0.0}, {},
+                                       frozen_sha256(model)), path)
+    monkeypatch.chdir(tmp_path.parent)  # the recorded absolute path finds it
+    assert torch.equal(build_model_from_checkpoint(path)[0].clip.ln_final.weight, model.clip.ln_final.weight)
+    moved = tmp_path / "moved.pt"
+    os.rename(tmp_path / "clip.pt", moved)  # the caller's config names where it went
+    loaded = build_model_from_checkpoint(path, tiny_config(clip_weights=str(moved)))[0]
+    assert torch.equal(loaded.clip.token_embedding.weight, model.clip.token_embedding.weight)
+    # A model without a frozen tower leaves nothing out, so needs no CLIP file.
+    trainable = tiny_config(clip_weights=str(moved), frozen_clip=False)
+    payload = checkpoint_payload(build_model(trainable), trainable, 0, False, {"total": 0.0, "dice": 0.0}, {},
+                                 "digest")
+    assert "frozen_omitted" not in payload and "clip.ln_final.weight" in payload["state_dict"]
 
 
 def test_compact_resume_stores_adam_moments_in_bf16(tmp_path):

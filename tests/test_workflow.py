@@ -114,6 +114,9 @@ def test_bool_flag_is_a_real_boolean():
     assert test_cli.str2bool("False") is False and test_cli.str2bool("True") is True
     with pytest.raises(Exception, match="True or False"):
         test_cli.str2bool("maybe")
+    assert test_cli.non_negative_int("0") == 0
+    with pytest.raises(Exception, match="0 or more, got -3"):
+        test_cli.non_negative_int("-3")
 
 
 def _straight_and_resumed(settings, output, capsys, epochs=3):
@@ -158,4 +161,4 @@ def test_compact_resume_halves_the_moments_and_resumes_close(demo_root, tmp_path
     # BatchNorm, whose gradients are rounding noise, at random), so the weights stay close overall but not equal.
     keys = [k for k in a if a[k].is_floating_point()]
     difference = torch.cat([(a[k].float() - b[k].float()).flatten() for k in keys]).norm()
-    assert 0 < difference < 1e-3 * torch.cat([a[k].float().flatten() for k in keys]).norm()
+    assert 0 < difference < 2e-4 * torch.cat([a[k].float().flatten() for k in keys]).norm()  # 6.5e-5 here

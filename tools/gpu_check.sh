@@ -9,7 +9,8 @@
 # 3. test.py naming a GPU index the machine does not have must fail with a clear message;
 # 4. the fp32/bf16/fp16 mask agreement on the demo test split;
 # 5. --test_vis, --text_ablation and test.py predict on CUDA;
-# 6. torch.compile and the text feature cache on CUDA: the benchmark's rows, and test.py --compile.
+# 6. torch.compile and the text feature cache on CUDA: the benchmark's rows, test.py --compile, and test.py with
+#    the text cache off (its scores must equal step 2's fp32 scores, which ran with the cache on).
 # Wheels of packages the machine lacks can be put in .wheels/ (installed offline, without dependencies).
 set -eu
 OUT=${1:-${OUT:-gpu_check_out}}
@@ -48,4 +49,9 @@ python3 -m utils.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 --prec
     | tee "$OUT/bench_cuda_compile.txt"
 python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 --compile \
     --no_progress 2>&1 | tee "$OUT/test_cuda_compile.txt"
+python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 --text_cache 0 \
+    --no_progress 2>&1 | tee "$OUT/test_cuda_no_text_cache.txt"
+grep dice_ "$OUT/test_cuda_no_text_cache.txt" > "$OUT/dice_no_cache.txt"
+grep dice_ "$OUT/test_cuda.txt" | head -n 2 > "$OUT/dice_cache.txt"
+cmp "$OUT/dice_cache.txt" "$OUT/dice_no_cache.txt" && echo "text cache on CUDA: the same scores as without it"
 echo "gpu check done"

@@ -153,10 +153,10 @@ def bench_inference(model, device: torch.device, batch_sizes: List[int], precisi
     rows = []
     for precision in precisions:
         for path, options in variants:
-            if options.get("compile"):
-                torch._dynamo.reset()  # a fresh start for each precision: no recompilation limit is reached
-            runner = Predictor(predictor.model, device, precision, **options)
             for batch_size in batch_sizes:
+                if options.get("compile"):
+                    torch._dynamo.reset()  # each batch size compiled afresh: no padding, no recompilation limit
+                runner = Predictor(predictor.model, device, precision, **options)
                 batch = dummy_batch(model.config, batch_size, model.clip.shape.vocab_size)
                 inputs = [batch[key].to(device) for key in ("image", "text_token", "text_mask")]
                 if device.type == "cuda":

@@ -83,7 +83,7 @@ def checkpoint_payload(model, config, epoch: int, best: bool, val: dict, trainin
     state = compact_state_dict(model)
     payload = {"epoch": epoch, "best_model": best, "model": MODEL_NAME, "state_dict": state,
                "val_loss": float(val["total"]), "val_dice": float(val["dice"]), "config": config.to_dict()}
-    if frozen_sha256 is not None:
+    if frozen_sha256 is not None and frozen_names(model):
         if config.clip_weights is None:
             raise ValueError("a random text tower (clip_weights=None) cannot be rebuilt: keep it in the checkpoint")
         for name in frozen_names(model):
