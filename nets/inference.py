@@ -31,13 +31,12 @@ from torch import nn
 from nets.unet import ConvBatchNorm
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TEXT_CACHE = 1024  # reports whose text features test.py and predict keep (about 37 MB at QaTa's sizes)
 
 
 class CompileError(RuntimeError):
     """``torch.compile`` failed (no C++ compiler on the CPU, no Triton on CUDA, an unsupported operation)."""
-
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast_for(device: torch.device, precision: str):

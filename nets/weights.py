@@ -273,16 +273,18 @@ def _rebuilt_frozen(path: str, omitted: Mapping, fallback: Optional[str]) -> Dic
         "with.")
 
 
-def compact_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+def compact_state_dict(model: nn.Module, leave_out=()) -> Dict[str, torch.Tensor]:
     """``model.state_dict()`` for our checkpoints, with each frozen fp32 parameter whose values are all exactly
     representable in fp16 stored as fp16.
 
     This is lossless: OpenAI released CLIP in fp16, so the frozen text tower (63 M parameters) takes half the
     space and loads back bit for bit (``load_state_dict`` copies it into the fp32 parameters). Trained
-    parameters, buffers and a random text tower stay fp32.
+    parameters, buffers and a random text tower stay fp32. The names in ``leave_out`` are dropped.
     """
-    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
     state = model.state_dict()
+    for name in leave_out:
+        del state[name]
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
     for name in frozen & set(state):
         tensor = state[name]
         if tensor.dtype == torch.float32:

@@ -80,14 +80,13 @@ def checkpoint_payload(model, config, epoch: int, best: bool, val: dict, trainin
             records the file, the digest and the names under ``frozen_omitted``; resuming and
             :func:`nets.weights.build_model_from_checkpoint` check the rebuilt tower against the digest.
     """
-    state = compact_state_dict(model)
-    payload = {"epoch": epoch, "best_model": best, "model": MODEL_NAME, "state_dict": state,
-               "val_loss": float(val["total"]), "val_dice": float(val["dice"]), "config": config.to_dict()}
-    if frozen_sha256 is not None and frozen_names(model):
-        if config.clip_weights is None:
-            raise ValueError("a random text tower (clip_weights=None) cannot be rebuilt: keep it in the checkpoint")
-        for name in frozen_names(model):
-            del state[name]
+    omitted = frozen_names(model) if frozen_sha256 is not None else []
+    if omitted and config.clip_weights is None:
+        raise ValueError("a random text tower (clip_weights=None) cannot be rebuilt: keep it in the checkpoint")
+    payload = {"epoch": epoch, "best_model": best, "model": MODEL_NAME,
+               "state_dict": compact_state_dict(model, leave_out=omitted), "val_loss": float(val["total"]),
+               "val_dice": float(val["dice"]), "config": config.to_dict()}
+    if omitted:
         payload["frozen_omitted"] = omitted_frozen_record(model, config.clip_weights, frozen_sha256)
     payload.update(training_state or {})
     return payload
