@@ -422,6 +422,21 @@ def test_benchmark_checkpoint_sizes_follow_training(tmp_path):
         assert saved == pytest.approx(tower, rel=0.05), name
 
 
+def test_benchmark_times_the_training_loader(tmp_path, capsys):
+    root = make_demo_dataset(tmp_path / "Demo", n_train=12, n_val=2, n_test=2, img_size=48, seed=2)
+    data = [f"train_dataset={root}/Train_Folder", f"val_dataset={root}/Val_Folder", f"test_dataset={root}/Test_Folder",
+            "img_size=32", "batch_size=2"]
+    out = tmp_path / "loader.json"
+    assert benchmark.main(["-c", "Config_Demo", "--set", *data, "--device", "cpu", "--loader", "--loader_workers",
+                           "0", "1", "--loader_batches", "3", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["loader"]
+    assert [(r["workers"], r["images"], r["pin_memory"]) for r in rows] == [(0, 6, False), (1, 6, False)]
+    assert all(r["images_per_s"] > 0 for r in rows) and "1 worker(s):" in capsys.readouterr().out
+    assert benchmark.main(["-c", "Config_Demo", "--set", *data, "--device", "cpu", "--loader", "--loader_batches",
+                           "9"]) == 2
+    assert "has 6 batches of 2; --loader_batches 9 needs 11" in capsys.readouterr().err
+
+
 def test_benchmark_agreement_on_a_test_split(tmp_path, capsys):
     root = make_demo_dataset(tmp_path / "Demo", n_train=2, n_val=2, n_test=3, img_size=48, seed=2)
     config = tiny_config()

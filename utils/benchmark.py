@@ -3,6 +3,7 @@
     python -m utils.benchmark -c Config_QaTa [--device cpu|cuda] [--json out.json]
     python -m utils.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 32 --precision fp32 bf16 fp16
     python -m utils.benchmark -c Config_Demo --agreement Demo/RecLMIS/<session>/models/best_model-RecLMIS.pth.tar
+    python -m utils.benchmark -c Config_Demo --set img_size=224 batch_size=4 --loader
 
 The first form builds the model at the config's real size with random weights (the text tower rounded to fp16
 values, as OpenAI released CLIP) and measures, on one device:
@@ -20,6 +21,8 @@ values, as OpenAI released CLIP) and measures, on one device:
 - peak memory of loading the best checkpoint and running inference at batch 1: resident memory of a fresh
   process on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA;
 - the torch version, thread count and device name.
+
+``--loader`` instead times the config's training DataLoader (images per second) for several worker counts.
 
 ``--agreement CHECKPOINT`` instead runs a trained model over the config's test split in fp32 and in each reduced
 ``--precision``, and reports the fraction of mask pixels that agree and each one's Dice.
@@ -172,6 +175,34 @@ def bench_inference(model, device: torch.device, batch_sizes: List[int], precisi
                 if device.type == "cuda":
                     row["peak_mib"] = torch.cuda.max_memory_allocated(device) / MIB
                 rows.append(row)
+    return rows
+
+
+def bench_loader(config, device: torch.device, workers: List[int], batches: int) -> List[dict]:
+    """Images per second out of the config's training DataLoader (read, augment, resize, tokenise; pinned memory
+    on CUDA) for each number of worker processes. The first two batches (worker start-up) are not timed."""
+    from Load_Dataset import build_dataloaders
+
+    build_dataloaders(config.replace(num_workers=0), ("train",), device)  # the data check (and the demo set), once
+    rows = []
+    for count in workers:
+        loader = build_dataloaders(config.replace(num_workers=count), ("train",), device, check=False)["train"]
+        loader.sampler.set_epoch(0)
+        loader.dataset.set_epoch_seed(config.seed)
+        if len(loader) < batches + 2:
+            raise ValueError(f"the training split has {len(loader)} batches of {loader.batch_size}; --loader_batches "
+                             f"{batches} needs {batches + 2}")
+        iterator = iter(loader)
+        for _ in range(2):
+            next(iterator)
+        images = 0
+        start = time.perf_counter()
+        for _ in range(batches):
+            images += next(iterator)["image"].shape[0]
+        seconds = time.perf_counter() - start
+        del iterator
+        rows.append({"workers": count, "batch": loader.batch_size, "images": images, "images_per_s": images / seconds,
+                     "pin_memory": loader.pin_memory})
     return rows
 
 
@@ -360,6 +391,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--no_memory", action="store_true", help="skip the checkpoint sizes and the memory probe")
     parser.add_argument("--agreement", metavar="CHECKPOINT", help="mask agreement of reduced precisions with fp32 "
                         "on the config's test split, for a trained checkpoint")
+    parser.add_argument("--loader", action="store_true", help="instead time the config's training DataLoader "
+                        "(images per second) for each of --loader_workers")
+    parser.add_argument("--loader_workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts (--loader)")
+    parser.add_argument("--loader_batches", type=int, default=20, help="batches timed per worker count (--loader)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--probe_memory", metavar="CHECKPOINT", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -381,7 +416,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         precisions = args.precision or (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
         for precision in precisions:
             autocast_for(device, precision)
-        if args.agreement:
+        if args.loader:
+            rows = bench_loader(config, device, args.loader_workers, args.loader_batches)
+            result = {"environment": {**environment(device), "allocator_tuned": tuned}, "config": args.config,
+                      "img_size": config.img_size, "loader": rows}
+            text = "\n".join([f"training DataLoader of {args.config} at {config.img_size} px (batch {rows[0]['batch']})"
+                              + (", pinned memory" if rows[0]["pin_memory"] else "") + ":"]
+                             + [f"  {row['workers']} worker(s): {row['images_per_s']:.1f} images/s" for row in rows])
+        elif args.agreement:
             result = {"environment": environment(device), "config": args.config,
                       **agreement(config, args.agreement, device, precisions)}
             text = "\n".join([f"mask agreement with fp32 on the test split of {args.config} "
