@@ -14,7 +14,7 @@ from nets import build_model, inference
 from nets.inference import Predictor, autocast_for, fold_batchnorm
 from nets.unet import ConvBatchNorm
 from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256, release_mapped_pages
-from tests.tiny import REPORTS, batch, tiny_config, write_clip_file
+from tests.tiny import NEEDS_CXX, REPORTS, batch, tiny_config, write_clip_file
 from utils import benchmark
 from utils.checkpoint import (
     checkpoint_payload,
@@ -100,6 +100,7 @@ def test_predictor_bf16_runs_on_cpu_and_returns_fp32():
     assert (logits - reference).abs().max() < 0.05 * reference.abs().max() + 1e-3
 
 
+@NEEDS_CXX
 def test_compiled_predictor_gives_the_eager_masks_and_pads_a_short_batch(monkeypatch):
     config = tiny_config()
     model = _model_with_batchnorm_statistics(config)
@@ -395,6 +396,7 @@ def test_benchmark_command_reports_every_figure(tmp_path, capsys):
     assert "s/image" in printed and "peak memory" in printed
 
 
+@NEEDS_CXX
 def test_benchmark_times_the_compiled_and_text_cached_predictors(capsys):
     assert benchmark.main(["-c", "Config_Demo", "--set", *TINY_SETTINGS, "--device", "cpu", "--batch_sizes", "1",
                            "--precision", "fp32", "--compile", "--text_cache", "--train_batch", "0", "--no_memory",

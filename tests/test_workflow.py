@@ -10,7 +10,7 @@ import torch
 import test as test_cli
 import train_model
 from nets.weights import read_checkpoint
-from tests.tiny import write_clip_file
+from tests.tiny import NEEDS_CXX, write_clip_file
 from utils.checkpoint import BEST_NAME, LATEST_NAME, create_session_dir, save_checkpoint
 from utils.demo_data import make_demo_dataset
 
@@ -81,13 +81,23 @@ def test_train_resume_and_test(demo_root, tmp_path, capsys):
     uncached = json.loads((session_dir / "test_summary.json").read_text())
     assert uncached["text_cache"] is None and cached["text_cache"]["capacity"] == 1024
     assert (uncached["dice"], uncached["iou_pooled"]) == (cached["dice"], cached["iou_pooled"])  # batch 1: same bits
-    compiled = tmp_path / "preds_compiled"  # torch.compile: the same masks
-    assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "--checkpoint",
-                          str(session_dir / "models" / BEST_NAME), "--save_pred", str(compiled), "--compile",
-                          "--no_progress"]) == 0
-    assert json.loads((session_dir / "test_summary.json").read_text())["compiled"] is True
-    for name in os.listdir(preds):
-        assert (compiled / name).read_bytes() == (preds / name).read_bytes(), name
+
+
+@NEEDS_CXX
+def test_compiled_test_run_writes_the_same_masks(demo_root, tmp_path, capsys):
+    settings = _settings(demo_root, tmp_path / "runs")
+    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=1", *settings, "--no_progress"]) == 0
+    session = capsys.readouterr().out.strip().splitlines()[-1]
+    best = str(tmp_path / "runs" / "Demo" / "RecLMIS" / session / "models" / BEST_NAME)
+    folders = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        folders[name] = tmp_path / name
+        assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "--checkpoint", best, "--save_pred",
+                              str(folders[name]), *extra, "--no_progress"]) == 0
+    summary = json.loads((tmp_path / "runs" / "Demo" / "RecLMIS" / session / "test_summary.json").read_text())
+    assert summary["compiled"] is True
+    for name in os.listdir(folders["eager"]):
+        assert (folders["compiled"] / name).read_bytes() == (folders["eager"] / name).read_bytes(), name
 
 
 def test_two_sessions_in_one_minute_do_not_collide(tmp_path):

@@ -1,9 +1,16 @@
 """Small model configs and inputs shared by the network tests (CPU, random weights, no downloads)."""
 
+import shutil
+
+import pytest
 import torch
 
 from nets.tokenizer import ReportTokenizer
 from utils.config import Config
+
+# torch.compile on the CPU (Inductor) writes and compiles C++.
+NEEDS_CXX = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                               reason="torch.compile needs a C++ compiler")
 
 REPORTS = [
     "Bilateral pulmonary infection, two infected areas, upper left lung and upper right lung.",
