@@ -8,7 +8,6 @@ drops the vision tower and the prefix, reads the text tower's shape off its tens
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import mmap
@@ -26,7 +25,7 @@ from nets.text_encoder import TextTowerShape, load_clip_text_state
 logger = logging.getLogger(__name__)
 
 _DROPPED_PREFIXES = ("clip.visual.",)
-_MADV_DONTNEED = 4  # Linux <sys/mman.h>
+_MADV_PAGEOUT = 21  # Linux >= 5.4, <asm-generic/mman-common.h>
 _DROPPED_KEYS = ("clip.input_resolution", "clip.context_length", "clip.vocab_size")
 
 
@@ -143,6 +142,7 @@ def build_model_from_checkpoint(path: str, config=None):
     mapped = os.path.isfile(path) and zipfile.is_zipfile(path)
     checkpoint = read_checkpoint(path, mmap=mapped)
     state = extract_state_dict(checkpoint)
+    from_file = {tensor.untyped_storage().data_ptr() for tensor in state.values()} if mapped else set()
     omitted = checkpoint.get("frozen_omitted") if isinstance(checkpoint, Mapping) else None
     if omitted:
         state.update(_rebuilt_frozen(path, omitted, getattr(config, "clip_weights", None)))
@@ -167,31 +167,39 @@ def build_model_from_checkpoint(path: str, config=None):
             converted[name] = tensor
             continue
         converted[name] = tensor.to(expected[name].dtype)
-        if mapped:  # the fp16 file pages were read once for the copy; give them back (about 120 MB for CLIP's tower)
-            release_mapped_pages(tensor)
+        if tensor.untyped_storage().data_ptr() in from_file:  # the file's fp16 pages, read once for the copy:
+            release_mapped_pages(tensor)  # hand them back (about 120 MB for CLIP's tower)
     model.load_state_dict(converted, strict=True, assign=True)
     logger.info("loaded %d tensors from %s", len(state), path)
     return model.eval(), checkpoint
 
 
 def release_mapped_pages(tensor: torch.Tensor) -> bool:
-    """Drop the resident pages of a memory-mapped, unmodified ``tensor`` (Linux ``madvise(MADV_DONTNEED)``).
+    """Ask Linux to page out the memory-mapped storage of ``tensor`` once it has been read (``madvise`` with
+    ``MADV_PAGEOUT``, Linux 5.4 and later).
 
-    The pages are read again from the file if the tensor is used later, so nothing is lost; only the pages wholly
-    inside the tensor are dropped. Returns False (and changes nothing) off Linux or when the call fails.
+    Clean pages of the file are handed back and read again from the file if the tensor is used later. Pages the
+    process wrote to, and memory not backed by a file, are swapped out or stay; they are never discarded, so no
+    data is lost whatever the tensor is. Only pages wholly inside the tensor's storage are advised. Returns False,
+    changing nothing, off Linux, on older kernels, or where the C library cannot be called.
     """
-    if not sys.platform.startswith("linux") or tensor.device.type != "cpu" or tensor.numel() == 0:
+    if not sys.platform.startswith("linux") or tensor.device.type != "cpu":
         return False
-    start = tensor.data_ptr()
-    end = start + tensor.numel() * tensor.element_size()
-    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
-    last = end // mmap.PAGESIZE * mmap.PAGESIZE
+    storage = tensor.untyped_storage()
+    first = -(-storage.data_ptr() // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = (storage.data_ptr() + storage.nbytes()) // mmap.PAGESIZE * mmap.PAGESIZE
     if last <= first:
         return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    if libc.madvise(first, last - first, _MADV_DONTNEED) != 0:
-        logger.debug("madvise(MADV_DONTNEED) failed with errno %d: the pages stay resident", ctypes.get_errno())
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+    except (ImportError, OSError, AttributeError):
+        return False
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if madvise(first, last - first, _MADV_PAGEOUT) != 0:
+        logger.debug("madvise(MADV_PAGEOUT) failed with errno %d: the pages stay resident", ctypes.get_errno())
         return False
     return True
 
@@ -251,26 +259,33 @@ def _rebuilt_frozen(path: str, omitted: Mapping, fallback: Optional[str]) -> Dic
     """The frozen tensors that the checkpoint ``path`` left out, read from the first CLIP file whose tower has
     the recorded digest: the one recorded (as given, then absolute), then ``fallback``."""
     _check_record(omitted, path)
-    candidates = list(dict.fromkeys(filter(None, [omitted["clip_weights"], omitted.get("clip_weights_abs"),
-                                                  fallback])))
+    candidates = {}
+    for candidate in filter(None, [omitted["clip_weights"], omitted.get("clip_weights_abs"), fallback]):
+        candidates.setdefault(os.path.realpath(candidate), candidate)
     names = omitted["names"]
-    found = [candidate for candidate in candidates if os.path.isfile(candidate)]
-    if not found:
-        raise FileNotFoundError(
-            f"{path} is a latest (resume) checkpoint: it leaves out the frozen CLIP text tower, which is rebuilt "
-            f"from the CLIP file the run used, and none is there (tried {', '.join(candidates)}). Put the CLIP "
-            "file there, or load the session's best checkpoint, which holds the whole model.")
-    for candidate in found:
-        tower = load_clip_text_state(candidate)
+    reasons = []
+    for candidate in candidates.values():
+        if not os.path.isfile(candidate):
+            reasons.append(f"{candidate}: missing")
+            continue
+        try:
+            tower = load_clip_text_state(candidate)
+        except (ValueError, RuntimeError) as error:
+            reasons.append(f"{candidate}: unreadable ({str(error).splitlines()[0]})")
+            continue
         if not all(name.startswith("clip.") and name[len("clip."):] in tower for name in names):
+            reasons.append(f"{candidate}: another tower (tensors missing)")
             continue
         rebuilt = {name: tower[name[len("clip."):]] for name in names}
         if _tensors_sha256(rebuilt) == omitted["sha256"]:
             return rebuilt
-    raise ValueError(
-        f"{path} leaves out the frozen CLIP text tower, but the tower in {', '.join(found)} is not the one the run "
-        f"trained with (its sha256 is not {omitted['sha256'][:12]}...). Put back the CLIP file the run started "
-        "with.")
+        reasons.append(f"{candidate}: another tower (sha256 differs)")
+    error = FileNotFoundError if all(reason.endswith(": missing") for reason in reasons) else ValueError
+    raise error(
+        f"{path} is a latest (resume) checkpoint: it leaves out the frozen CLIP text tower, which is rebuilt from "
+        f"the CLIP file the run trained with (sha256 of its tower {omitted['sha256'][:12]}...), and none was found: "
+        f"{'; '.join(reasons)}. Put back that file, pass a config whose clip_weights names it (test.py: --set "
+        "clip_weights=PATH), or load the session's best checkpoint, which holds the whole model.")
 
 
 def compact_state_dict(model: nn.Module, leave_out=()) -> Dict[str, torch.Tensor]:

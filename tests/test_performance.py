@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from nets import build_model, inference
+from nets import build_model, inference, weights
 from nets.inference import Predictor, autocast_for, fold_batchnorm
 from nets.unet import ConvBatchNorm
 from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256, release_mapped_pages
@@ -104,16 +104,21 @@ def test_predictor_bf16_runs_on_cpu_and_returns_fp32():
 def test_compiled_predictor_gives_the_eager_masks_and_pads_a_short_batch(monkeypatch):
     config = tiny_config()
     model = _model_with_batchnorm_statistics(config)
-    images, tokens, mask, _ = batch(config)
+    images, tokens, mask, _ = batch(config, reports=[REPORTS[0], REPORTS[1], REPORTS[0]])
     eager = Predictor(copy.deepcopy(model), torch.device("cpu"))(images, tokens, mask)
-    compiled = Predictor(copy.deepcopy(model), torch.device("cpu"), compile=True)
+    compiled = Predictor(copy.deepcopy(model), torch.device("cpu"), compile=True, cache_text=8)
     logits = compiled(images, tokens, mask)
     assert torch.allclose(logits, eager, atol=1e-5, rtol=1e-5) and torch.equal(logits > 0, eager > 0)
     padded = []
     monkeypatch.setattr(inference, "_pad_batch", lambda t, size: padded.append(size) or inference_pad(t, size))
-    short = compiled(images[:2], tokens[:2], mask[:2])  # the last, smaller batch of a data set
-    assert padded == [3, 3, 3] and short.shape[0] == 2
-    assert torch.allclose(short, eager[:2], atol=1e-5, rtol=1e-5)
+    short = compiled(images[1:], tokens[1:], mask[1:])  # the last, smaller batch of a data set
+    assert padded == [3, 3, 3, 3] and short.shape[0] == 2  # images, tokens, mask and the cached text features
+    assert torch.allclose(short, eager[1:], atol=1e-5, rtol=1e-5)
+    # The cache saw the 2 real rows only (both known), not the padding.
+    assert (compiled.text_cache.misses, compiled.text_cache.hits) == (2, 3)
+    single = compiled(images[:1], tokens[:1], mask[:1])  # 3 is more than twice 1: compiled anew, not padded
+    assert len(padded) == 4 and compiled._compiled_sizes == [3, 1]
+    assert torch.allclose(single, eager[:1], atol=1e-5, rtol=1e-5)
 
 
 def test_compiled_predictor_pads_only_up_to_twice_the_batch():
@@ -122,11 +127,15 @@ def test_compiled_predictor_pads_only_up_to_twice_the_batch():
     assert predictor._compiled_sizes == [3, 1, 7]
 
 
-@pytest.mark.parametrize("options", [{"cache_text": 8}, {"compile": True}], ids=["text_cache", "compile"])
+@pytest.mark.parametrize("options", [{"cache_text": 8}, pytest.param({"compile": True}, marks=NEEDS_CXX)],
+                         ids=["text_cache", "compile"])
 def test_fast_paths_check_their_inputs_first(options):
     config = tiny_config()
     predictor = Predictor(build_model(config), torch.device("cpu"), **options)
     images, tokens, mask, _ = batch(config)
+    predictor(images, tokens, mask)  # compiled for 3: a short batch would be padded, hiding a mismatch
+    with pytest.raises(ValueError, match="text_tokens must be"):
+        predictor(images[:2], tokens[:1], mask[:1])
     with pytest.raises(ValueError, match="text_tokens must be"):
         predictor(images[:2], tokens, mask)
     with pytest.raises(ValueError, match="integer token ids"):
@@ -176,6 +185,9 @@ def test_text_cache_drops_the_least_recently_used_report():
             features = cache(model, tokens[i:i + 1], mask[i:i + 1])
             assert torch.equal(features, model.encode_text(tokens[i:i + 1], mask[i:i + 1]))
     assert (cache.misses, cache.hits, len(cache.entries)) == (4, 1, 2)
+    with torch.inference_mode():  # the same ids as int32 are another key
+        cache(model, tokens[1:2].int(), mask[1:2])
+    assert cache.misses == 5
     with pytest.raises(ValueError, match="at least 1 report"):
         inference.TextFeatureCache(0)
     images = torch.rand(1, 3, config.img_size, config.img_size)
@@ -245,12 +257,22 @@ def test_a_latest_checkpoint_whose_clip_file_changed_or_went_is_refused(tmp_path
     path = str(tmp_path / "latest.pth.tar")
     save_checkpoint(checkpoint_payload(model, config, 0, False, {"total": 0.0, "dice": 0.0}, {},
                                        frozen_sha256(model)), path)
+    original = open(clip, "rb").read()
     write_clip_file(clip, seed=1)
-    with pytest.raises(ValueError, match="not the one the run trained with.*Put back the CLIP file"):
+    with pytest.raises(ValueError, match=r"clip.pt: another tower \(sha256 differs\)\. Put back that file"):
         build_model_from_checkpoint(path)
     os.remove(clip)
-    with pytest.raises(FileNotFoundError, match="leaves out the frozen CLIP text tower.*best checkpoint"):
+    with pytest.raises(FileNotFoundError, match="leaves out the frozen CLIP text tower.*missing.*best checkpoint"):
         build_model_from_checkpoint(path)
+    # An unreadable file where the run's was does not stop the search: the caller's config names the right one.
+    with open(clip, "wb") as handle:
+        handle.write(b"not a torch file")
+    elsewhere = tmp_path / "kept.pt"
+    elsewhere.write_bytes(original)
+    with pytest.raises(ValueError, match="clip.pt: unreadable"):
+        build_model_from_checkpoint(path)
+    loaded = build_model_from_checkpoint(path, tiny_config(clip_weights=str(elsewhere)))[0]
+    assert torch.equal(loaded.clip.ln_final.weight, model.clip.ln_final.weight)
     with pytest.raises(ValueError, match="random text tower"):
         checkpoint_payload(build_model(tiny_config()), tiny_config(), 0, False, {"total": 0.0, "dice": 0.0}, {},
                            "digest")
@@ -315,20 +337,55 @@ def test_estimated_checkpoint_space_follows_what_the_latest_file_holds(tmp_path)
 
 def _resident_file_kib() -> int:
     with open("/proc/self/status") as handle:
-        return next(int(line.split()[1]) for line in handle if line.startswith("RssFile:"))
+        return sum(int(line.split()[1]) for line in handle if line.startswith(("RssFile:", "RssShmem:")))
+
+
+def _filesystem(path) -> str:
+    """The type of the file system that holds ``path`` (from /proc/self/mountinfo)."""
+    best, kind = "", ""
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            fields = line.split()
+            mount, fstype = fields[4], fields[fields.index("-") + 1]
+            if str(path).startswith(mount) and len(mount) > len(best):
+                best, kind = mount, fstype
+    return kind
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
 def test_released_mapped_pages_leave_memory_and_read_back_the_same(tmp_path):
+    if _filesystem(tmp_path) == "tmpfs":
+        pytest.skip("tmpfs pages are shared memory: paging them out needs swap")
     path = tmp_path / "big.pt"
     values = torch.arange(16 * 2**20, dtype=torch.float16)  # 32 MiB
-    torch.save({"t": values}, path)
-    mapped = torch.load(path, mmap=True, weights_only=True)["t"]
-    assert torch.equal(mapped, values)  # every page read
+    torch.save({"t": values, "small": values[:8].clone()}, path)
+    loaded = torch.load(path, mmap=True, weights_only=True)
+    assert torch.equal(loaded["t"], values)  # every page read
     before = _resident_file_kib()
-    assert release_mapped_pages(mapped)
+    assert release_mapped_pages(loaded["t"])
     assert before - _resident_file_kib() > 24 * 1024
-    assert torch.equal(mapped, values)  # read again from the file
+    assert torch.equal(loaded["t"], values)  # read again from the file
+    # A small storage spreads over no whole page: nothing is advised, even for a view that spans far more.
+    assert not release_mapped_pages(loaded["small"][:1].expand(2**20))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise is Linux's")
+def test_releasing_memory_that_is_not_a_file_loses_nothing():
+    values = torch.full((2**22,), 3.0)
+    release_mapped_pages(values)  # anonymous memory: swapped out or kept, never dropped
+    assert bool((values == 3.0).all())
+
+
+def test_loading_hands_back_only_the_converted_pages_of_the_file(tmp_path, monkeypatch):
+    config = tiny_config()
+    model = _model_with_batchnorm_statistics(config)
+    path = str(tmp_path / "best.pth.tar")
+    save_checkpoint(checkpoint_payload(model, config, 0, True, {"total": 0.0, "dice": 0.0}), path)
+    released = []
+    monkeypatch.setattr(weights, "release_mapped_pages", lambda tensor: released.append(tensor.dtype) or True)
+    build_model_from_checkpoint(path)
+    halves = [t for t in compact_state_dict(model).values() if t.dtype == torch.float16]
+    assert released == [torch.float16] * len(halves) and halves
 
 
 def test_a_legacy_format_checkpoint_still_loads(tmp_path):
@@ -430,13 +487,13 @@ def test_benchmark_times_the_training_loader(tmp_path, capsys):
             "img_size=32", "batch_size=2"]
     out = tmp_path / "loader.json"
     assert benchmark.main(["-c", "Config_Demo", "--set", *data, "--device", "cpu", "--loader", "--loader_workers",
-                           "0", "1", "--loader_batches", "3", "--json", str(out)]) == 0
+                           "0", "1", "--loader_batches", "2", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["loader"]
-    assert [(r["workers"], r["images"], r["pin_memory"]) for r in rows] == [(0, 6, False), (1, 6, False)]
+    assert [(r["workers"], r["images"], r["pin_memory"]) for r in rows] == [(0, 4, False), (1, 4, False)]
     assert all(r["images_per_s"] > 0 for r in rows) and "1 worker(s):" in capsys.readouterr().out
-    assert benchmark.main(["-c", "Config_Demo", "--set", *data, "--device", "cpu", "--loader", "--loader_batches",
-                           "9"]) == 2
-    assert "has 6 batches of 2; --loader_batches 9 needs 11" in capsys.readouterr().err
+    assert benchmark.main(["-c", "Config_Demo", "--set", *data, "--device", "cpu", "--loader", "--loader_workers", "0",
+                           "--loader_batches", "5"]) == 2
+    assert "has 6 batches of 2; --loader_batches 5 needs 7" in capsys.readouterr().err
 
 
 def test_benchmark_agreement_on_a_test_split(tmp_path, capsys):

@@ -28,6 +28,7 @@ python3 -m utils.benchmark -c Config_QaTa --device cpu --batch_sizes 1 8 --train
 SESSION=$(python3 train_model.py -c Config_Demo --device cuda --no_progress \
     --set amp=True epochs=6 output_root="$RUNS" 2>"$OUT/train_amp_cuda.log" | tail -n 1)
 grep -E "epoch|best|done" "$OUT/train_amp_cuda.log" | tail -n 14
+: > "$OUT/test_cuda.txt"
 for precision in fp32 fp16; do
     python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 \
         --precision "$precision" --no_progress 2>&1 | tee -a "$OUT/test_cuda.txt"

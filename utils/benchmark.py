@@ -180,7 +180,8 @@ def bench_inference(model, device: torch.device, batch_sizes: List[int], precisi
 
 def bench_loader(config, device: torch.device, workers: List[int], batches: int) -> List[dict]:
     """Images per second out of the config's training DataLoader (read, augment, resize, tokenise; pinned memory
-    on CUDA) for each number of worker processes. The first two batches (worker start-up) are not timed."""
+    on CUDA) for each number of worker processes. The batches loaded while the workers start (two per worker, as
+    many as they prefetch, and at least two) are not timed."""
     from Load_Dataset import build_dataloaders
 
     build_dataloaders(config.replace(num_workers=0), ("train",), device)  # the data check (and the demo set), once
@@ -189,11 +190,12 @@ def bench_loader(config, device: torch.device, workers: List[int], batches: int)
         loader = build_dataloaders(config.replace(num_workers=count), ("train",), device, check=False)["train"]
         loader.sampler.set_epoch(0)
         loader.dataset.set_epoch_seed(config.seed)
-        if len(loader) < batches + 2:
+        warmup = max(2, 2 * count)
+        if len(loader) < batches + warmup:
             raise ValueError(f"the training split has {len(loader)} batches of {loader.batch_size}; --loader_batches "
-                             f"{batches} needs {batches + 2}")
+                             f"{batches} needs {batches + warmup}")
         iterator = iter(loader)
-        for _ in range(2):
+        for _ in range(warmup):
             next(iterator)
         images = 0
         start = time.perf_counter()
