@@ -15,7 +15,7 @@ import os
 import pickle
 import sys
 import zipfile
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -25,7 +25,6 @@ from nets.text_encoder import TextTowerShape, load_clip_text_state
 logger = logging.getLogger(__name__)
 
 _DROPPED_PREFIXES = ("clip.visual.",)
-_MADV_PAGEOUT = 21  # Linux >= 5.4, <asm-generic/mman-common.h>
 _DROPPED_KEYS = ("clip.input_resolution", "clip.context_length", "clip.vocab_size")
 
 
@@ -53,8 +52,13 @@ def read_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:
             f"it would run code from the file (weights_only=True refused it: {reason}). "
             "Re-save only its state_dict from a trusted environment."
         ) from None
-    except RuntimeError as error:
-        raise ValueError(f"{path!r} is not a readable torch checkpoint: {str(error).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path!r} is not a readable torch checkpoint: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def extract_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
@@ -142,7 +146,6 @@ def build_model_from_checkpoint(path: str, config=None):
     mapped = os.path.isfile(path) and zipfile.is_zipfile(path)
     checkpoint = read_checkpoint(path, mmap=mapped)
     state = extract_state_dict(checkpoint)
-    from_file = {tensor.untyped_storage().data_ptr() for tensor in state.values()} if mapped else set()
     omitted = checkpoint.get("frozen_omitted") if isinstance(checkpoint, Mapping) else None
     if omitted:
         state.update(_rebuilt_frozen(path, omitted, getattr(config, "clip_weights", None)))
@@ -161,34 +164,56 @@ def build_model_from_checkpoint(path: str, config=None):
         model = RecLMIS(config)
     check_state_dict(model, state, source=path)
     expected = model.state_dict()
+    file_pages = _unwritten_file_mappings(path) if mapped else []
     converted = {}
     for name, tensor in state.items():
         if tensor.dtype == expected[name].dtype:
             converted[name] = tensor
             continue
         converted[name] = tensor.to(expected[name].dtype)
-        if tensor.untyped_storage().data_ptr() in from_file:  # the file's fp16 pages, read once for the copy:
-            release_mapped_pages(tensor)  # hand them back (about 120 MB for CLIP's tower)
+        release_file_pages(tensor, file_pages)  # the fp16 pages, read once for the copy (about 120 MB for CLIP)
     model.load_state_dict(converted, strict=True, assign=True)
     logger.info("loaded %d tensors from %s", len(state), path)
     return model.eval(), checkpoint
 
 
-def release_mapped_pages(tensor: torch.Tensor) -> bool:
-    """Ask Linux to page out the memory-mapped storage of ``tensor`` once it has been read (``madvise`` with
-    ``MADV_PAGEOUT``, Linux 5.4 and later).
+def _unwritten_file_mappings(path: str) -> List[Tuple[int, int]]:
+    """The address ranges where this process maps the file ``path`` (``/proc/self/maps``), if torch wrote none of
+    its pages: it writes into a memory-mapped checkpoint only to swap the byte order of a file from a machine of
+    the other endianness, and then this returns nothing."""
+    if not sys.platform.startswith("linux"):
+        return []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            orders = [archive.read(name).decode().strip() for name in archive.namelist()
+                      if name.endswith("/byteorder")]
+        real = os.path.realpath(path)
+        ranges = []
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.rstrip("\n").split(maxsplit=5)
+                if len(fields) == 6 and fields[5] == real:
+                    low, high = (int(value, 16) for value in fields[0].split("-"))
+                    ranges.append((low, high))
+    except (OSError, ValueError, UnicodeDecodeError, zipfile.BadZipFile):
+        return []
+    return ranges if all(order == sys.byteorder for order in orders) else []
 
-    Clean pages of the file are handed back and read again from the file if the tensor is used later. Pages the
-    process wrote to, and memory not backed by a file, are swapped out or stay; they are never discarded, so no
-    data is lost whatever the tensor is. Only pages wholly inside the tensor's storage are advised. Returns False,
-    changing nothing, off Linux, on older kernels, or where the C library cannot be called.
+
+def release_file_pages(tensor: torch.Tensor, file_pages: List[Tuple[int, int]]) -> bool:
+    """Give back the resident pages of ``tensor``'s storage (``madvise(MADV_DONTNEED)``), if they lie inside
+    ``file_pages``, the unwritten mappings of a file (:func:`_unwritten_file_mappings`).
+
+    Such pages are clean copies of the file: they are read again from it if the tensor is used later, so nothing
+    is lost. Only pages wholly inside the storage are dropped; any other memory is left alone. Returns whether
+    pages were dropped (False off Linux, or when the call fails).
     """
-    if not sys.platform.startswith("linux") or tensor.device.type != "cpu":
+    if not file_pages or tensor.device.type != "cpu" or tensor.layout != torch.strided:
         return False
     storage = tensor.untyped_storage()
     first = -(-storage.data_ptr() // mmap.PAGESIZE) * mmap.PAGESIZE
     last = (storage.data_ptr() + storage.nbytes()) // mmap.PAGESIZE * mmap.PAGESIZE
-    if last <= first:
+    if last <= first or not any(low <= first and last <= high for low, high in file_pages):
         return False
     try:
         import ctypes
@@ -198,8 +223,8 @@ def release_mapped_pages(tensor: torch.Tensor) -> bool:
     except (ImportError, OSError, AttributeError):
         return False
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    if madvise(first, last - first, _MADV_PAGEOUT) != 0:
-        logger.debug("madvise(MADV_PAGEOUT) failed with errno %d: the pages stay resident", ctypes.get_errno())
+    if madvise(first, last - first, mmap.MADV_DONTNEED) != 0:
+        logger.debug("madvise(MADV_DONTNEED) failed with errno %d: the pages stay resident", ctypes.get_errno())
         return False
     return True
 
@@ -270,8 +295,8 @@ def _rebuilt_frozen(path: str, omitted: Mapping, fallback: Optional[str]) -> Dic
             continue
         try:
             tower = load_clip_text_state(candidate)
-        except (ValueError, RuntimeError) as error:
-            reasons.append(f"{candidate}: unreadable ({str(error).splitlines()[0]})")
+        except (ValueError, RuntimeError, OSError, EOFError) as error:
+            reasons.append(f"{candidate}: unreadable ({_first_line(error)})")
             continue
         if not all(name.startswith("clip.") and name[len("clip."):] in tower for name in names):
             reasons.append(f"{candidate}: another tower (tensors missing)")
@@ -280,6 +305,7 @@ def _rebuilt_frozen(path: str, omitted: Mapping, fallback: Optional[str]) -> Dic
         if _tensors_sha256(rebuilt) == omitted["sha256"]:
             return rebuilt
         reasons.append(f"{candidate}: another tower (sha256 differs)")
+    reasons = reasons or ["no CLIP file is recorded"]
     error = FileNotFoundError if all(reason.endswith(": missing") for reason in reasons) else ValueError
     raise error(
         f"{path} is a latest (resume) checkpoint: it leaves out the frozen CLIP text tower, which is rebuilt from "

@@ -290,6 +290,10 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt"):
         read_checkpoint(str(junk))
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.pt' is not a readable torch checkpoint"):
+        read_checkpoint(str(empty))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_checkpoint(str(tmp_path / "nope.pt"))
 

@@ -13,7 +13,7 @@ import torch
 from nets import build_model, inference, weights
 from nets.inference import Predictor, autocast_for, fold_batchnorm
 from nets.unet import ConvBatchNorm
-from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256, release_mapped_pages
+from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256
 from tests.tiny import NEEDS_CXX, REPORTS, batch, tiny_config, write_clip_file
 from utils import benchmark
 from utils.checkpoint import (
@@ -273,6 +273,10 @@ def test_a_latest_checkpoint_whose_clip_file_changed_or_went_is_refused(tmp_path
         build_model_from_checkpoint(path)
     loaded = build_model_from_checkpoint(path, tiny_config(clip_weights=str(elsewhere)))[0]
     assert torch.equal(loaded.clip.ln_final.weight, model.clip.ln_final.weight)
+    open(clip, "wb").close()  # an empty file (an interrupted copy) is skipped the same way
+    with pytest.raises(ValueError, match="clip.pt: unreadable"):
+        build_model_from_checkpoint(path)
+    assert build_model_from_checkpoint(path, tiny_config(clip_weights=str(elsewhere)))[0] is not None
     with pytest.raises(ValueError, match="random text tower"):
         checkpoint_payload(build_model(tiny_config()), tiny_config(), 0, False, {"total": 0.0, "dice": 0.0}, {},
                            "digest")
@@ -340,40 +344,45 @@ def _resident_file_kib() -> int:
         return sum(int(line.split()[1]) for line in handle if line.startswith(("RssFile:", "RssShmem:")))
 
 
-def _filesystem(path) -> str:
-    """The type of the file system that holds ``path`` (from /proc/self/mountinfo)."""
-    best, kind = "", ""
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            fields = line.split()
-            mount, fstype = fields[4], fields[fields.index("-") + 1]
-            if str(path).startswith(mount) and len(mount) > len(best):
-                best, kind = mount, fstype
-    return kind
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
+def test_released_file_pages_leave_memory_and_read_back_the_same(tmp_path):
+    path = tmp_path / "big.pt"
+    values = torch.arange(16 * 2**20, dtype=torch.float16)  # 32 MiB
+    torch.save({"small": values[:8].clone(), "t": values}, path)
+    loaded = torch.load(path, mmap=True, weights_only=True)
+    assert torch.equal(loaded["t"], values)  # every page read
+    pages = weights._unwritten_file_mappings(str(path))
+    assert pages
+    before = _resident_file_kib()
+    assert weights.release_file_pages(loaded["t"], pages)
+    assert before - _resident_file_kib() > 24 * 1024
+    assert torch.equal(loaded["t"], values)  # read again from the file
+    # A view spanning far more than its small storage: only the storage counts, and it fills no whole page.
+    before = _resident_file_kib()
+    assert not weights.release_file_pages(loaded["small"][:1].expand(2**22), pages)
+    assert abs(_resident_file_kib() - before) < 1024
+    assert torch.equal(loaded["small"], values[:8])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
-def test_released_mapped_pages_leave_memory_and_read_back_the_same(tmp_path):
-    if _filesystem(tmp_path) == "tmpfs":
-        pytest.skip("tmpfs pages are shared memory: paging them out needs swap")
-    path = tmp_path / "big.pt"
-    values = torch.arange(16 * 2**20, dtype=torch.float16)  # 32 MiB
-    torch.save({"t": values, "small": values[:8].clone()}, path)
+def test_memory_outside_the_file_is_never_released(tmp_path):
+    path = tmp_path / "small.pt"
+    torch.save({"t": torch.zeros(4)}, path)
     loaded = torch.load(path, mmap=True, weights_only=True)
-    assert torch.equal(loaded["t"], values)  # every page read
-    before = _resident_file_kib()
-    assert release_mapped_pages(loaded["t"])
-    assert before - _resident_file_kib() > 24 * 1024
-    assert torch.equal(loaded["t"], values)  # read again from the file
-    # A small storage spreads over no whole page: nothing is advised, even for a view that spans far more.
-    assert not release_mapped_pages(loaded["small"][:1].expand(2**20))
+    heap = torch.full((2**22,), 3.0)  # 16 MiB of ordinary memory
+    assert not weights.release_file_pages(heap, weights._unwritten_file_mappings(str(path)))
+    assert bool((heap == 3.0).all()) and torch.equal(loaded["t"], torch.zeros(4))
+    assert not weights.release_file_pages(heap, [])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise is Linux's")
-def test_releasing_memory_that_is_not_a_file_loses_nothing():
-    values = torch.full((2**22,), 3.0)
-    release_mapped_pages(values)  # anonymous memory: swapped out or kept, never dropped
-    assert bool((values == 3.0).all())
+def test_a_file_from_a_machine_of_the_other_byte_order_is_not_released(tmp_path, monkeypatch):
+    """torch swaps such a file's bytes in its mapped pages: dropping them would bring the unswapped bytes back."""
+    path = tmp_path / "ckpt.pt"
+    torch.save({"t": torch.zeros(4)}, path)
+    torch.load(path, mmap=True, weights_only=True)
+    other = "big" if sys.byteorder == "little" else "little"
+    monkeypatch.setattr(weights.sys, "byteorder", other)
+    assert weights._unwritten_file_mappings(str(path)) == []
 
 
 def test_loading_hands_back_only_the_converted_pages_of_the_file(tmp_path, monkeypatch):
@@ -382,7 +391,7 @@ def test_loading_hands_back_only_the_converted_pages_of_the_file(tmp_path, monke
     path = str(tmp_path / "best.pth.tar")
     save_checkpoint(checkpoint_payload(model, config, 0, True, {"total": 0.0, "dice": 0.0}), path)
     released = []
-    monkeypatch.setattr(weights, "release_mapped_pages", lambda tensor: released.append(tensor.dtype) or True)
+    monkeypatch.setattr(weights, "release_file_pages", lambda tensor, pages: released.append(tensor.dtype) or True)
     build_model_from_checkpoint(path)
     halves = [t for t in compact_state_dict(model).values() if t.dtype == torch.float16]
     assert released == [torch.float16] * len(halves) and halves
@@ -493,7 +502,7 @@ def test_benchmark_times_the_training_loader(tmp_path, capsys):
     assert all(r["images_per_s"] > 0 for r in rows) and "1 worker(s):" in capsys.readouterr().out
     assert benchmark.main(["-c", "Config_Demo", "--set", *data, "--device", "cpu", "--loader", "--loader_workers", "0",
                            "--loader_batches", "5"]) == 2
-    assert "has 6 batches of 2; --loader_batches 5 needs 7" in capsys.readouterr().err
+    assert "has 6 batches of 2; --loader_batches 5 with up to 0 worker(s) needs 7" in capsys.readouterr().err
 
 
 def test_benchmark_agreement_on_a_test_split(tmp_path, capsys):

@@ -13,9 +13,11 @@ def _has_inductor_compiler() -> bool:
     """torch.compile on the CPU (Inductor) writes and compiles C++ with the compiler it finds ($CXX, else g++)."""
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
-
+    except ImportError:  # another torch layout: look for the usual names
+        return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
+    try:
         return shutil.which(get_cpp_compiler()) is not None
-    except (ImportError, RuntimeError, OSError):
+    except (RuntimeError, OSError):
         return False
 
 

@@ -178,22 +178,28 @@ def bench_inference(model, device: torch.device, batch_sizes: List[int], precisi
     return rows
 
 
+def _loader_warmup(workers: int) -> int:
+    """Batches to draw before timing: what ``workers`` processes prefetch (DataLoader's default factor 2)."""
+    return max(2, 2 * workers)
+
+
 def bench_loader(config, device: torch.device, workers: List[int], batches: int) -> List[dict]:
     """Images per second out of the config's training DataLoader (read, augment, resize, tokenise; pinned memory
-    on CUDA) for each number of worker processes. The batches loaded while the workers start (two per worker, as
-    many as they prefetch, and at least two) are not timed."""
+    on CUDA) for each number of worker processes. The batches loaded while the workers start (as many as they
+    prefetch, and at least two) are not timed."""
     from Load_Dataset import build_dataloaders
 
-    build_dataloaders(config.replace(num_workers=0), ("train",), device)  # the data check (and the demo set), once
+    loader = build_dataloaders(config.replace(num_workers=0), ("train",), device)["train"]  # the data check, once
+    needed = batches + _loader_warmup(max(workers))
+    if len(loader) < needed:
+        raise ValueError(f"the training split has {len(loader)} batches of {loader.batch_size}; --loader_batches "
+                         f"{batches} with up to {max(workers)} worker(s) needs {needed}")
     rows = []
     for count in workers:
         loader = build_dataloaders(config.replace(num_workers=count), ("train",), device, check=False)["train"]
         loader.sampler.set_epoch(0)
         loader.dataset.set_epoch_seed(config.seed)
-        warmup = max(2, 2 * count)
-        if len(loader) < batches + warmup:
-            raise ValueError(f"the training split has {len(loader)} batches of {loader.batch_size}; --loader_batches "
-                             f"{batches} needs {batches + warmup}")
+        warmup = _loader_warmup(count)
         iterator = iter(loader)
         for _ in range(warmup):
             next(iterator)
