@@ -155,7 +155,7 @@ class Trainer:
         tensors = state["state_dict"]
         omitted = state.get("frozen_omitted")
         if omitted:  # the frozen tower: this model's, built from clip_weights, if it is the run's
-            check_frozen(self.raw_model, omitted, path)
+            check_frozen(self.raw_model, omitted, path, self.frozen_sha256)
             own = self.raw_model.state_dict()
             tensors = {**tensors, **{name: own[name] for name in omitted["names"] if name in own}}
         load_weights(self.raw_model, tensors, source=path)

@@ -260,11 +260,11 @@ def omitted_frozen_record(model: nn.Module, clip_weights: str, sha256: str) -> d
             "names": frozen_names(model)}
 
 
-def check_frozen(model: nn.Module, omitted: Mapping, source: str) -> None:
+def check_frozen(model: nn.Module, omitted: Mapping, source: str, actual: Optional[str] = None) -> None:
     """Raise ``ValueError`` unless ``model``'s frozen tensors are those ``source`` was saved with (resuming: the
-    model was built from the config's ``clip_weights``)."""
+    model was built from the config's ``clip_weights``). ``actual``: :func:`frozen_sha256` of ``model`` if known."""
     _check_record(omitted, source)
-    actual = frozen_sha256(model)
+    actual = actual or frozen_sha256(model)
     if actual != omitted["sha256"]:
         raise ValueError(
             f"{source} leaves out the frozen CLIP text tower, to be rebuilt from {omitted['clip_weights']!r}, but "
