@@ -27,7 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from Load_Dataset import build_dataloaders
 from nets import build_model
-from nets.weights import check_frozen, frozen_sha256, load_weights, read_checkpoint
+from nets.weights import check_frozen, frozen_sha256, is_mappable, load_weights, read_checkpoint
 from utils.checkpoint import (
     BEST_NAME,
     LATEST_NAME,
@@ -368,7 +368,8 @@ def _open_session(args, config: Config, dist: Distributed):
     if args.resume:
         try:
             session_dir = resolve_session(args.resume, config.output_root, config.task_name)
-            saved = read_checkpoint(os.path.join(session_dir, "models", LATEST_NAME))
+            latest = os.path.join(session_dir, "models", LATEST_NAME)
+            saved = read_checkpoint(latest, mmap=is_mappable(latest))  # the config only: no tensor is read here
             # The session's own config, with this command's --set on top (e.g. epochs=... to train longer).
             config = Config.from_dict(saved["config"]).replace(**dict(parse_override(item) for item in args.set))
             if dist.is_main:

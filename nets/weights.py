@@ -33,7 +33,7 @@ def read_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:
 
     With ``mmap`` the tensors stay in the file's pages, read only when used: tensors never touched (the authors'
     vision tower and optimizer state, say) cost no memory. It needs the zip format of ``torch.save`` since
-    torch 1.6; :func:`build_model_from_checkpoint` asks for it only for such files.
+    torch 1.6; :func:`is_mappable` tells.
 
     Raises:
         FileNotFoundError: no such file.
@@ -59,6 +59,11 @@ def read_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+def is_mappable(path: str) -> bool:
+    """Whether ``path`` is a torch zip checkpoint, which :func:`read_checkpoint` can memory-map."""
+    return os.path.isfile(path) and zipfile.is_zipfile(path)
 
 
 def extract_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
@@ -143,7 +148,7 @@ def build_model_from_checkpoint(path: str, config=None):
     from nets.reclmis import RecLMIS
     from utils.config import Config
 
-    mapped = os.path.isfile(path) and zipfile.is_zipfile(path)
+    mapped = is_mappable(path)
     checkpoint = read_checkpoint(path, mmap=mapped)
     state = extract_state_dict(checkpoint)
     omitted = checkpoint.get("frozen_omitted") if isinstance(checkpoint, Mapping) else None
