@@ -11,8 +11,10 @@ folders and report tables (``train_dataset``, ``train_text``, ...), the pairing 
   ``text_token`` and ``text_mask`` int64 ``[L]``; ``text`` is the report as written (before the " EOF XXX"
   padding) and ``name`` the image's file name, for logs and pictures;
 - training samples are augmented (``utils/transforms.py``): blur (the authors' row-wise quirk, or a 2-D blur,
-  ``blur_mode``), photometric distortion, then rot90+flip or a small rotation of image and mask together.
-  Validation and test samples are not.
+  ``blur_mode``), photometric distortion, then rot90+flip or a small rotation of image and mask together
+  (``geometry="authors"``), or only the mirrors the report can follow, its position words mirrored too and the
+  report tokenised again (``geometry="report"``; ``text`` is then the mirrored report). Validation and test
+  samples are not.
 
 Before training, :func:`build_dataloaders` runs the data checks (``utils/data_check.py``) and stops with a
 :class:`DatasetError` that names every file or row at fault. ``python Load_Dataset.py --check <folder>`` prints
@@ -92,6 +94,8 @@ class ImageToImage2D(Dataset):
         self.split = split
         self.img_size = cfg.img_size
         self.blur_mode = cfg.blur_mode
+        self.geometry = cfg.geometry
+        self.token_len, self.pad_short_reports = cfg.token_len, cfg.pad_short_reports
         self.augment = (cfg.augment and split == "train") if augment is None else augment
         if index is None:
             index, table = load_split_index(cfg, split)
@@ -135,17 +139,47 @@ class ImageToImage2D(Dataset):
 
     def __getitem__(self, i: int) -> Dict[str, object]:
         image, mask = self.load_arrays(i)
-        if self.augment:
-            image, mask = train_augment(image, mask, np.random.default_rng([self.epoch_seed, i]), self.blur_mode)
         sample = self.samples[i]
+        report, tokens, text_mask = sample.report, self.text_tokens[i], self.text_masks[i]
+        if self.augment:
+            image, mask, report = train_augment(image, mask, np.random.default_rng([self.epoch_seed, i]),
+                                                self.blur_mode, self.geometry, report)
+            if report != sample.report:  # mirrored with the image (geometry="report"): tokenise after the swap
+                tokenized = tokenize_reports([report], self.token_len, self.pad_short_reports)
+                tokens, text_mask = tokenized.tokens[0], tokenized.text_mask[0]
         return {
             "image": image_to_tensor(image),
             "label": torch.from_numpy(np.ascontiguousarray(mask)).long(),
-            "text_token": self.text_tokens[i],
-            "text_mask": self.text_masks[i],
-            "text": sample.report,
+            "text_token": tokens,
+            "text_mask": text_mask,
+            "text": report,
             "name": sample.name,
         }
+
+
+class ReportsSwapped(Dataset):
+    """A split whose item ``i`` is item ``i`` of ``dataset`` with the report of item ``donor[i]``: image, mask and
+    name stay; ``text``, ``text_token`` and ``text_mask`` are the donor's. With a derangement
+    (:func:`utils.language.report_cycle`) no image keeps its own report. For unaugmented splits (the donor's
+    tokens are the stored ones)."""
+
+    def __init__(self, dataset: ImageToImage2D, donor: torch.Tensor):
+        if dataset.augment:
+            raise ValueError("ReportsSwapped takes an unaugmented split (validation or test)")
+        if len(donor) != len(dataset):
+            raise ValueError(f"donor has {len(donor)} entries for {len(dataset)} samples")
+        self.dataset = dataset
+        self.donor = donor
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Dict[str, object]:
+        item = self.dataset[i]
+        j = int(self.donor[i])
+        item.update(text_token=self.dataset.text_tokens[j], text_mask=self.dataset.text_masks[j],
+                    text=self.dataset.samples[j].report)
+        return item
 
 
 def seed_worker(worker_id: int) -> None:

@@ -33,7 +33,9 @@ from nets.weights import build_model_from_checkpoint
 from utils.checkpoint import BEST_NAME, resolve_session
 from utils.config import Config, load_config
 from utils.data_files import DatasetError
+from utils.demo_data import INFO_FILE, demo_cases
 from utils.engine import to_device
+from utils.language import every_blob_logits, interest_shares, report_cycle
 from utils.logger import setup_logging
 from utils.metrics import SegmentationMeter
 from utils.misc import get_device, tune_cpu_allocator
@@ -151,6 +153,9 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
                "protocol": "dice/iou: per-image mean, threshold > 0.5, empty/empty = 0; *_pooled: pixels summed"}
     if args.text_ablation:
         summary["text_ablation"] = text_ablation(predictor, dataset, tokenizer, cfg.seed, not args.no_progress)
+        demo = demo_language_measures(predictor, dataset, tokenizer, cfg.test_dataset)
+        if demo is not None:
+            summary["text_ablation"]["demo"] = demo
     if predictor.text_cache is not None:
         logger.info("text features: %d report(s) computed, %d reused from the cache", predictor.text_cache.misses,
                     predictor.text_cache.hits)
@@ -161,15 +166,6 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
     with open(os.path.join(out_dir, "test_summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
     return summary
-
-
-def report_cycle(n: int, seed: int) -> torch.Tensor:
-    """``donor[i]``: whose report image ``i`` gets. One random cycle through all images, so with two or more
-    images none keeps its own."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    donor = torch.empty(n, dtype=torch.long)
-    donor[order] = order.roll(-1)  # image order[k] takes the report of order[k + 1]
-    return donor
 
 
 def ablated_reports(dataset: ImageToImage2D, tokenizer: ReportTokenizer, seed: int):
@@ -198,6 +194,30 @@ def text_ablation(predictor: Predictor, dataset: ImageToImage2D, tokenizer: Repo
                 meter.update(logits, sample["label"][None].to(logits.device))
         results[kind] = {**meter.compute(), "images": meter.images}
     return results
+
+
+def demo_language_measures(predictor: Predictor, dataset: ImageToImage2D, tokenizer: ReportTokenizer,
+                           test_folder: str) -> Optional[dict]:
+    """On the demo set (a ``demo.json`` beside the test folder), the every-blob oracle's Dice and the mean
+    interest-map shares of :func:`utils.language.interest_shares`; None on any other data set."""
+    root = os.path.dirname(os.path.normpath(test_folder))
+    if not os.path.isfile(os.path.join(root, INFO_FILE)):
+        return None
+    cases = demo_cases(root, "test")
+    oracle = SegmentationMeter(strict=True, dice="paper")
+    shares = []
+    with torch.inference_mode():
+        for i in range(len(dataset)):
+            sample = dataset[i]
+            case = cases[sample["name"]]
+            label = sample["label"][None]
+            oracle.update(every_blob_logits(case.blobs, dataset.img_size), label)
+            out = predictor.outputs(sample["image"][None], sample["text_token"][None], sample["text_mask"][None],
+                                    return_weights=True)
+            shares.append(interest_shares(tokenizer.token_strings(sample["text_token"]), out["word_weights"][0],
+                                          out["patch_weights"][0], case.zones, dataset.img_size))
+    means = {key: float(np.mean([row[key] for row in shares])) for key in shares[0]}
+    return {"oracle_every_blob": {**oracle.compute(), "images": oracle.images}, **means}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -229,6 +249,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("text ablation, Dice per image (pooled):  " + "  ".join(
             f"{kind} {ablation[kind]['dice']:.4f} ({ablation[kind]['dice_pooled']:.4f})"
             for kind in ("true", "shuffled", "empty")))
+        if "demo" in ablation:
+            demo = ablation["demo"]
+            oracle = demo["oracle_every_blob"]
+            print(f"every-blob oracle (segments every blob, reads nothing): Dice {oracle['dice']:.4f} "
+                  f"({oracle['dice_pooled']:.4f})")
+            print(f"words-of-interest weight on position words {demo['woi_position']:.3f}; patches-of-interest "
+                  f"weight in the named zones {demo['poi_in_zones']:.3f} (uniform: {demo['poi_chance']:.3f})")
     print(f"results: {out_dir}")
     return 0
 

@@ -25,7 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
-from Load_Dataset import build_dataloaders
+from Load_Dataset import ReportsSwapped, build_dataloader, build_dataloaders
 from nets import build_model
 from nets.weights import check_frozen, frozen_sha256, is_mappable, load_weights, read_checkpoint
 from utils.checkpoint import (
@@ -45,7 +45,8 @@ from utils.config import Config, load_config, parse_override
 from utils.curves import draw_session_curves
 from utils.data_files import DatasetError
 from utils.distributed import Distributed, convert_sync_batchnorm, gather_with_grad, init_distributed
-from utils.engine import NonFiniteLossError, TrainingInterrupted, evaluate, train_one_epoch
+from utils.engine import NonFiniteLossError, TrainingInterrupted, evaluate, evaluate_dice, train_one_epoch
+from utils.language import report_cycle
 from utils.logger import setup_logging
 from utils.losses import RecLMISCriterion
 from utils.misc import get_device, rng_state, set_rng_state, set_seed, tune_cpu_allocator
@@ -112,6 +113,16 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be a multiple of the "
                              f"{dist.world_size} processes")
         share = cfg.replace(batch_size=cfg.batch_size // dist.world_size)
+        loaders = self._checked_loaders(share)
+        if cfg.val_text_check_every:  # the validation split with its reports deranged, sharded alike
+            val = loaders["val"].dataset
+            loaders["val_shuffled"] = build_dataloader(share, "val", self.device,
+                                                       ReportsSwapped(val, report_cycle(len(val), cfg.seed)),
+                                                       dist.world_size, dist.rank)
+        return loaders
+
+    def _checked_loaders(self, share: Config) -> dict:
+        dist = self.dist
         if not dist.enabled:
             return build_dataloaders(share, ("train", "val"), self.device)
         loaders, error = None, None
@@ -185,14 +196,15 @@ class Trainer:
             return
         step = epoch + 1
         for split, values in (("train", train), ("val", val)):
-            for key in LOGGED_TERMS + ("dice", "iou"):
+            for key in LOGGED_TERMS + ("dice", "iou", "dice_shuffled", "text_gain"):
                 if key in values:
                     self.writer.add_scalar(f"{split}/{key}", values[key], step)
         self.writer.add_scalar("train/lr", lr, step)
         terms = " ".join(f"{k}={train[k]:.4f}" for k in LOGGED_TERMS if k in train)
-        logger.info("Epoch %d/%d  train: %s dice=%.4f iou=%.4f | val: loss=%.4f dice=%.4f iou=%.4f | lr=%.3g | %.1fs",
-                    step, self.config.epochs, terms, train["dice"], train["iou"], val["total"], val["dice"],
-                    val["iou"], lr, seconds)
+        reading = "".join(f" {k}={val[k]:.4f}" for k in ("dice_shuffled", "text_gain") if k in val)
+        logger.info("Epoch %d/%d  train: %s dice=%.4f iou=%.4f | val: loss=%.4f dice=%.4f iou=%.4f%s | lr=%.3g | "
+                    "%.1fs", step, self.config.epochs, terms, train["dice"], train["iou"], val["total"], val["dice"],
+                    val["iou"], reading, lr, seconds)
 
     def log_images(self, epoch: int) -> None:
         count = self.config.tensorboard_images
@@ -293,6 +305,11 @@ class Trainer:
             self.dist.broadcast_buffers(self.raw_model)  # without sync_bn the ranks' running statistics differ
             val = evaluate(self.raw_model, self.val_criterion, self.loaders["val"], self.device, epoch + 1, self.amp,
                            self.progress, reduce=reduce, any_rank=self.dist.any if self.dist.enabled else None)
+            every = cfg.val_text_check_every
+            if every and (epoch + 1) % every == 0:
+                shuffled = evaluate_dice(self.raw_model, self.loaders["val_shuffled"], self.device, epoch + 1,
+                                         self.amp, self.progress, "val shuffled reports", reduce)
+                val = {**val, "dice_shuffled": shuffled["dice"], "text_gain": val["dice"] - shuffled["dice"]}
             self.last_val = val
             self.scheduler.step()
             self.log_epoch(epoch, train, val, lr, time.time() - started)

@@ -22,6 +22,7 @@ from torch import nn
 from nets.interaction import Interactor
 from nets.reconstruction import DualTransformer, conditioned_mask
 from nets.text_encoder import TextTowerShape, build_text_encoder
+from nets.text_guide import TextGuide
 from nets.unet import ConvBatchNorm, DownBlock, UpBlockAttention
 
 
@@ -44,7 +45,9 @@ class RecLMIS(nn.Module):
     Args:
         config: reads ``img_size``, ``n_channels``, ``base_channel``, ``token_len``, ``clip_*``, ``frozen_clip``,
             ``interact_heads``, ``interact_dropout``, ``rec_heads``, ``rec_trans_num_layers1``, ``rec_dropout``,
-            the mask settings, ``dropout``/``dropout_value`` and ``fix_img_causal_mask``.
+            the mask settings, ``dropout``/``dropout_value``, ``fix_img_causal_mask``, and the options beyond the
+            authors, ``interact_residual`` and ``text_guide`` (off by default: then the parameters, their names
+            and the outputs are the authors').
         text_encoder: an already built text tower to use instead of building one from the config.
     """
 
@@ -77,6 +80,10 @@ class RecLMIS(nn.Module):
         self.up2 = UpBlockAttention(2 * c, 2 * c, c)
         self.up1 = UpBlockAttention(c, c, c)
         self.outc = nn.Conv2d(c, config.n_labels, kernel_size=1)
+        self.interact_residual = config.interact_residual
+        stage_channels = {"up4": 4 * c, "up3": 2 * c, "up2": c, "up1": c}  # each decoder stage's output width
+        self.text_guides = nn.ModuleDict({stage: TextGuide(stage_channels[stage], d, config.interact_heads)
+                                          for stage in config.guided_stages()})
 
         # Auxiliary branch: words/patches-of-interest heads and the two reconstruction heads.
         self.mlp_woi = _weight_head(d)
@@ -167,11 +174,14 @@ class RecLMIS(nn.Module):
         text_i, img_i = self.interact(e4, text_feat)  # (B, L, D), (B, G*G, D)
 
         bottleneck = img_i.transpose(1, 2).reshape(-1, self.dim, self.grid, self.grid)  # (B, D, G, G)
-        d4 = self.up4(bottleneck, e3)
-        d3 = self.up3(d4, e2)
-        d2 = self.up2(d3, e1)
-        d1 = self.up1(d2, x1)
-        out: Dict[str, torch.Tensor] = {"logits": self.outc(d1)}  # (B, 1, H, W)
+        if self.interact_residual:
+            bottleneck = bottleneck + e4
+        d = bottleneck
+        for name, skip in (("up4", e3), ("up3", e2), ("up2", e1), ("up1", x1)):
+            d = getattr(self, name)(d, skip)  # up4: (B, 4C, H/8, W/8) ... up1: (B, C, H, W)
+            if name in self.text_guides:
+                d = self.text_guides[name](d, text_feat, text_mask)
+        out: Dict[str, torch.Tensor] = {"logits": self.outc(d)}  # (B, 1, H, W)
 
         if return_aux or return_weights:
             out["word_weights"] = self.word_weights(text_i, text_mask)

@@ -50,3 +50,47 @@ def test_round_trip_through_a_dict():
 def test_parse_override_keeps_strings_that_are_not_literals():
     assert parse_override("train_dataset=datasets/x") == ("train_dataset", "datasets/x")
     assert parse_override("seed=1") == ("seed", 1)
+
+
+def test_faithful_variant_changes_no_field_and_improved_sets_exactly_the_documented_ones():
+    from utils.config import IMPROVED
+
+    base = Config()
+    assert base.variant == "faithful"
+    assert Config().replace(variant="faithful") == base
+    improved = base.replace(variant="improved")
+    changed = {k for k, v in improved.to_dict().items() if v != base.to_dict()[k]}
+    assert changed == set(IMPROVED) | {"variant"}
+    assert all(getattr(improved, k) == v for k, v in IMPROVED.items())
+    # Back to faithful from improved: every field the authors' again.
+    assert improved.replace(variant="faithful") == base
+
+
+def test_a_users_set_wins_over_the_variant(tmp_path):
+    module = tmp_path / "Config_Improved.py"
+    module.write_text("from utils.config import Config\nconfig = Config().replace(variant='improved')\n")
+    assert load_config(str(module)).geometry == "report"
+    # --set after the variant wins, whatever the order of the items.
+    for overrides in (["geometry=none"], ["variant=improved", "geometry=none"], ["geometry=none", "variant=improved"]):
+        cfg = load_config(str(module), overrides)
+        assert cfg.geometry == "none" and cfg.variant == "improved" and cfg.interact_residual
+    assert load_config(str(module), ["variant=faithful"]) == Config()
+    # The resolved fields round-trip (config.json, checkpoints).
+    cfg = load_config(str(module), ["geometry=none"])
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("item, fragment", [
+    ("variant=better", "variant must be 'faithful'"),
+    ("geometry=rot", "geometry must be one of"),
+    ("text_guide='up3,mid'", "unknown decoder stage"),
+    ("val_text_check_every=-1", "val_text_check_every"),
+])
+def test_bad_language_fields(item, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        load_config("Config_QaTa", [item])
+
+
+def test_guided_stages_in_decoder_order():
+    assert Config().guided_stages() == ()
+    assert Config().replace(text_guide=" up2, up4 ").guided_stages() == ("up4", "up2")

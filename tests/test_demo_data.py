@@ -56,12 +56,15 @@ def test_written_set_passes_the_check_and_reports_match_masks(tmp_path):
 
 
 def test_distractors_are_in_the_image_but_not_in_the_mask_or_report():
-    cases = [render_demo_case(np.random.default_rng([0, 0, i]), 96) for i in range(40)]
+    cases = [render_demo_case(np.random.default_rng([0, 0, i]), 96) for i in range(100)]
     with_distractors = [c for c in cases if c.distractors]
-    assert 5 < len(with_distractors) < 30
+    assert 70 <= len(with_distractors) < 95  # most images: a model that segments every blob scores clearly lower
     for case in with_distractors:
         assert not case.distractors & case.zones
         assert zones_in_mask(case.mask) == case.zones == parse_demo_report(case.report)
+        # `blobs` holds the named lesions and the distractors, each in its own zone.
+        assert zones_in_mask(case.blobs) == case.zones | case.distractors
+        assert not (case.mask.astype(bool) & ~case.blobs).any()
     # A lesion (named or not) makes its zone brighter than the lung around it in the other, empty zones.
     lesion_zone = np.mean([_zone_mean(c, z) for c in with_distractors for z in c.distractors])
     empty_zone = np.mean([_zone_mean(c, z) for c in cases for z in set(ZONES) - c.zones - c.distractors])
@@ -103,10 +106,31 @@ def test_ensure_creates_once_and_refuses_partial_sets(tmp_path, monkeypatch):
         ensure_demo_dataset(cfg.replace(val_dataset=str(tmp_path / "other" / "Val_Folder")))
     with pytest.raises(FileExistsError):
         make_demo_dataset(root)
+    (root / "Test_Folder_old").rename(root / "Test_Folder")
+    (root / "demo.json").unlink()  # a set written before version 2 (40% distractors) has none
+    with pytest.raises(DatasetError, match="older version.*delete"):
+        demo.ensure_demo_dataset(cfg)
+
+
+def test_demo_cases_are_drawn_again_from_the_sets_seed(tmp_path):
+    import cv2
+
+    from utils.demo_data import demo_cases, read_demo_info
+
+    root = make_demo_dataset(tmp_path / "Demo", n_train=2, n_val=1, n_test=3, img_size=64, seed=9)
+    assert read_demo_info(root) == {"version": 2, "seed": 9, "img_size": 64,
+                                    "counts": {"train": 2, "val": 1, "test": 3}}
+    cases = demo_cases(root, "test")
+    assert sorted(cases) == ["test_0000.png", "test_0001.png", "test_0002.png"]
+    for name, case in cases.items():  # the regenerated case is the one on disk
+        assert np.array_equal(cv2.imread(str(root / "Test_Folder" / "img" / name), cv2.IMREAD_GRAYSCALE), case.image)
+        assert np.array_equal(cv2.imread(str(root / "Test_Folder" / "labelcol" / f"mask_{name}"),
+                                         cv2.IMREAD_GRAYSCALE), case.mask)
 
 
 def test_demo_config():
     from Config_Demo import config
 
     assert config.demo_data and config.img_size % 16 == 0 and config.clip_weights is None
+    assert config.variant == "improved" and config.geometry == "report"
     assert config.train_dataset == "datasets/Demo/Train_Folder" and config.pairing == "qata"

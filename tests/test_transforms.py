@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from utils.demo_data import parse_demo_report, zone_boxes
 from utils.transforms import (
     gaussian_blur_2d,
     gaussian_blur_rows,
@@ -83,8 +84,59 @@ def test_geometry_moves_image_and_mask_together():
 def test_train_augment_is_seeded_and_checks_blur_mode():
     image, mask = stripes(False), (stripes(True)[:, :, 0] > 100).astype(np.uint8)
     for mode in ("rows", "2d"):
-        a = train_augment(image, mask, np.random.default_rng(5), mode)
-        b = train_augment(image, mask, np.random.default_rng(5), mode)
-        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+        for geometry in ("authors", "report", "none"):
+            a = train_augment(image, mask, np.random.default_rng(5), mode, geometry, "upper left lung")
+            b = train_augment(image, mask, np.random.default_rng(5), mode, geometry, "upper left lung")
+            assert all(np.array_equal(x, y) for x, y in zip(a[:2], b[:2])) and a[2] == b[2]
     with pytest.raises(ValueError, match="blur_mode"):
         train_augment(image, mask, np.random.default_rng(5), "3d")
+    with pytest.raises(ValueError, match="geometry"):
+        train_augment(image, mask, np.random.default_rng(5), "rows", "flip")
+
+
+def test_authors_geometry_is_the_authors_pipeline_and_keeps_the_report():
+    image, mask = stripes(False), (stripes(True)[:, :, 0] > 100).astype(np.uint8)
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        expected = random_geometry(photometric_distortion(gaussian_blur_rows(image, rng), rng), mask, rng)
+        got = train_augment(image, mask, np.random.default_rng(seed), "rows", "authors", "upper left lung")
+        assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+        assert got[2] == "upper left lung"
+
+
+def test_no_geometry_keeps_where_things_are():
+    image, mask = stripes(False), (stripes(True)[:, :, 0] > 100).astype(np.uint8)
+    for seed in range(20):
+        _, out_mask, report = train_augment(image, mask, np.random.default_rng(seed), "2d", "none", "upper left")
+        assert np.array_equal(out_mask, mask) and report == "upper left"
+
+
+def _centre(mask):
+    ys, xs = np.nonzero(mask)
+    return ys.mean() / mask.shape[0], xs.mean() / mask.shape[1]
+
+
+def _zone_of(point, size):
+    y, x = int(point[0] * size), int(point[1] * size)
+    return next(z for z, (y0, y1, x0, x1) in zone_boxes(size).items() if y0 <= y < y1 and x0 <= x < x1)
+
+
+def test_report_geometry_moves_mask_and_report_together():
+    size = 96
+    y0, y1, x0, x1 = zone_boxes(size)[("upper", "left")]  # the patient's left: the image's right
+    mask = np.zeros((size, size), np.uint8)
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    mask[cy - 3:cy + 3, cx - 3:cx + 3] = 1
+    image = np.repeat((mask * 200)[:, :, None], 3, 2)
+    report = "Unilateral pulmonary infection, one infected area, upper left lung."
+    seen = set()
+    for seed in range(300):
+        _, out_mask, out_report = train_augment(image, mask, np.random.default_rng(seed), "2d", "report", report)
+        if out_report == report:  # a small rotation or nothing: the lesion stays near where it was
+            assert np.hypot(*np.subtract(_centre(out_mask), _centre(mask))) < 0.11
+        else:  # a mirror: the report names the zone the lesion moved to
+            zone = _zone_of(_centre(out_mask), size)
+            assert parse_demo_report(out_report) == {zone}
+            seen.add(zone)
+    # Every mirror was drawn, and no 90-degree turn (it would move the lesion with the report unchanged).
+    assert seen == {("upper", "right"), ("lower", "left"), ("lower", "right")}

@@ -57,9 +57,18 @@ def test_train_resume_and_test(demo_root, tmp_path, capsys):
     log = (session_dir / f"{session}.log").read_text()
     assert "Epoch 1/" in log and "Epoch 3/3" in log and "resumed from" in log
     scalars, tags = _event_scalars(str(session_dir / "tensorboard_logs"))
-    for tag in ("train/total", "train/ccl", "train/text_rec", "train/img_rec", "val/dice", "val/iou", "train/lr"):
+    for tag in ("train/total", "train/ccl", "train/text_rec", "train/img_rec", "val/dice", "val/iou", "train/lr",
+                "val/dice_shuffled", "val/text_gain"):
         assert scalars[tag] == [1, 2, 3], tag
     assert "val/input_truth_prediction" in tags["images"]
+    gains = [line for line in log.splitlines() if "text_gain=" in line]
+    assert len(gains) >= 3
+    values = dict(item.split("=") for item in gains[-1].split("| val: ")[1].split(" | ")[0].split())
+    assert float(values["text_gain"]) == pytest.approx(float(values["dice"]) - float(values["dice_shuffled"]),
+                                                       abs=2e-4)
+    # config.json records the resolved fields of Config_Demo's variant="improved".
+    saved = json.loads((session_dir / "config.json").read_text())
+    assert saved["variant"] == "improved" and saved["geometry"] == "report" and saved["text_guide"]
 
     # Test from the session id, then from the checkpoint file.
     assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "-t", session, "--test_vis", "True",
@@ -81,6 +90,23 @@ def test_train_resume_and_test(demo_root, tmp_path, capsys):
     uncached = json.loads((session_dir / "test_summary.json").read_text())
     assert uncached["text_cache"] is None and cached["text_cache"]["capacity"] == 1024
     assert (uncached["dice"], uncached["iou_pooled"]) == (cached["dice"], cached["iou_pooled"])  # batch 1: same bits
+
+
+def test_the_shuffled_report_check_changes_no_weight(demo_root, tmp_path, capsys):
+    """Scoring validation with shuffled reports draws no random number: the faithful run stays bit for bit."""
+    weights = {}
+    for every in (0, 1):
+        output = tmp_path / f"every{every}"
+        assert train_model.main(["-c", "Config_Demo", "--set", "epochs=2", "variant=faithful",
+                                 f"val_text_check_every={every}", *_settings(demo_root, output),
+                                 "--no_progress"]) == 0
+        session = capsys.readouterr().out.strip().splitlines()[-1]
+        models = output / "Demo" / "RecLMIS" / session / "models"
+        weights[every] = read_checkpoint(str(models / LATEST_NAME))["state_dict"]
+        log = (output / "Demo" / "RecLMIS" / session / f"{session}.log").read_text()
+        assert ("text_gain=" in log) == bool(every)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 @NEEDS_CXX

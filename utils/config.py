@@ -17,6 +17,12 @@ from typing import Any, Optional, Sequence
 
 MASK_MODES = ("dist", "topk")
 LR_SCHEDULES = ("cosineLR", "exp")
+GEOMETRIES = ("authors", "report", "none")
+DECODER_STAGES = ("up4", "up3", "up2", "up1")
+# What `variant="improved"` sets (docs/LANGUAGE.md has the experiments behind each field). `variant="faithful"`
+# sets the same fields back to their defaults, the authors' behaviour. Fields given with the variant, or after it
+# (a config module's or the user's --set), win over it.
+IMPROVED = {"geometry": "report", "interact_residual": True, "text_guide": "up4,up3"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,9 @@ class Config:
     test_batch_size: int = 1  # the authors test one image at a time
     check_images: bool = True  # the pre-training data check decodes every image and mask (sizes, binary masks)
     demo_data: bool = False  # write the synthetic demo set (utils/demo_data.py) at the split folders when missing
+    # Geometric augmentation: "authors" (rot90 + flip or a small rotation; the report is not changed), "report"
+    # (only mirrors the report can follow, its left/right and upper/lower words mirrored alike), "none".
+    geometry: str = "authors"
 
     # ---- image and text sizes ------------------------------------------------------------------------------
     img_size: int = 224  # any multiple of 16; the interaction grid is img_size // 16
@@ -68,6 +77,14 @@ class Config:
     mask_mode_dist_random: bool = True  # 'dist': top up with uniform picks when too few weights are positive
     dropout: bool = False  # dropout on the features fed to the words/patches-of-interest heads
     dropout_value: float = 0.3
+    # ---- ways for the report to reach the decoder that the authors' model lacks (off: faithful) ---------------
+    interact_residual: bool = False  # bottleneck = patch tokens + interacted patch tokens (not the latter alone)
+    text_guide: str = ""  # decoder stages ("up3,up2", ...) whose output pixels attend to the report's words
+
+    # ---- one switch for the options above and report-consistent augmentation -----------------------------------
+    # "faithful": the authors' model and training; "improved": IMPROVED below, the combination that reads the
+    # report best in docs/LANGUAGE.md. Setting it sets those fields; any field set with or after it wins.
+    variant: str = "faithful"
 
     # ---- fixes of the authors' quirks (all off: faithful by default; docs/QUIRKS.md) ---------------------------
     fix_ccl_double_softmax: bool = False  # CCL uses the WOI/POI weights as they are, not softmaxed twice
@@ -98,6 +115,9 @@ class Config:
     amp: bool = False  # mixed precision: fp16 autocast + gradient scaling on CUDA, bf16 autocast on CPU
     deterministic: bool = True  # cuDNN picks fixed algorithms (the authors' setting)
     tensorboard_images: int = 4  # validation images drawn in TensorBoard each epoch
+    # Every N epochs also score validation with the reports shuffled among its images (a fixed derangement) and
+    # log val/dice_shuffled and val/text_gain (true minus shuffled); 0 = off. Changes no weight.
+    val_text_check_every: int = 1
     # The latest checkpoint keeps Adam's moments in bf16: two thirds of its size, but a resumed run is then close
     # to the interrupted one, not bit-exact (see docs/PERFORMANCE.md).
     compact_resume: bool = False
@@ -118,6 +138,8 @@ class Config:
         unknown = sorted(set(changes) - set(fields))
         if unknown:
             raise KeyError(f"unknown config key(s) {unknown}; known keys: {', '.join(sorted(fields))}")
+        if "variant" in changes:
+            changes = {**variant_fields(changes["variant"]), **changes}
         checked = {name: _check_type(name, value, fields[name]) for name, value in changes.items()}
         new = dataclasses.replace(self, **checked)
         new.validate()
@@ -164,6 +186,20 @@ class Config:
         for name in ("train_dataset", "val_dataset", "test_dataset", "train_text", "val_text", "test_text"):
             if not getattr(self, name).strip():
                 raise ValueError(f"{name} must not be empty")
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
+        if self.val_text_check_every < 0:
+            raise ValueError(f"val_text_check_every must be >= 0 (0 = off), got {self.val_text_check_every}")
+        self.guided_stages()
+
+    def guided_stages(self) -> tuple:
+        """The decoder stages named by ``text_guide``, in decoder order; ``ValueError`` names an unknown one."""
+        names = [name.strip() for name in self.text_guide.split(",") if name.strip()]
+        unknown = sorted(set(names) - set(DECODER_STAGES))
+        if unknown:
+            raise ValueError(f"text_guide names unknown decoder stage(s) {unknown}; use a comma-separated subset of "
+                             f"{', '.join(DECODER_STAGES)} (or an empty string for none)")
+        return tuple(stage for stage in DECODER_STAGES if stage in names)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -172,6 +208,16 @@ class Config:
     def from_dict(cls, values: dict) -> "Config":
         """Rebuild a config saved by :meth:`to_dict` (for example from a checkpoint)."""
         return cls().replace(**values)
+
+
+def variant_fields(variant: str) -> dict:
+    """The fields a variant sets: ``IMPROVED`` for "improved", their defaults for "faithful"."""
+    if variant == "improved":
+        return dict(IMPROVED)
+    if variant == "faithful":
+        defaults = Config()
+        return {name: getattr(defaults, name) for name in IMPROVED}
+    raise ValueError(f"variant must be 'faithful' (the authors' model, the default) or 'improved', got {variant!r}")
 
 
 def field_types() -> dict:

@@ -9,8 +9,9 @@ report names exactly those zones, in the QaTa style:
     "Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung."
     "Bilateral pulmonary infection, three infected areas, upper lower left lung and middle right lung."
 
-About 40% of the images also carry *distractor* blobs, drawn the same way in zones the report does not name and
-left out of the mask, so that a model has to read the report to segment well.
+About 80% of the images also carry *distractor* blobs, drawn the same way in 1 or 2 zones the report does not name
+and left out of the mask, so that a model has to read the report to segment well: segmenting every blob (the
+"every blob" oracle, :func:`every_blob_dice`) scores clearly lower than reading.
 
 Left and right follow the radiological convention: the patient's left lung is on the image's right.
 
@@ -22,6 +23,7 @@ are written in a few seconds.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -52,7 +54,9 @@ _LUNG_AXES = (0.13, 0.30)
 _HEART = ((0.56, 0.70), (0.11, 0.09))
 _BODY = ((0.50, 0.56), (0.46, 0.52))
 _N_ZONES_P = (0.40, 0.45, 0.15)  # probability of 1, 2, 3 infected zones
-_DISTRACTOR_P = 0.4
+_DISTRACTOR_P = 0.8
+DEMO_VERSION = 2  # 1: 40% of images with distractors (before 2026-11-28); 2: 80%
+INFO_FILE = "demo.json"  # the set's version, seed, size and split counts, at the set's root
 
 
 @dataclass
@@ -62,6 +66,7 @@ class DemoCase:
     Attributes:
         image: ``[S, S]`` uint8 grey radiograph.
         mask: ``[S, S]`` uint8 in {0, 255}: the lesions the report names.
+        blobs: ``[S, S]`` bool: every blob drawn, named or not (what a model that does not read would segment).
         zones: the zones named by the report (and present in the mask).
         distractors: zones holding blobs that are in the image only.
         report: the QaTa-style sentence.
@@ -69,6 +74,7 @@ class DemoCase:
 
     image: np.ndarray
     mask: np.ndarray
+    blobs: np.ndarray
     zones: FrozenSet[Zone]
     distractors: FrozenSet[Zone]
     report: str
@@ -194,9 +200,11 @@ def render_demo_case(rng: np.random.Generator, img_size: int = 224) -> DemoCase:
     if rng.random() < _DISTRACTOR_P:
         distractors = [ZONES[i] for i in order[n_zones:n_zones + int(rng.integers(1, 3))]]
     mask = np.zeros((s, s), bool)
+    blobs = np.zeros((s, s), bool)
     opacity = np.zeros((s, s), np.float32)
     for zone in zones + distractors:
         blob = _blob(canvas, zone, rng)
+        blobs |= blob
         if zone in zones:
             mask |= blob
         # A hazy, slightly textured opacity around the blob (ground-glass-like).
@@ -205,7 +213,7 @@ def render_demo_case(rng: np.random.Generator, img_size: int = 224) -> DemoCase:
     image += opacity
     image += rng.normal(0, rng.uniform(3, 7), (s, s)).astype(np.float32)
     image = cv2.GaussianBlur(image, (0, 0), sigmaX=0.6)
-    return DemoCase(image=np.clip(image, 0, 255).astype(np.uint8), mask=mask.astype(np.uint8) * 255,
+    return DemoCase(image=np.clip(image, 0, 255).astype(np.uint8), mask=mask.astype(np.uint8) * 255, blobs=blobs,
                     zones=frozenset(zones), distractors=frozenset(distractors), report=demo_report(zones))
 
 
@@ -266,6 +274,8 @@ def make_demo_dataset(root, n_train: int = 200, n_val: int = 50, n_test: int = 5
                 tables["test" if split == "test" else "train_val"].append((f"mask_{name}", case.report))
         _write_table(tmp / SPLIT_FOLDERS["train"] / TRAIN_VAL_TABLE, tables["train_val"])
         _write_table(tmp / SPLIT_FOLDERS["test"] / TEST_TABLE, tables["test"])
+        info = {"version": DEMO_VERSION, "seed": seed, "img_size": img_size, "counts": counts}
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         os.replace(tmp, root)
     finally:
         if tmp.exists():
@@ -295,8 +305,43 @@ def ensure_demo_dataset(cfg) -> Path:
         if folder.parent != root or folder.name != SPLIT_FOLDERS[split]:
             raise DatasetError(f"the demo set needs {split}_dataset = {root / SPLIT_FOLDERS[split]}, got {folder}")
     if all(folder.is_dir() for folder in folders.values()):
+        read_demo_info(root)  # an older demo set is an error that says how to renew it
         return root
     if root.exists():
         raise DatasetError(f"{root} exists but lacks some of {list(SPLIT_FOLDERS.values())}; delete {root} to have the "
                            "demo set written again")
     return make_demo_dataset(root)
+
+
+def read_demo_info(root) -> dict:
+    """The ``demo.json`` of the demo set at ``root``: version, seed, image size and split counts.
+
+    Raises:
+        DatasetError: no such file (not a demo set, or one written before version 2), or another version; the
+            message says to delete the folder so that the current set is written.
+    """
+    path = Path(root) / INFO_FILE
+    renew = f"delete {root} and the current demo set (version {DEMO_VERSION}) is written on the next run"
+    if not path.is_file():
+        raise DatasetError(f"{root} has no {INFO_FILE}: it is not a demo set, or one written by an older version "
+                           f"(40% of images with distractors); {renew}")
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{path} is unreadable ({error}); {renew}") from None
+    if not isinstance(info, dict) or info.get("version") != DEMO_VERSION:
+        raise DatasetError(f"{path} says version {info.get('version') if isinstance(info, dict) else '?'}, this "
+                           f"code writes version {DEMO_VERSION}; {renew}")
+    return info
+
+
+def demo_cases(root, split: str) -> Dict[str, DemoCase]:
+    """The cases of one split of the demo set at ``root``, drawn again from its seed: image file name -> case.
+
+    The image and mask on disk are the case's; the case also knows its zones, distractors and blobs.
+    """
+    info = read_demo_info(root)
+    split_no = list(SPLIT_FOLDERS).index(split)
+    return {f"{split}_{i:04d}.png": render_demo_case(np.random.default_rng([info["seed"], split_no, i]),
+                                                          info["img_size"])
+            for i in range(info["counts"][split])}

@@ -190,6 +190,23 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch
 
 
 @torch.no_grad()
+def evaluate_dice(model, loader: Iterable, device: torch.device, epoch: int = 0, amp: bool = False,
+                  progress: bool = True, desc: str = "val", reduce: Optional[Reduce] = None) -> Dict[str, float]:
+    """Validation-protocol ``dice``/``iou`` (and pooled scores) of the logits alone: no loss, no auxiliary branch,
+    so no random draw (the training run's random streams are untouched). Sharded and reduced as :func:`evaluate`.
+    """
+    model.eval()
+    seg_meter = SegmentationMeter(strict=False, dice="validation")
+    bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
+    for batch in bar:
+        images, labels, tokens, mask = to_device(batch, device)
+        with autocast_context(device, amp):
+            logits = model(images, tokens, mask, return_aux=False)["logits"]
+        seg_meter.update(logits, labels)
+    return _results(_TermMeter(), seg_meter, reduce)
+
+
+@torch.no_grad()
 def evaluate(model, criterion, loader: Iterable, device: torch.device, epoch: int = 0, amp: bool = False,
              progress: bool = True, desc: str = "val", reduce: Optional[Reduce] = None,
              any_rank: Optional[Callable[[bool], bool]] = None) -> Dict[str, float]:

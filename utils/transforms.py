@@ -8,9 +8,14 @@ Order, as in the authors' ``RandomGenerator`` path:
    blur that was meant: one sigma ~ U(0.5, 1.0) over height and width, colours kept apart.
 2. Photometric distortion (mmseg's ``PhotoMetricDistortion`` defaults): brightness, contrast (before or after the
    colour steps, 50/50), saturation and hue, each with p = 0.5.
-3. Geometry, applied to image and mask alike: with p = 0.5 a ``rot90`` by k in {0..3} then a flip along a random
-   axis; otherwise with p = 0.5 (0.25 overall) a rotation by an integer angle in [-20, 19] degrees, nearest
-   neighbour, same size, zero fill; otherwise nothing.
+3. Geometry, applied to image and mask alike. ``geometry="authors"`` (the default): with p = 0.5 a ``rot90`` by
+   k in {0..3} then a flip along a random axis; otherwise with p = 0.5 (0.25 overall) a rotation by an integer
+   angle in [-20, 19] degrees, nearest neighbour, same size, zero fill; otherwise nothing. The report is left as
+   it was, so "upper left" is wrong for about half of the turned and mirrored samples.
+   ``geometry="report"``: the same branches, but the first draws only what the report's words can follow, a
+   left-right mirror, an up-down mirror or both (a 180-degree turn), and the report's position words are mirrored
+   with it (:func:`utils.report_words.mirror_report`); 90-degree turns are never drawn. ``geometry="none"``: no
+   geometric change.
 
 Every random draw comes from the ``numpy.random.Generator`` passed in, never from a global RNG, so a caller that
 seeds the generator repeats the augmentation exactly (see ``Load_Dataset.py`` for how the generators are seeded).
@@ -26,7 +31,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from utils.report_words import mirror_report
+
 BLUR_MODES = ("rows", "2d")
+GEOMETRIES = ("authors", "report", "none")
 SIGMA_RANGE = (0.5, 1.0)
 
 
@@ -154,8 +162,32 @@ def random_geometry(image: np.ndarray, mask: np.ndarray,
     return image.copy(), mask.copy()
 
 
-def train_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                  blur_mode: str = "rows") -> Tuple[np.ndarray, np.ndarray]:
+def report_geometry(image: np.ndarray, mask: np.ndarray, report: str,
+                    rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, str]:
+    """The authors' branches with only the changes a report can follow, applied to image, mask and report.
+
+    With p = 0.5 one of three mirrors, each with p = 1/3: left-right, up-down, or both (a 180-degree turn); the
+    report's position words are mirrored alike. Otherwise with p = 0.5 a small rotation (the report stays true);
+    otherwise nothing.
+
+    Returns:
+        The image ``[S, S, 3]``, the mask ``[S, S]`` (contiguous) and the report as it reads for them.
+    """
+    if rng.random() > 0.5:
+        kind = int(rng.integers(0, 3))  # 0: left-right, 1: up-down, 2: both
+        left_right, up_down = kind in (0, 2), kind in (1, 2)
+        axes = tuple(axis for axis, flip in ((1, left_right), (0, up_down)) if flip)
+        image = np.ascontiguousarray(np.flip(image, axis=axes))
+        mask = np.ascontiguousarray(np.flip(mask, axis=axes))
+        return image, mask, mirror_report(report, left_right, up_down)
+    if rng.random() < 0.5:
+        image, mask = random_rotate(image, mask, rng)
+        return image, mask, report
+    return image.copy(), mask.copy(), report
+
+
+def train_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, blur_mode: str = "rows",
+                  geometry: str = "authors", report: str = "") -> Tuple[np.ndarray, np.ndarray, str]:
     """The whole training augmentation: blur, photometric distortion, then the joint geometry.
 
     Args:
@@ -163,10 +195,16 @@ def train_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
         mask: ``[S, S]`` uint8 in {0, 1}, already resized and binarised.
         rng: the random source.
         blur_mode: ``"rows"`` (the authors' quirk) or ``"2d"``.
+        geometry: ``"authors"``, ``"report"`` or ``"none"`` (see the module's docstring).
+        report: the sample's report; only ``geometry="report"`` changes it.
 
     Returns:
-        The augmented image ``[S, S, 3]`` uint8 and mask ``[S, S]`` uint8 in {0, 1} (square inputs stay square).
+        The augmented image ``[S, S, 3]`` uint8, mask ``[S, S]`` uint8 in {0, 1} (square inputs stay square) and
+        the report that describes them. With ``geometry="authors"`` the random draws, and so the image and mask,
+        are exactly those of the authors' pipeline.
     """
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
     if blur_mode == "rows":
         image = gaussian_blur_rows(image, rng)
     elif blur_mode == "2d":
@@ -174,7 +212,12 @@ def train_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     else:
         raise ValueError(f"blur_mode must be one of {BLUR_MODES}, got {blur_mode!r}")
     image = photometric_distortion(image, rng)
-    return random_geometry(image, mask, rng)
+    if geometry == "report":
+        return report_geometry(image, mask, report, rng)
+    if geometry == "none":
+        return image, mask.copy(), report
+    image, mask = random_geometry(image, mask, rng)
+    return image, mask, report
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -98,15 +98,15 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
 
 
 def draw_curves(path: str, epochs: Sequence[dict]) -> None:
-    """Training curves: the loss terms, Dice and IoU, and the learning rate per epoch (from
-    :func:`utils.curves.read_epochs`)."""
+    """Training curves: the loss terms, Dice and IoU, the text reliance (validation Dice with shuffled reports and
+    the text gain, where logged), and the learning rate per epoch (from :func:`utils.curves.read_epochs`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = [e["epoch"] for e in epochs]
-    fig, (losses, scores, rates) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (losses, scores, reading, rates) = plt.subplots(1, 4, figsize=(20, 4))
     for key in ("total", "seg", "ccl", "text_rec", "img_rec"):
         if all(key in e["train"] for e in epochs):
             losses.plot(x, [e["train"][key] for e in epochs], label=f"train {key}")
@@ -120,9 +120,22 @@ def draw_curves(path: str, epochs: Sequence[dict]) -> None:
     scores.axvline(best["epoch"], color="grey", lw=0.8)
     scores.set_title(f"Dice and IoU (best val Dice {best['val']['dice']:.4f} at epoch {best['epoch']})")
     scores.set_ylim(0, 1)
+    checked = [e for e in epochs if "text_gain" in e["val"]]
+    if checked:
+        xs = [e["epoch"] for e in checked]
+        reading.plot(x, [e["val"]["dice"] for e in epochs], "--", color="tab:blue", label="val dice, true reports")
+        reading.plot(xs, [e["val"]["dice_shuffled"] for e in checked], "o-", ms=3, color="tab:red",
+                     label="val dice, shuffled reports")
+        reading.plot(xs, [e["val"]["text_gain"] for e in checked], "s-", ms=3, color="tab:green",
+                     label="text gain (true - shuffled)")
+        reading.axhline(0, color="grey", lw=0.8)
+        reading.set_title(f"text reliance (last text gain {checked[-1]['val']['text_gain']:+.4f})")
+        reading.legend(fontsize=7)
+    else:
+        reading.set_title("text reliance: not measured (val_text_check_every = 0)")
     rates.plot(x, [e["lr"] for e in epochs])
     rates.set_title("learning rate")
-    for axis in (losses, scores, rates):
+    for axis in (losses, scores, reading, rates):
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
     losses.legend(fontsize=7)

@@ -1,0 +1,81 @@
+"""Text-reliance measures: the report derangement, the every-blob oracle and the interest-map shares."""
+
+import numpy as np
+import pytest
+import torch
+
+from Load_Dataset import ImageToImage2D, ReportsSwapped
+from nets.tokenizer import ReportTokenizer
+from utils.demo_data import render_demo_case, zone_boxes
+from utils.language import every_blob_logits, interest_shares, report_cycle, zone_coverage
+from utils.metrics import SegmentationMeter
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 50])
+def test_report_cycle_is_a_fixed_derangement(n):
+    donor = report_cycle(n, seed=3)
+    assert sorted(donor.tolist()) == list(range(n))  # a permutation ...
+    assert all(donor[i] != i for i in range(n))  # ... in which no image keeps its own report
+    assert torch.equal(donor, report_cycle(n, seed=3))  # the same every validation
+
+
+def test_every_blob_oracle_scores_the_blobs_against_the_named_mask():
+    case = next(c for c in (render_demo_case(np.random.default_rng([0, 0, i]), 64) for i in range(50))
+                if c.distractors)
+    logits = every_blob_logits(case.blobs, 64)
+    assert logits.shape == (1, 1, 64, 64) and torch.equal(logits[0, 0] > 0, torch.from_numpy(case.blobs))
+    meter = SegmentationMeter(strict=True, dice="paper")
+    meter.update(logits, torch.from_numpy(case.mask > 0).long()[None])
+    truth, blobs = case.mask > 0, case.blobs
+    expected = 2 * (truth & blobs).sum() / (truth.sum() + blobs.sum() + 1e-5)
+    assert meter.compute()["dice"] == pytest.approx(expected, abs=1e-6) and expected < 1
+
+
+def test_zone_coverage_counts_the_part_of_each_patch_inside_the_zones():
+    coverage = zone_coverage([("upper", "left")], 64)
+    assert coverage.shape == (4, 4) and 0 < coverage.max() <= 1
+    y0, y1, x0, x1 = zone_boxes(64)[("upper", "left")]
+    assert coverage.sum() * 256 == pytest.approx((y1 - y0) * (x1 - x0))  # areas add up, in pixels
+    assert zone_coverage([], 64).sum() == 0
+
+
+def test_interest_shares_known_answers():
+    words = ["bilateral", "pulmonary", "infection", ",", "upper", "left", "lung"]
+    word_weights = torch.zeros(18)
+    word_weights[5] = 0.25  # "upper" (position 5 = words[4])
+    word_weights[6] = 0.25  # "left"
+    word_weights[7] = 0.5  # "lung"
+    coverage = zone_coverage([("upper", "left")], 64).flatten()
+    on_zone = torch.zeros(16)
+    on_zone[int(coverage.argmax())] = 1.0
+    shares = interest_shares(words, word_weights, on_zone, [("upper", "left")], 64)
+    assert shares["woi_position"] == pytest.approx(0.5)
+    assert shares["poi_in_zones"] == pytest.approx(float(coverage.max()))
+    uniform = interest_shares(words, word_weights, torch.full((16,), 1 / 16), [("upper", "left")], 64)
+    assert uniform["poi_in_zones"] == pytest.approx(uniform["poi_chance"]) and uniform["poi_chance"] > 0
+
+
+def test_swapped_reports_keep_image_and_mask_and_take_the_donors_report(qata_set):
+    val = ImageToImage2D(qata_set, "val")
+    donor = report_cycle(len(val), 0)
+    swapped = ReportsSwapped(val, donor)
+    for i in range(len(val)):
+        a, b = val[i], swapped[i]
+        j = int(donor[i])
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"]) and a["name"] == b["name"]
+        assert b["text"] == val.samples[j].report and torch.equal(b["text_token"], val.text_tokens[j])
+    with pytest.raises(ValueError, match="unaugmented"):
+        ReportsSwapped(ImageToImage2D(qata_set, "train"), report_cycle(4, 0))
+
+
+def test_report_geometry_tokenises_the_mirrored_report(qata_set):
+    train = ImageToImage2D(qata_set.replace(geometry="report"), "train")
+    tokenizer = ReportTokenizer(qata_set.token_len, qata_set.pad_short_reports)
+    mirrored = 0
+    for epoch in range(6):
+        train.set_epoch_seed(epoch)
+        for i in range(len(train)):
+            item = train[i]
+            assert torch.equal(item["text_token"], tokenizer([item["text"]]).tokens[0])
+            mirrored += item["text"] != train.samples[i].report
+    assert mirrored > 0  # "upper left lung" became "upper right", "lower left" or "lower right" sometimes

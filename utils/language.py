@@ -1,0 +1,73 @@
+"""Does the model read its report? Measures shared by training, ``test.py --text_ablation`` and docs/LANGUAGE.md.
+
+- :func:`report_cycle`: a fixed derangement of a split's reports (no image keeps its own), for the shuffled-report
+  scores during validation (``val/dice_shuffled``, ``val/text_gain``) and in the text ablation.
+- :func:`every_blob_logits`: on the demo set, the "every blob" oracle, a model that segments every lesion-like blob
+  whether the report names it or not: what a model that does not read can reach at best.
+- :func:`interest_shares`: how much of the words-of-interest weight falls on position words, and how much of the
+  patches-of-interest weight falls inside the zones the report names (the demo generator knows the zones).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from utils.demo_data import Zone, zone_boxes
+from utils.report_words import POSITION_WORDS
+
+ORACLE_LOGIT = 20.0  # the oracle's logits: +20 on its blobs, -20 elsewhere (probability 1 - 2e-9)
+
+
+def report_cycle(n: int, seed: int) -> torch.Tensor:
+    """``donor[i]``: whose report image ``i`` gets. One random cycle through all images, so with two or more
+    images none keeps its own; the same ``(n, seed)`` always gives the same cycle."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    donor = torch.empty(n, dtype=torch.long)
+    donor[order] = order.roll(-1)  # image order[k] takes the report of order[k + 1]
+    return donor
+
+
+def every_blob_logits(blobs: np.ndarray, img_size: int) -> torch.Tensor:
+    """The oracle's ``[1, 1, S, S]`` logits for one demo case's ``blobs`` (``[H, W]`` bool), resized to the model's
+    ``img_size`` as the data loader resizes masks (bilinear, then > 0), so it is scored on the same grid."""
+    resized = cv2.resize(blobs.astype(np.uint8), (img_size, img_size), interpolation=cv2.INTER_LINEAR) > 0
+    logits = torch.full((1, 1, img_size, img_size), -ORACLE_LOGIT)
+    logits[0, 0][torch.from_numpy(resized)] = ORACLE_LOGIT
+    return logits
+
+
+def zone_coverage(zones: Iterable[Zone], img_size: int) -> torch.Tensor:
+    """``[G, G]``: the share of each ``16 x 16`` patch (``G = img_size // 16``) inside the boxes of ``zones``."""
+    inside = torch.zeros(img_size, img_size)
+    boxes = zone_boxes(img_size)
+    for zone in zones:
+        y0, y1, x0, x1 = boxes[zone]
+        inside[y0:y1, x0:x1] = 1.0
+    return torch.nn.functional.avg_pool2d(inside[None, None], 16)[0, 0]
+
+
+def interest_shares(words: Sequence[str], word_weights: torch.Tensor, patch_weights: torch.Tensor,
+                    zones: Iterable[Zone], img_size: int) -> Dict[str, float]:
+    """One image's interest-map measures.
+
+    Args:
+        words: the report's tokens at positions ``1..k`` (:meth:`nets.tokenizer.ReportTokenizer.token_strings`).
+        word_weights: ``[L]`` words-of-interest weights (softmax over the valid tokens, start and end included).
+        patch_weights: ``[G*G]`` patches-of-interest weights (softmax over the patches).
+        zones: the zones the report names.
+        img_size: the model's input side ``S``.
+
+    Returns:
+        ``woi_position``: the share of the word weight on position words (left, right, upper, middle, lower, ...);
+        ``poi_in_zones``: the share of the patch weight inside the named zones' boxes (each patch counted by the
+        part of it inside); ``poi_chance``: that share for uniform weights (the zones' area on the patch grid).
+    """
+    on_position = [1.0 if word.lower() in POSITION_WORDS else 0.0 for word in words]
+    woi = float((word_weights[1:1 + len(words)].float().cpu() * torch.tensor(on_position)).sum())
+    coverage = zone_coverage(zones, img_size).flatten()
+    return {"woi_position": woi, "poi_in_zones": float((patch_weights.float().cpu() * coverage).sum()),
+            "poi_chance": float(coverage.mean())}

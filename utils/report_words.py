@@ -1,0 +1,55 @@
+"""The position words of a report, and how they change when the image is mirrored.
+
+One place for the vocabulary that report-consistent augmentation (``geometry="report"`` in
+:mod:`utils.transforms`) and the interest-map measures (:mod:`utils.language`) share. The words cover the phrasing
+of QaTa-COV19 ("upper left lung and lower right lung"), MosMedData+ and the demo set, and the usual radiology
+synonyms (top/bottom, apical/basal, superior/inferior).
+
+Left and right are the patient's sides: a left-right mirror of the image puts the patient's left lung where the
+right one was, so the words swap. An up-down mirror swaps upper and lower. "Middle", "bilateral" and
+"unilateral" stay true under both mirrors.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict
+
+LEFT_RIGHT: Dict[str, str] = {"left": "right", "right": "left"}
+UP_DOWN: Dict[str, str] = {"upper": "lower", "lower": "upper", "top": "bottom", "bottom": "top",
+                           "apical": "basal", "basal": "apical", "superior": "inferior", "inferior": "superior"}
+# Words that say where a lesion is: what the words-of-interest weight should fall on in a positional report.
+POSITION_WORDS = frozenset(LEFT_RIGHT) | frozenset(UP_DOWN) | {"middle"}
+
+_WORD = re.compile(r"\b(" + "|".join(sorted(set(LEFT_RIGHT) | set(UP_DOWN), key=len, reverse=True)) + r")\b",
+                   re.IGNORECASE)
+
+
+def _same_case(word: str, like: str) -> str:
+    if like.isupper() and len(like) > 1:
+        return word.upper()
+    if like[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def mirror_report(report: str, left_right: bool, up_down: bool) -> str:
+    """The report as it reads for the image mirrored left-right and/or up-down.
+
+    Every position word is swapped in one pass (so "left and right" becomes "right and left", never "left and
+    left"), with its case kept ("Left" -> "Right", "UPPER" -> "LOWER"); punctuation and every other word stay.
+
+    >>> mirror_report("Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung.",
+    ...               left_right=True, up_down=False)
+    'Bilateral pulmonary infection, two infected areas, upper right lung and lower left lung.'
+    """
+    table = {**(LEFT_RIGHT if left_right else {}), **(UP_DOWN if up_down else {})}
+    if not table:
+        return report
+
+    def swap(match: re.Match) -> str:
+        word = match.group(0)
+        new = table.get(word.lower())
+        return word if new is None else _same_case(new, word)
+
+    return _WORD.sub(swap, report)
