@@ -151,18 +151,18 @@ def test_loader_settings(qata_set):
     assert build_dataloader(qata_set, "val", device="cuda").pin_memory  # pinned memory only for CUDA
 
 
-def test_blur_mode_reaches_the_augmentation(qata_set, monkeypatch):
+def test_blur_mode_and_geometry_reach_the_augmentation(qata_set, monkeypatch):
     seen = []
 
-    def spy(image, mask, rng, blur_mode):
-        seen.append(blur_mode)
-        return image, mask
+    def spy(image, mask, rng, blur_mode, geometry, report):
+        seen.append((blur_mode, geometry))
+        return image, mask, report
 
     monkeypatch.setattr(Load_Dataset, "train_augment", spy)
     ImageToImage2D(qata_set, "train")[0]
-    ImageToImage2D(qata_set.replace(blur_mode="2d"), "train")[0]
+    ImageToImage2D(qata_set.replace(blur_mode="2d", geometry="report"), "train")[0]
     ImageToImage2D(qata_set.replace(blur_mode="2d"), "val")[0]
-    assert seen == ["rows", "2d"]
+    assert seen == [("rows", "authors"), ("2d", "report")]
 
 
 def _epochs(cfg, n_epochs=2):

@@ -161,16 +161,25 @@ def test_text_ablation_scores_true_shuffled_and_empty_reports(trained, capsys):
     assert "text ablation, Dice per image (pooled):  true " in printed and " shuffled " in printed
     summary = json.loads((trained["session"] / "test_summary.json").read_text())
     ablation = summary["text_ablation"]
-    assert set(ablation) == {"true", "shuffled", "empty"}
+    assert set(ablation) == {"true", "shuffled", "empty", "demo"}  # a demo set: the oracle and interest shares too
     assert ablation["true"]["dice"] == pytest.approx(summary["dice"], abs=1e-6)  # the same model, the same reports
-    assert all(ablation[k]["images"] == 5 for k in ablation)
+    assert all(ablation[k]["images"] == 5 for k in ("true", "shuffled", "empty"))
+    demo = ablation["demo"]
+    assert "every-blob oracle" in printed and "position words" in printed
+    # The oracle's Dice, recomputed from the generator's blobs at the model's size (64 px set, 32 px model).
+    from utils.demo_data import demo_cases
+
+    expected = []
+    for case in demo_cases(trained["root"], "test").values():
+        truth = cv2.resize(case.mask, (32, 32), interpolation=cv2.INTER_LINEAR) > 0
+        blobs = cv2.resize(case.blobs.astype(np.uint8), (32, 32), interpolation=cv2.INTER_LINEAR) > 0
+        expected.append(2 * (truth & blobs).sum() / (truth.sum() + blobs.sum() + 1e-5))
+    assert demo["oracle_every_blob"]["dice"] == pytest.approx(np.mean(expected), abs=1e-6)
+    assert 0 <= demo["woi_position"] <= 1 and 0 <= demo["poi_in_zones"] <= 1 and 0 < demo["poi_chance"] < 1
 
 
-def test_shuffled_reports_never_keep_their_own():
-    for n in (2, 3, 10):
-        for seed in range(5):
-            donor = test_cli.report_cycle(n, seed).tolist()
-            assert sorted(donor) == list(range(n)) and all(d != i for i, d in enumerate(donor))
+def test_demo_measures_only_on_a_demo_set(qata_set):
+    assert test_cli.demo_language_measures(None, None, None, qata_set.test_dataset) is None
 
 
 def test_figure_of_an_empty_report(tmp_path):
