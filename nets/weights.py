@@ -13,6 +13,7 @@ import logging
 import mmap
 import os
 import pickle
+import struct
 import sys
 import zipfile
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -28,6 +29,13 @@ _DROPPED_PREFIXES = ("clip.visual.",)
 _DROPPED_KEYS = ("clip.input_resolution", "clip.context_length", "clip.vocab_size")
 
 
+# torch.save's legacy (pre-1.6) format starts with this number pickled (protocol 2); the current format is a zip.
+_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+# What torch.load raises, depending on where a damaged or foreign file breaks it.
+_UNREADABLE = (RuntimeError, EOFError, zipfile.BadZipFile, KeyError, IndexError, ValueError, TypeError,
+               AttributeError, OverflowError, UnicodeDecodeError, struct.error, pickle.UnpicklingError, OSError)
+
+
 def read_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:
     """``torch.load(path, weights_only=True)``, with errors that name the file.
 
@@ -38,13 +46,26 @@ def read_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:
     Raises:
         FileNotFoundError: no such file.
         ValueError: the file needs more than tensors and plain containers to load (a pickled object, possibly
-            code), or is not a torch file at all.
+            code), or is not a torch file at all (any content, empty or truncated files included): one message,
+            "'<file>' is not a readable torch checkpoint: <why>".
     """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"{path!r} is not a readable torch checkpoint: it is a folder (give the .pth.tar file in it)")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_LEGACY_MAGIC))
+    except OSError as error:
+        raise ValueError(f"{path!r} is not a readable torch checkpoint: {error.strerror or error}") from None
+    if not zipfile.is_zipfile(path) and head != _LEGACY_MAGIC:
+        what = "the file is empty" if not head else "it is neither torch's zip format nor its legacy format"
+        raise ValueError(f"{path!r} is not a readable torch checkpoint: {what}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist") from None
     except pickle.UnpicklingError as error:
+        if not any(word in str(error).lower() for word in ("global", "reduce", "class")):  # a broken pickle
+            raise ValueError(f"{path!r} is not a readable torch checkpoint: {_first_line(error)}") from None
         lines = str(error).splitlines()
         reason = next((line.strip() for line in lines if "Unsupported" in line), lines[0] if lines else "")
         raise ValueError(
@@ -52,8 +73,9 @@ def read_checkpoint(path: str, map_location="cpu", mmap: bool = False) -> dict:
             f"it would run code from the file (weights_only=True refused it: {reason}). "
             "Re-save only its state_dict from a trusted environment."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path!r} is not a readable torch checkpoint: {_first_line(error)}") from None
+    except _UNREADABLE as error:
+        raise ValueError(f"{path!r} is not a readable torch checkpoint (damaged or cut short?): "
+                         f"{_first_line(error)}") from None
 
 
 def _first_line(error: BaseException) -> str:

@@ -3,7 +3,10 @@ same order. Each test breaks one thing and checks the message names the file, ro
 
 import hashlib
 import logging
+import pickle
+import re
 import shutil
+import zipfile
 
 import cv2
 import numpy as np
@@ -185,9 +188,14 @@ def test_file_names_that_leave_the_data_folder_are_refused(tmp_path):
 
 # Configs --------------------------------------------------------------------------------------------------------
 
-def test_config_with_an_unknown_key():
-    with pytest.raises(KeyError, match="known keys"):
+def test_config_with_an_unknown_key(capsys):
+    with pytest.raises(KeyError, match="known key") as caught:
         load_config("Config_QaTa", ["epochz=3"])
+    assert str(caught.value).startswith("unknown config key 'epochz' (did you mean 'epochs'?)")
+    assert "seed" not in str(caught.value)  # the closest names, not all of them
+    assert train_model.main(["-c", "Config_QaTa", "--set", "lerning_rate=1e-3", "zzz=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown config key 'lerning_rate' (did you mean 'learning_rate'?), 'zzz';"), err
 
 
 def test_config_with_a_wrong_type():
@@ -296,6 +304,66 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path):
         read_checkpoint(str(empty))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_checkpoint(str(tmp_path / "nope.pt"))
+
+
+def _broken_files(folder):
+    """Files that are not checkpoints, each a way a user gets one: name -> path."""
+    rng = np.random.default_rng(0)
+    good = folder / "good.pth.tar"
+    torch.save({"state_dict": {"w": torch.arange(4096.0)}, "epoch": 3}, good)
+    legacy = folder / "legacy.pth.tar"
+    torch.save({"state_dict": {"w": torch.arange(4096.0)}}, legacy, _use_new_zipfile_serialization=False)
+    files = {
+        "empty": b"",
+        "three bytes": rng.bytes(3),
+        "random 100 bytes": rng.bytes(100),
+        "random 10 kB": rng.bytes(10_000),
+        "text": b"epoch,dice\n1,0.5\n" * 50,
+        "json": b'{"state_dict": {"w": [1, 2, 3]}}',
+        "html error page": b"<html><body>404 Not Found</body></html>",
+        "png": cv2.imencode(".png", np.zeros((8, 8), np.uint8))[1].tobytes(),
+        "legacy magic then junk": pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + rng.bytes(64),
+    }
+    for share in (0.1, 0.5, 0.99):
+        files[f"zip cut at {share:.0%}"] = good.read_bytes()[:int(good.stat().st_size * share)]
+        files[f"legacy cut at {share:.0%}"] = legacy.read_bytes()[:int(legacy.stat().st_size * share)]
+    archive = folder / "notes.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("notes.txt", "not a model")
+    files["zip of a text file"] = archive.read_bytes()
+    paths = {}
+    for name, content in files.items():
+        path = folder / (name.replace(" ", "_").replace("%", "pc") + ".pth.tar")
+        path.write_bytes(content)
+        paths[name] = path
+    paths["folder"] = folder / "a_folder.pth.tar"
+    paths["folder"].mkdir()
+    return paths
+
+
+BROKEN = ["empty", "three bytes", "random 100 bytes", "random 10 kB", "text", "json", "html error page", "png",
+          "legacy magic then junk", "zip cut at 10%", "zip cut at 50%", "zip cut at 99%", "legacy cut at 10%",
+          "legacy cut at 50%", "legacy cut at 99%", "zip of a text file", "folder"]
+
+
+@pytest.mark.parametrize("kind", BROKEN)
+def test_every_file_that_is_not_a_checkpoint_gets_one_clear_message(tmp_path, capsys, kind):
+    path = _broken_files(tmp_path)[kind]
+    with pytest.raises(ValueError, match=re.escape(f"{str(path)!r} is not a readable torch checkpoint")):
+        read_checkpoint(str(path))
+    for main, args in ((test_cli.main, ["-c", "Config_Demo", "--checkpoint", str(path)]),
+                       (test_cli.main, ["predict", "--checkpoint", str(path), "--image", str(path), "--text", "x",
+                                        "--out", str(tmp_path / "o")])):
+        assert main(args) == 2, kind
+        err = capsys.readouterr().err
+        assert f"{str(path)!r} is not a readable torch checkpoint" in err and "Traceback" not in err, err
+
+
+def test_old_format_checkpoints_still_load(tmp_path):
+    paths = _broken_files(tmp_path)
+    assert read_checkpoint(str(tmp_path / "legacy.pth.tar"))["state_dict"]["w"].shape == (4096,)
+    assert read_checkpoint(str(tmp_path / "good.pth.tar"))["epoch"] == 3
+    assert len(paths) == len(BROKEN)
 
 
 # Command line ---------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ This module uses the standard library only: importing a config never imports tor
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -23,6 +24,27 @@ DECODER_STAGES = ("up4", "up3", "up2", "up1")
 # sets the same fields back to their defaults, the authors' behaviour. Fields given with the variant, or after it
 # (a config module's or the user's --set), win over it.
 IMPROVED = {"geometry": "report", "interact_residual": True, "text_guide": "up4,up3"}
+
+
+class ConfigKeyError(KeyError):
+    """A config key that does not exist; the message suggests the closest field names.
+
+    A KeyError, so callers that catch KeyError keep working; printed as a sentence, not as a quoted key.
+    """
+
+    def __init__(self, unknown: Sequence[str], fields: Sequence[str]):
+        parts = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            parts.append(f"{key!r}{hint}")
+        message = (f"unknown config key {', '.join(parts)}; every known key, its type and meaning are in the Config "
+                   "class of utils/config.py")
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -137,7 +159,7 @@ class Config:
         fields = field_types()
         unknown = sorted(set(changes) - set(fields))
         if unknown:
-            raise KeyError(f"unknown config key(s) {unknown}; known keys: {', '.join(sorted(fields))}")
+            raise ConfigKeyError(unknown, fields)
         if "variant" in changes:
             changes = {**variant_fields(changes["variant"]), **changes}
         checked = {name: _check_type(name, value, fields[name]) for name, value in changes.items()}
