@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -407,6 +408,19 @@ def _open_session(args, config: Config, dist: Distributed):
     return dist.broadcast(session_dir), config, error
 
 
+def discard_session(session_dir: str) -> None:
+    """Remove a session folder that a failed start created: close its log file first."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename.startswith(os.path.abspath(session_dir)):
+            root.removeHandler(handler)
+            handler.close()
+    try:
+        shutil.rmtree(session_dir)
+    except OSError as failure:
+        logger.warning("could not remove the unused session folder %s: %s", session_dir, failure)
+
+
 def _train(args, config: Config, device: torch.device, dist: Distributed) -> int:
     session_dir, config, error = _open_session(args, config, dist)
     if error is not None:
@@ -425,6 +439,13 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
         trainer.on_main(functools.partial(check_free_space, trainer.models_dir,
                                           estimated_checkpoint_bytes(trainer.raw_model, config.clip_weights is not None,
                                                                      config.compact_resume)))
+    except (DatasetError, OSError, ValueError) as error:  # nothing trained yet: a new session leaves nothing behind
+        logger.error("error: %s", error.strerror if isinstance(error, OSError) and error.strerror else error)
+        if not args.resume and dist.is_main:
+            discard_session(session_dir)
+            logger.error("nothing was trained: the new session folder %s was removed", session_dir)
+        return 1
+    try:
         if args.resume:
             if dist.is_main:
                 for name in remove_stale_temporaries(trainer.models_dir):

@@ -7,6 +7,7 @@ import pickle
 import re
 import shutil
 import zipfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -368,6 +369,17 @@ def test_old_format_checkpoints_still_load(tmp_path):
 
 # Command line ---------------------------------------------------------------------------------------------------
 
+def test_a_run_whose_data_check_fails_leaves_no_session_behind(tmp_path, capsys):
+    output = tmp_path / "runs"
+    settings = [f"train_dataset={tmp_path}/nowhere/Train_Folder", f"val_dataset={tmp_path}/nowhere/Val_Folder",
+                f"test_dataset={tmp_path}/nowhere/Test_Folder", f"output_root={output}", "demo_data=False"]
+    for _ in range(2):
+        assert train_model.main(["-c", "Config_Demo", "--set", *settings, "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "nothing was trained: the new session folder" in err
+    assert list((output / "Demo" / "RecLMIS").iterdir()) == []  # no empty session, not even its log
+
+
 def test_session_that_does_not_exist_lists_the_sessions(tmp_path, capsys):
     output = tmp_path / "runs"
     create_session_dir(str(output), "Demo")
@@ -376,6 +388,15 @@ def test_session_that_does_not_exist_lists_the_sessions(tmp_path, capsys):
     assert "session_nope" in message and "session_" in message.split("sessions there:")[1]
     assert train_model.main(["-c", "Config_Demo", "--set", f"output_root={output}", "--resume", "session_nope"]) == 2
     assert "sessions there:" in capsys.readouterr().err
+
+
+def test_a_session_of_another_task_says_which_config_to_add(tmp_path, capsys):
+    output = tmp_path / "runs"
+    session = Path(create_session_dir(str(output), "Demo")).name
+    assert test_cli.main(["--set", f"output_root={output}", "-t", session]) == 2  # the default config: QaTa
+    err = capsys.readouterr().err
+    assert f"no session {session!r} under" in err
+    assert "It is a session of task 'Demo', not 'Covid19': add -c Config_Demo" in err
 
 
 def test_gpu_index_the_machine_does_not_have(tmp_path, capsys, monkeypatch):

@@ -1,6 +1,7 @@
 """The synthetic demo set: reports that match their masks, distractors, determinism, creation when missing."""
 
 import itertools
+import os
 
 import cv2
 import numpy as np
@@ -134,3 +135,19 @@ def test_demo_config():
     assert config.demo_data and config.img_size % 16 == 0 and config.clip_weights is None
     assert config.variant == "improved" and config.geometry == "report"
     assert config.train_dataset == "datasets/Demo/Train_Folder" and config.pairing == "qata"
+
+
+def test_two_processes_writing_the_set_at_once_both_succeed(tmp_path, monkeypatch):
+    import utils.demo_data as demo
+
+    real_replace = os.replace
+    root = tmp_path / "Demo"
+
+    def other_process_wins(src, dst):  # another run renames its copy into place first
+        monkeypatch.setattr(demo.os, "replace", real_replace)
+        make_demo_dataset(root, 2, 1, 1, img_size=64)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(demo.os, "replace", other_process_wins)
+    assert make_demo_dataset(root, 2, 1, 1, img_size=64) == root
+    assert (root / "demo.json").is_file() and not list(tmp_path.glob(".*tmp*"))

@@ -93,7 +93,7 @@ def test_only_rank_zero_writes(runs):
     assert sorted(p.name for p in (session / "models").iterdir()) == sorted([BEST_NAME, LATEST_NAME])
     assert len(list((session / "tensorboard_logs").iterdir())) == 1
     assert sorted(p.name for p in session.iterdir()) == sorted(
-        ["config.json", f"{session.name}.log", "models", "tensorboard_logs", "training_curves.png", "visualize_val"])
+        ["config.json", f"{session.name}.log", "models", "tensorboard_logs", "training_curves.png"])
     log = (session / f"{session.name}.log").read_text()
     assert log.count("Epoch 2/2") == 1 and "2 processes (gloo)" in log
 

@@ -43,7 +43,7 @@ def test_train_resume_and_test(demo_root, tmp_path, capsys):
     assert train_model.main(["-c", "Config_Demo", "--set", "epochs=2", *settings, "--no_progress"]) == 0
     session = capsys.readouterr().out.strip().splitlines()[-1]
     session_dir = output / "Demo" / "RecLMIS" / session
-    for item in ("config.json", f"{session}.log", "models", "tensorboard_logs", "visualize_val"):
+    for item in ("config.json", f"{session}.log", "models", "tensorboard_logs"):
         assert (session_dir / item).exists(), item
     latest = read_checkpoint(str(session_dir / "models" / LATEST_NAME))
     assert latest["epoch"] == 1 and latest["config"]["epochs"] == 2

@@ -24,6 +24,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
+from utils.config import load_config
+from utils.demo_data import ensure_demo_dataset
+
 # Each row: the overrides of Config_Demo that define it. Config_Demo itself is variant="improved".
 ROWS: Dict[str, List[str]] = {
     "faithful": ["variant=faithful"],
@@ -122,6 +125,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for every row")
     args = parser.parse_args(argv)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    args.out = os.path.abspath(args.out)
+    os.chdir(ROOT)  # Config_Demo's data paths are relative to the repository, as for train_model.py
     os.makedirs(args.out, exist_ok=True)
     results = os.path.join(args.out, "runs.jsonl")
     records = []
@@ -132,8 +137,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     todo = [(row, seed) for row in args.rows for seed in args.seeds if (row, seed) not in done]
     print(f"{len(todo)} run(s) to do, {len(done)} already in {results}", flush=True)
 
+    ensure_demo_dataset(load_config("Config_Demo"))  # written once, before runs go side by side
+
     def work(item):
-        record = run_one(item[0], item[1], args.out, args.epochs, threads, args.set)
+        try:
+            record = run_one(item[0], item[1], args.out, args.epochs, threads, args.set)
+        except RuntimeError as failure:  # one failed run does not stop the others; run again to retry it
+            print(f"{item[0]} seed {item[1]} failed: {failure}", flush=True)
+            return None
         with open(results, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         print(f"{item[0]} seed {item[1]}: true {record['dice_true']:.4f} shuffled {record['dice_shuffled']:.4f} "
@@ -142,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return record
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        records += list(pool.map(work, todo))
+        records += [record for record in pool.map(work, todo) if record is not None]
     text = table(records, args.rows)
     with open(os.path.join(args.out, "table.md"), "w") as handle:
         handle.write(text + "\n")

@@ -2,7 +2,7 @@
 
 Layout (the authors'): ``<output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/`` with ``models/``
 (``best_model-RecLMIS.pth.tar``, ``latest_model.pth.tar``), ``tensorboard_logs/``, ``<session>.log``,
-``config.json`` and ``visualize_val/``.
+and ``config.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import List
 import torch
 
 from nets.weights import compact_state_dict, frozen_names, omitted_frozen_record
+from utils.config import known_configs, load_config
 
 MODEL_NAME = "RecLMIS"
 BEST_NAME = "best_model-RecLMIS.pth.tar"
@@ -39,7 +40,7 @@ def create_session_dir(output_root: str, task_name: str, now: float = None) -> s
             os.makedirs(path)  # fails if another run claimed the name first
         except FileExistsError:
             continue
-        for sub in ("models", "tensorboard_logs", "visualize_val"):
+        for sub in ("models", "tensorboard_logs"):
             os.makedirs(os.path.join(path, sub))
         return path
     raise RuntimeError(f"could not create a new session folder under {root}")
@@ -60,9 +61,16 @@ def resolve_session(session: str, output_root: str, task_name: str) -> str:
     if os.path.isdir(path):
         return path
     known = list_sessions(output_root, task_name)
-    raise FileNotFoundError(
-        f"no session {session!r} under {sessions_root(output_root, task_name)}; "
-        + (f"sessions there: {', '.join(known)}" if known else "there are no sessions there yet"))
+    message = (f"no session {session!r} under {sessions_root(output_root, task_name)}; "
+               + (f"sessions there: {', '.join(known)}" if known else "there are no sessions there yet"))
+    tasks = [entry.name for entry in os.scandir(output_root)] if os.path.isdir(output_root) else []
+    elsewhere = sorted(t for t in tasks if t != task_name and os.path.isdir(os.path.join(
+        sessions_root(output_root, t), session)))
+    if elsewhere:
+        configs = [name for name in known_configs() if load_config(name).task_name == elsewhere[0]]
+        how = f"add -c {configs[0]}" if configs else f"use a config whose task_name is {elsewhere[0]!r}"
+        message += f". It is a session of task {elsewhere[0]!r}, not {task_name!r}: {how}"
+    raise FileNotFoundError(message)
 
 
 def checkpoint_payload(model, config, epoch: int, best: bool, val: dict, training_state: dict = None,

@@ -276,7 +276,13 @@ def make_demo_dataset(root, n_train: int = 200, n_val: int = 50, n_test: int = 5
         _write_table(tmp / SPLIT_FOLDERS["test"] / TEST_TABLE, tables["test"])
         info = {"version": DEMO_VERSION, "seed": seed, "img_size": img_size, "counts": counts}
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, root)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not (root / INFO_FILE).is_file():
+                raise
+            # Another process wrote the same set at the same time (two runs started together): keep its copy.
+            logger.info("the demo data set at %s was written by another process meanwhile; using it", root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
