@@ -27,7 +27,7 @@ from tests.tiny import tiny_config, write_clip_file
 from utils.checkpoint import LATEST_NAME, create_session_dir
 from utils.config import load_config
 from utils.data_check import check_dataset
-from utils.data_files import DatasetError, unsafe_name_reason
+from utils.data_files import DatasetError, read_image, read_mask, unsafe_name_reason
 from utils.demo_data import make_demo_dataset
 
 
@@ -408,3 +408,20 @@ def test_gpu_index_the_machine_does_not_have(tmp_path, capsys, monkeypatch):
     assert "device 'cuda:3' does not exist: this machine has 1 CUDA device(s)" in capsys.readouterr().err
     assert train_model.main(["-c", "Config_Demo", "--device", "cuda:3"]) == 2
     assert "device 'cuda:3' does not exist" in capsys.readouterr().err
+
+
+def test_a_12_bit_image_in_a_16_bit_png_is_scaled_with_a_warning(tmp_path, caplog):
+    ramp = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (8, 1))  # a 12-bit radiograph as 16-bit PNG
+    path = tmp_path / "xray12.png"
+    assert cv2.imwrite(str(path), ramp)
+    with caplog.at_level(logging.WARNING):
+        image = read_image(path)
+    assert image.shape == (8, 64, 3) and image.max() == 255 and image[0, 32, 0] == ramp[0, 32] >> 4
+    assert "xray12.png is a 16-bit image whose values use 12 bits" in caplog.text
+    full = tmp_path / "xray16.png"
+    assert cv2.imwrite(str(full), (ramp.astype(np.uint32) * 16).astype(np.uint16))  # all 16 bits in use
+    caplog.clear()
+    assert read_image(full)[0, 32, 0] == (int(ramp[0, 32]) * 16) >> 8 and "16-bit" not in caplog.text
+    mask = tmp_path / "mask12.png"
+    assert cv2.imwrite(str(mask), (ramp > 2000).astype(np.uint16) * 4095)
+    assert (read_mask(mask) > 0).sum() == (ramp > 2000).sum()  # never emptied

@@ -543,9 +543,34 @@ def to_gray_uint8(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+_LOW_DEPTH_WARNED: set = set()
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Read an image as ``[H, W, 3]`` BGR uint8 (see :func:`to_bgr_uint8`). Raises DatasetError naming the file."""
-    return to_bgr_uint8(_decode(path))
+    """Read an image as ``[H, W, 3]`` BGR uint8 (see :func:`to_bgr_uint8`). Raises DatasetError naming the file.
+
+    A 16-bit image whose values use fewer bits (a 12-bit radiograph stored as 16-bit PNG, say) would be almost
+    black with the high byte alone (what ``cv2.imread`` gives): it is scaled from its own bit depth instead, with
+    a warning naming the file (once per file).
+    """
+    array = _decode(path)
+    bits = _used_bits(array)
+    if bits is not None:
+        if str(path) not in _LOW_DEPTH_WARNED:
+            _LOW_DEPTH_WARNED.add(str(path))
+            logger.warning("%s is a 16-bit image whose values use %d bits (max %d): scaled by 2^-%d to 8 bits, not "
+                           "cut to its high byte, which would be almost black", path, bits, int(array.max()), bits - 8)
+        array = (array >> (bits - 8)).astype(np.uint8)
+    return to_bgr_uint8(array)
+
+
+def _used_bits(array: np.ndarray):
+    """For a 16-bit array whose high byte would be at most 15 (12 bits or fewer in use), the bits in use (>= 8);
+    otherwise None."""
+    if array.dtype != np.uint16 or not array.size:
+        return None
+    top = int(array.max())
+    return max(8, top.bit_length()) if top < 1 << 12 else None
 
 
 def read_mask(path: Path) -> np.ndarray:
