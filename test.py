@@ -42,6 +42,8 @@ from utils.misc import get_device, tune_cpu_allocator
 from utils.visualize import draw_case
 
 logger = logging.getLogger("test")
+SUMMARY_NAME = "test_summary.json"  # scores of the latest test run
+ABLATION_NAME = "test_text_ablation.json"  # the latest --text_ablation's scores, kept by later plain runs
 
 
 def str2bool(value: str) -> bool:
@@ -71,12 +73,15 @@ def _cache_counts(predictor: Predictor) -> Optional[dict]:
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Test RecLMIS on a data set's test split.")
+    parser = argparse.ArgumentParser(
+        description="Test RecLMIS on a data set's test split.",
+        epilog="To predict new images instead: python test.py predict --checkpoint CKPT (--image FILE --text REPORT"
+               " | --images FOLDER --table TABLE) --out OUT; see python test.py predict --help.")
     parser.add_argument("-c", "--cfg_path", default="Config_QaTa", help="config module or file naming the data set")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
     parser.add_argument("-t", "--test_session", help="session id or folder (tests its best checkpoint)")
     parser.add_argument("--checkpoint", help="any checkpoint file, ours or the authors'")
-    parser.add_argument("-g", "--gpu", default="0", help="CUDA device index when CUDA is present (default 0)")
+    parser.add_argument("-g", "--gpu", help="CUDA device index (default: 0 when CUDA is present, else the CPU)")
     parser.add_argument("-v", "--test_vis", type=str2bool, default=False, help="draw a figure per image (True/False)")
     parser.add_argument("--save_pred", metavar="DIR", help="write each predicted mask as a 0/255 PNG")
     parser.add_argument("--text_ablation", action="store_true",
@@ -96,11 +101,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def choose_device(gpu: str) -> torch.device:
+def choose_device(gpu: Optional[str]) -> torch.device:
+    """CUDA device ``gpu`` (0 when not given) where CUDA is present, else the CPU; a ``--gpu`` given on a machine
+    without CUDA is ignored with a warning."""
     if not torch.cuda.is_available():
-        logger.warning("no CUDA device on this machine: testing on the CPU")
+        if gpu is not None:
+            logger.warning("no CUDA device on this machine: --gpu %s is ignored, testing on the CPU", gpu)
         return torch.device("cpu")
-    return get_device(f"cuda:{int(gpu)}")
+    return get_device(f"cuda:{int(gpu or 0)}")
 
 
 def output_dir_for(args, session_dir: Optional[str]) -> str:
@@ -163,8 +171,12 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
         writer = csv.DictWriter(handle, fieldnames=["name", "mask", "report", "dice", "iou"])
         writer.writeheader()
         writer.writerows(rows)
-    with open(os.path.join(out_dir, "test_summary.json"), "w") as handle:
+    with open(os.path.join(out_dir, SUMMARY_NAME), "w") as handle:
         json.dump(summary, handle, indent=2)
+    if "text_ablation" in summary:  # its own file too: a later plain run rewrites the summary, not this
+        with open(os.path.join(out_dir, ABLATION_NAME), "w") as handle:
+            json.dump({"checkpoint": checkpoint, "precision": args.precision, **summary["text_ablation"]}, handle,
+                      indent=2)
     return summary
 
 

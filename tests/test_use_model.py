@@ -178,6 +178,43 @@ def test_text_ablation_scores_true_shuffled_and_empty_reports(trained, capsys):
     assert 0 <= demo["woi_position"] <= 1 and 0 <= demo["poi_in_zones"] <= 1 and 0 < demo["poi_chance"] < 1
 
 
+def test_a_plain_run_after_the_ablation_keeps_its_numbers(trained, capsys):
+    args = ["-c", "Config_Demo", "--set", *trained["settings"], "--checkpoint", trained["checkpoint"], "--no_progress"]
+    assert test_cli.main(args + ["--text_ablation"]) == 0
+    kept = json.loads((trained["session"] / test_cli.ABLATION_NAME).read_text())
+    assert test_cli.main(args) == 0
+    assert "text_ablation" not in json.loads((trained["session"] / test_cli.SUMMARY_NAME).read_text())
+    again = json.loads((trained["session"] / test_cli.ABLATION_NAME).read_text())
+    assert again == kept and set(kept) >= {"true", "shuffled", "empty", "checkpoint"}
+
+
+def test_no_cuda_warning_unless_a_gpu_was_asked_for(trained, caplog, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert test_cli.choose_device(None).type == "cpu"
+    assert "no CUDA" not in caplog.text
+    with caplog.at_level("WARNING"):
+        assert test_cli.choose_device("1").type == "cpu"
+    assert "no CUDA device on this machine: --gpu 1 is ignored" in caplog.text
+
+
+def test_help_names_predict(capsys):
+    with pytest.raises(SystemExit):
+        test_cli.main(["--help"])
+    assert "python test.py predict" in capsys.readouterr().out
+
+
+def test_predict_table_without_its_columns_says_what_image_means(trained, tmp_path, capsys):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    table = tmp_path / "t.csv"
+    table.write_text("name,report\na.png,x\n")
+    assert test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--images", str(images), "--table",
+                          str(table), "--out", str(tmp_path / "o"), "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert "'Image' (the image's file name)" in err and "mask" not in err
+
+
 def test_demo_measures_only_on_a_demo_set(qata_set):
     assert test_cli.demo_language_measures(None, None, None, qata_set.test_dataset) is None
 

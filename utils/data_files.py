@@ -193,7 +193,7 @@ def _quote(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
-def read_report_table(path: Path, split_label: str) -> ReportTable:
+def read_report_table(path: Path, split_label: str, names: str = "the mask's file name") -> ReportTable:
     """Read a report table (``.xlsx``, first sheet, or ``.csv`` in UTF-8) into ``{mask name: report}``.
 
     Every cell is read as text, so a number or a formula cannot break it (a formula reads as the value the
@@ -205,6 +205,8 @@ def read_report_table(path: Path, split_label: str) -> ReportTable:
     Args:
         path: the table file.
         split_label: the split(s) using the table, for the problems (``"train+val"``).
+        names: what the ``Image`` column holds, for the messages: the mask's file name in a data set's tables,
+            the image's in a table for ``test.py predict``.
 
     Returns:
         The table; ``readable`` is False, with one error in ``problems``, when the file is missing, is not
@@ -245,7 +247,7 @@ def read_report_table(path: Path, split_label: str) -> ReportTable:
     if missing:
         problem(ERROR, "missing_columns",
                 f"{path} lacks the column(s) {missing} (it has {list(frame.columns)}); the header row must name "
-                f"'{IMAGE_COLUMN}' (the mask's file name) and '{REPORT_COLUMN}' (the report)")
+                f"'{IMAGE_COLUMN}' ({names}) and '{REPORT_COLUMN}' (the report)")
         return table
     table.readable = True
     names = frame[IMAGE_COLUMN].fillna("").astype(str).tolist()

@@ -141,7 +141,7 @@ def predict_folder(predictor: RecLMISPredictor, images: str, table: str, out_dir
     folder = Path(images)
     if not folder.is_dir():
         raise FileNotFoundError(f"no image folder {folder}")
-    parsed = read_report_table(Path(table), "predict")
+    parsed = read_report_table(Path(table), "predict", names="the image's file name")
     errors = [p.message for p in parsed.problems if p.severity == ERROR]
     if errors:
         raise ValueError(f"cannot use the report table {table}: " + "; ".join(errors[:5]))
