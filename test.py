@@ -149,7 +149,7 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
                                 preds[i].astype(np.uint8) * 255)
                 if args.test_vis:
                     image = (batch["image"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                    words = tokenizer.token_strings(batch["text_token"][i])
+                    words = tokenizer.report_token_strings(batch["text_token"][i], batch["text"][i])
                     grid = cfg.img_size // 16
                     draw_case(os.path.join(vis_dir, f"{os.path.splitext(name)[0]}_dice{dice:.3f}.png"), image,
                               torch.sigmoid(logits[i, 0]).cpu().numpy(), batch["text"][i], words,

@@ -52,6 +52,7 @@ from utils.logger import setup_logging
 from utils.losses import RecLMISCriterion
 from utils.misc import get_device, rng_state, set_rng_state, set_seed, tune_cpu_allocator
 from utils.schedulers import build_optimizer, build_scheduler
+from utils.visualize import column_header
 
 logger = logging.getLogger("train")
 
@@ -221,7 +222,8 @@ class Trainer:
         gt = batch["label"][:count, None].float().expand(-1, 3, -1, -1)
         pred = (probs > 0.5).float().expand(-1, 3, -1, -1)
         grid = torch.cat([torch.cat([r, g, p], dim=2) for r, g, p in zip(rgb, gt, pred)], dim=1)
-        self.writer.add_image("val/input_truth_prediction", grid, epoch + 1)
+        header = torch.from_numpy(column_header(["input", "truth", "prediction"], rgb.shape[-1]))
+        self.writer.add_image("val/input_truth_prediction", torch.cat([header, grid], dim=1), epoch + 1)
         self.writer.add_text("val/reports", "  \n".join(f"{i + 1}. {t}" for i, t in enumerate(batch["text"][:count])),
                              epoch + 1)
 

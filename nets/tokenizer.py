@@ -104,6 +104,12 @@ class ReportTokenizer:
             pieces.append(bytearray(self._bpe.byte_decoder[c] for c in text).decode("utf-8", errors="replace"))
         return pieces
 
+    def report_token_strings(self, tokens: torch.Tensor, report: str) -> List[str]:
+        """:meth:`token_strings` without the authors' " EOF XXX" padding: the tokens of ``report``'s own words (as
+        many as fit), for figures that label a weight per word."""
+        own = len(self._bpe.encode(report)) if isinstance(report, str) else 0
+        return self.token_strings(tokens)[:own]
+
     def __call__(self, texts: Union[str, Sequence[str]]) -> TokenizedReports:
         if isinstance(texts, str):
             texts = [texts]

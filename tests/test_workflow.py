@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import test as test_cli
 import train_model
@@ -30,8 +31,6 @@ def _settings(root, output):
 
 
 def _event_scalars(folder):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     events = EventAccumulator(folder)
     events.Reload()
     return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}, events.Tags()
@@ -61,6 +60,10 @@ def test_train_resume_and_test(demo_root, tmp_path, capsys):
                 "val/dice_shuffled", "val/text_gain"):
         assert scalars[tag] == [1, 2, 3], tag
     assert "val/input_truth_prediction" in tags["images"]
+    events = EventAccumulator(str(session_dir / "tensorboard_logs"))
+    events.Reload()
+    grid = events.Images("val/input_truth_prediction")[-1]
+    assert (grid.height, grid.width) == (14 + 2 * 32, 3 * 32)  # the column header, then 2 images of 32 px
     gains = [line for line in log.splitlines() if "text_gain=" in line]
     assert len(gains) >= 3
     values = dict(item.split("=") for item in gains[-1].split("| val: ")[1].split(" | ")[0].split())

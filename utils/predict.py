@@ -117,7 +117,7 @@ class RecLMISPredictor:
         probability = torch.sigmoid(out["logits"][0, 0]).cpu().numpy()
         height, width = image.shape[:2]
         probability = np.clip(cv2.resize(probability, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1)
-        words = self.tokenizer.token_strings(tokens.tokens[0])
+        words = self.tokenizer.report_token_strings(tokens.tokens[0], report)
         grid = size // 16
         return Prediction(image=image, probability=probability.astype(np.float32),
                           mask=(probability > 0.5).astype(np.uint8), report=report, words=words,

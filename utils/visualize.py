@@ -16,6 +16,18 @@ import numpy as np
 TP, FP, FN = (0, 200, 0), (255, 80, 0), (0, 0, 255)  # BGR: green, blue, red
 
 
+def column_header(labels: Sequence[str], column_width: int, height: int = 14) -> np.ndarray:
+    """A ``[3, height, len(labels) * column_width]`` float strip in [0, 1]: white labels on black, one centred in
+    each column, to stack above an image grid (TensorBoard's validation images)."""
+    strip = np.zeros((height, column_width * len(labels)), np.uint8)
+    scale = min(0.4, 0.9 * column_width / (10 * max(len(label) for label in labels)))
+    for i, label in enumerate(labels):
+        (w, h), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        origin = (i * column_width + max((column_width - w) // 2, 0), (height + h) // 2)
+        cv2.putText(strip, label, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, 1, cv2.LINE_AA)
+    return np.repeat(strip[None].astype(np.float32) / 255.0, 3, axis=0)
+
+
 def overlay(image_bgr: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """TP green, FP blue, FN red over the image (BGR uint8)."""
     out = image_bgr.copy()
@@ -34,15 +46,28 @@ def mask_overlay(image_bgr: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+FLAT = 1.05  # a patch map whose largest weight is within 5% of its smallest is called flat
+
+
+def relative_patch_weights(patch_weights: np.ndarray) -> np.ndarray:
+    """Each patch's weight over the uniform weight ``1 / (G * G)``: 1 everywhere for a flat map, 0 where the
+    model looks away, ``G * G`` where all the weight sits on one patch."""
+    return patch_weights.astype(np.float32) * patch_weights.size
+
+
+def heat_scale(relative: np.ndarray) -> float:
+    """The top of the colour scale of :func:`patch_heatmap`: at least 2 (twice uniform), so a flat map (all 1)
+    sits mid-scale in one colour instead of being stretched into a rainbow."""
+    return max(2.0, float(relative.max()))
+
+
 def patch_heatmap(image_bgr: np.ndarray, patch_weights: np.ndarray) -> np.ndarray:
-    """The ``G x G`` patch weights, stretched from their minimum (blue) to their maximum (red) and upsampled, as a
-    colour map over the image (BGR). The stretch shows the ranking however flat the weights are: read their
-    spread from the figure's title."""
+    """The ``G x G`` patch weights over the image (BGR), coloured on a fixed scale relative to uniform: from 0
+    (blue) through 1, uniform, to :func:`heat_scale` (red). A flat map comes out in one even colour."""
     h, w = image_bgr.shape[:2]
-    low, high = float(patch_weights.min()), float(patch_weights.max())
-    weights = (patch_weights - low) / max(high - low, 1e-12)
-    heat = cv2.resize(weights.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
-    coloured = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    relative = relative_patch_weights(patch_weights)
+    heat = cv2.resize(relative / heat_scale(relative), (w, h), interpolation=cv2.INTER_NEAREST)
+    coloured = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     return cv2.addWeighted(image_bgr, 0.55, coloured, 0.45, 0)
 
 
@@ -50,12 +75,15 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
               word_weights: np.ndarray, patch_weights: np.ndarray, truth: Optional[np.ndarray] = None,
               dice: Optional[float] = None) -> None:
     """One figure: the input, the prediction (against the ground truth when given), the probability map, the
-    patches of interest, and a bar per report token (its words-of-interest weight) under the report.
+    patches of interest on a fixed scale with its colour bar, and a bar per report word (its words-of-interest
+    weight) under the report.
 
     Args:
         image_bgr: ``[H, W, 3]`` uint8; probability, truth: ``[H, W]`` at the same size.
-        words: the report's tokens (:meth:`nets.tokenizer.ReportTokenizer.token_strings`); word_weights: one per
-            word. patch_weights: ``[G, G]``.
+        words: the report's own tokens, without the " EOF XXX" padding
+            (:meth:`nets.tokenizer.ReportTokenizer.report_token_strings`); word_weights: one per word (the rest of
+            the weight, on the start, end and padding tokens, is named in the bar panel's label).
+        patch_weights: ``[G, G]``, summing to 1.
     """
     import matplotlib
 
@@ -70,29 +98,45 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
     else:
         panels = [("input", image_bgr), ("prediction", mask_overlay(image_bgr, mask))]
     spread = float(patch_weights.max()) / max(float(patch_weights.min()), 1e-12)
-    panels += [("probability", None),
-               (f"patches of interest (max/min {spread:.4f})", patch_heatmap(image_bgr, patch_weights))]
-    fig = plt.figure(figsize=(3 * len(panels), 5.4))
-    grid = fig.add_gridspec(2, len(panels), height_ratios=[3, 1.3])
+    relative = relative_patch_weights(patch_weights)
+    flat = " - flat" if spread < FLAT else ""
+    panels += [("probability", None), (f"patches of interest{flat}\n(max/min {spread:.4f})", "patches")]
+    fig = plt.figure(figsize=(3 * len(panels) + 0.6, 5.8))
+    grid = fig.add_gridspec(2, len(panels), height_ratios=[3, 1.3], hspace=0.45)
     for column, (title, picture) in enumerate(panels):
         axis = fig.add_subplot(grid[0, column])
         if picture is None:
             axis.imshow(probability, cmap="magma", vmin=0, vmax=1)
+        elif isinstance(picture, str):  # "patches": drawn here, on its fixed scale
+            h, w = image_bgr.shape[:2]
+            axis.imshow(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+            shown = axis.imshow(relative, cmap="jet", vmin=0, vmax=heat_scale(relative), alpha=0.45,
+                                extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="nearest")
+            bar = fig.colorbar(shown, ax=axis, fraction=0.046, pad=0.03)
+            bar.set_label("weight / uniform", fontsize=7)
+            bar.ax.tick_params(labelsize=6)
         else:
             axis.imshow(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB))
         axis.set_title(title, fontsize=9)
         axis.axis("off")
     bars = fig.add_subplot(grid[1, :])
     positions = np.arange(len(words))
-    top = float(word_weights.max()) if word_weights.size else 1.0  # an empty report has no word to weigh
-    bars.bar(positions, word_weights, color=plt.cm.Reds(0.35 + 0.65 * word_weights / max(top, 1e-12)))
+    word_weights = np.asarray(word_weights, dtype=np.float64)[:len(words)]
+    uniform = 1.0 / max(len(words), 1)
+    top = max(float(word_weights.max()) if word_weights.size else 0.0, uniform)
+    bars.bar(positions, word_weights, color=plt.cm.Reds(0.35 + 0.65 * word_weights / top))
+    bars.axhline(uniform, color="grey", lw=0.8, ls="--")
+    bars.set_ylim(0, 1.15 * top)  # never autoscaled to a 1e-8 offset
     bars.set_xticks(positions, list(words), rotation=60, fontsize=7)
     bars.set_xlim(-0.6, max(len(words), 1) - 0.4)
+    rest = 1.0 - float(word_weights.sum())
     bars.set_ylabel("words of interest", fontsize=8)
+    bars.set_title(f"words of interest (dashed: uniform over the words; {rest:.1%} of the weight on the start, end "
+                   "and padding tokens)", fontsize=8)
     bars.tick_params(axis="y", labelsize=7)
     caption = report if truth is None else f"{report}\nprediction: TP green, FP blue, FN red"
     fig.suptitle(caption, fontsize=8, wrap=True, y=0.995)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.05, right=0.96, top=0.86, bottom=0.14)  # tight_layout cannot place the colour bar
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -104,18 +148,19 @@ def draw_curves(path: str, epochs: Sequence[dict]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     x = [e["epoch"] for e in epochs]
     fig, (losses, scores, reading, rates) = plt.subplots(1, 4, figsize=(20, 4))
     for key in ("total", "seg", "ccl", "text_rec", "img_rec"):
         if all(key in e["train"] for e in epochs):
-            losses.plot(x, [e["train"][key] for e in epochs], label=f"train {key}")
-    losses.plot(x, [e["val"]["loss"] for e in epochs], "k--", label="val total")
+            losses.plot(x, [e["train"][key] for e in epochs], "o-", ms=3, label=f"train {key}")
+    losses.plot(x, [e["val"]["loss"] for e in epochs], "ko--", ms=3, label="val total")
     losses.set_title("losses")
     losses.set_yscale("log")
     for split, style in (("train", "-"), ("val", "--")):
         for key, colour in (("dice", "tab:blue"), ("iou", "tab:orange")):
-            scores.plot(x, [e[split][key] for e in epochs], style, color=colour, label=f"{split} {key}")
+            scores.plot(x, [e[split][key] for e in epochs], "o" + style, ms=3, color=colour, label=f"{split} {key}")
     best = max(epochs, key=lambda e: e["val"]["dice"])
     scores.axvline(best["epoch"], color="grey", lw=0.8)
     scores.set_title(f"Dice and IoU (best val Dice {best['val']['dice']:.4f} at epoch {best['epoch']})")
@@ -123,7 +168,8 @@ def draw_curves(path: str, epochs: Sequence[dict]) -> None:
     checked = [e for e in epochs if "text_gain" in e["val"]]
     if checked:
         xs = [e["epoch"] for e in checked]
-        reading.plot(x, [e["val"]["dice"] for e in epochs], "--", color="tab:blue", label="val dice, true reports")
+        reading.plot(x, [e["val"]["dice"] for e in epochs], "o--", ms=3, color="tab:blue",
+                     label="val dice, true reports")
         reading.plot(xs, [e["val"]["dice_shuffled"] for e in checked], "o-", ms=3, color="tab:red",
                      label="val dice, shuffled reports")
         reading.plot(xs, [e["val"]["text_gain"] for e in checked], "s-", ms=3, color="tab:green",
@@ -133,10 +179,13 @@ def draw_curves(path: str, epochs: Sequence[dict]) -> None:
         reading.legend(fontsize=7)
     else:
         reading.set_title("text reliance: not measured (val_text_check_every = 0)")
-    rates.plot(x, [e["lr"] for e in epochs])
+    rates.plot(x, [e["lr"] for e in epochs], "o-", ms=3)
     rates.set_title("learning rate")
-    for axis in (losses, scores, reading, rates):
+    for axis, label in ((losses, "loss (log scale)"), (scores, "score"), (reading, "Dice"),
+                        (rates, "learning rate")):
         axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         axis.grid(alpha=0.3)
     losses.legend(fontsize=7)
     scores.legend(fontsize=7)
