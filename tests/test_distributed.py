@@ -255,7 +255,10 @@ def _batchnorm_shard(rank, world, init_file, queue):
     norm = DistributedBatchNorm2d(3).train()
     out = norm(x[2 * rank:2 * rank + 2].to(torch.bfloat16))
     (out.float() * torch.arange(3.0).view(1, 3, 1, 1)).sum().backward()
-    queue.put((rank, out.float().detach(), norm.running_var.clone(), x.grad[2 * rank:2 * rank + 2].clone()))
+    # As numpy arrays, pickled by value: a tensor would travel as a shared-memory handle that the reader opens
+    # after this process may have exited (FileNotFoundError in the resource sharer, seen under load).
+    queue.put((rank, out.float().detach().numpy(), norm.running_var.numpy().copy(),
+               x.grad[2 * rank:2 * rank + 2].numpy().copy()))
     dist.destroy_process_group()
 
 
@@ -268,7 +271,7 @@ def test_distributed_batchnorm_matches_one_batchnorm_even_in_bf16(tmp_path):
     workers = [context.Process(target=_batchnorm_shard, args=(r, 2, str(tmp_path / "init"), queue)) for r in (0, 1)]
     for worker in workers:
         worker.start()
-    parts = dict((rank, rest) for rank, *rest in (queue.get(timeout=120) for _ in workers))
+    parts = {rank: [torch.from_numpy(a) for a in rest] for rank, *rest in (queue.get(timeout=120) for _ in workers)}
     for worker in workers:
         worker.join(timeout=60)
     torch.manual_seed(0)
