@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from Load_Dataset import ImageToImage2D, build_test_split
-from nets.inference import PRECISIONS, TEXT_CACHE, CompileError, Predictor
+from nets.inference import AUTO, PRECISIONS, TEXT_CACHE, CompileError, Predictor
 from nets.tokenizer import ReportTokenizer
 from nets.weights import build_model_from_checkpoint
 from utils.checkpoint import BEST_NAME, resolve_session
@@ -86,9 +86,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--save_pred", metavar="DIR", help="write each predicted mask as a 0/255 PNG")
     parser.add_argument("--text_ablation", action="store_true",
                         help="also score with reports shuffled between images and with empty reports")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 (default), or opt-in bf16 (CPU/CUDA) / fp16 (CUDA) autocast: faster, masks may "
-                             "differ in a few pixels")
+    parser.add_argument("--precision", choices=PRECISIONS + (AUTO,), default="fp32",
+                        help="fp32 (default), or opt-in bf16 (CPU/CUDA) / fp16 (CUDA) autocast: masks may differ in a "
+                             "few pixels, and bf16 is slower than fp32 on some CPUs; auto times them on the first "
+                             "batch and keeps the fastest")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model: a one-off compilation (tens of seconds), then faster batches")
     parser.add_argument("--text_cache", type=non_negative_int, default=TEXT_CACHE, metavar="N",
@@ -156,7 +157,7 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
                               out["word_weights"][i, 1:1 + len(words)].cpu().numpy(),
                               out["patch_weights"][i].reshape(grid, grid).cpu().numpy(),
                               truth=batch["label"][i].numpy(), dice=dice)
-    summary = {"checkpoint": checkpoint, "precision": args.precision, "compiled": args.compile,
+    summary = {"checkpoint": checkpoint, "precision": predictor.precision, "compiled": args.compile,
                "text_cache": _cache_counts(predictor), "images": meter.images, **meter.compute(),
                "protocol": "dice/iou: per-image mean, threshold > 0.5, empty/empty = 0; *_pooled: pixels summed"}
     if args.text_ablation:
@@ -175,7 +176,7 @@ def run(args, data_config: Config, checkpoint: str, out_dir: str, device: torch.
         json.dump(summary, handle, indent=2)
     if "text_ablation" in summary:  # its own file too: a later plain run rewrites the summary, not this
         with open(os.path.join(out_dir, ABLATION_NAME), "w") as handle:
-            json.dump({"checkpoint": checkpoint, "precision": args.precision, **summary["text_ablation"]}, handle,
+            json.dump({"checkpoint": checkpoint, "precision": predictor.precision, **summary["text_ablation"]}, handle,
                       indent=2)
     return summary
 
@@ -282,7 +283,8 @@ def parse_predict_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--table", help="... with a .xlsx/.csv of Image (file name) and Description (report)")
     parser.add_argument("--out", required=True, help="output prefix (one image) or folder (--images)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16 or fp16")
+    parser.add_argument("--precision", choices=PRECISIONS + (AUTO,), default="fp32",
+                        help="fp32 (default), bf16, fp16 (CUDA) or auto (the fastest here, timed on the first image)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on a folder)")
     parser.add_argument("--text_cache", type=non_negative_int, default=TEXT_CACHE, metavar="N",
                         help=f"reuse the text features of up to N reports (default {TEXT_CACHE}; 0 = off)")

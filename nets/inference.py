@@ -9,7 +9,9 @@ What :class:`Predictor` does, each measured by ``python -m utils.benchmark`` (do
   training-only; the authors' code ran them at test time too);
 - BatchNorm folded into the convolution before it (:func:`fold_batchnorm`), ReLU in place;
 - channels-last memory format for the convolutions (``channels_last=True``);
-- optionally reduced precision: ``precision="bf16"`` (CPU or CUDA autocast) or ``"fp16"`` (CUDA autocast);
+- optionally reduced precision: ``precision="bf16"`` (CPU or CUDA autocast) or ``"fp16"`` (CUDA autocast), or
+  ``"auto"``, which times the precisions on the first batch and keeps the fastest (bf16 is faster than fp32 on
+  some CPUs and slower on others: an AMD EPYC gained, a 2-core Xeon lost; docs/PERFORMANCE.md);
 - optionally ``torch.compile`` (``compile=True``): a one-off compilation of tens of seconds, then faster calls;
 - optionally a cache of the frozen text tower's features for reports seen before (``cache_text``): at batch 1
   the logits are bit for bit those without it.
@@ -22,6 +24,9 @@ In fp32 the logits equal those of ``model.eval()(...)`` up to float rounding (ab
 from __future__ import annotations
 
 import contextlib
+import logging
+import statistics
+import time
 from collections import OrderedDict
 from typing import Dict, List
 
@@ -31,6 +36,8 @@ from torch import nn
 from nets.unet import ConvBatchNorm
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+AUTO = "auto"  # Predictor(precision="auto"): the fastest of PRECISIONS on this device, timed on the first batch
+logger = logging.getLogger(__name__)
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TEXT_CACHE = 1024  # reports whose text features test.py and predict keep (about 37 MB at QaTa's sizes)
 
@@ -143,7 +150,12 @@ class Predictor:
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str = "fp32", channels_last: bool = True,
                  compile: bool = False, cache_text: int = 0):
-        autocast_for(device, precision)  # validates the pair
+        if precision == AUTO:
+            if compile:
+                raise ValueError("precision 'auto' times the precisions without compiling: with compile, name one of "
+                                 f"{', '.join(PRECISIONS)}")
+        else:
+            autocast_for(device, precision)  # validates the pair
         self.device = device
         self.precision = precision
         self.channels_last = channels_last
@@ -160,6 +172,8 @@ class Predictor:
                 return_weights: bool = False) -> Dict[str, torch.Tensor]:
         """The model's output dict (``logits``, and with ``return_weights`` the word and patch weights), fp32."""
         self.model.check_inputs(images, tokens, text_mask)
+        if self.precision == AUTO:
+            self.precision = self._fastest_precision(images, tokens, text_mask)
         images = images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -178,6 +192,35 @@ class Predictor:
             out = forward(images, tokens, text_mask, return_aux=False, return_weights=return_weights,
                           text_clip=text_clip)
         return {key: value[:batch].float().contiguous() for key, value in out.items()}
+
+    def candidate_precisions(self) -> List[str]:
+        """What ``"auto"`` chooses from: fp32 and bf16, and fp16 on CUDA (bf16 only where the GPU supports it)."""
+        if self.device.type != "cuda":
+            return ["fp32", "bf16"]
+        return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+
+    def time_precision(self, precision: str, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor,
+                       repeats: int = 3) -> float:
+        """Median seconds of the forward for this batch in ``precision``, after one untimed run."""
+        self.precision = precision
+        times = []
+        for _ in range(repeats + 1):
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            start = time.perf_counter()
+            self.outputs(images, tokens, text_mask)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[1:])
+
+    def _fastest_precision(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor) -> str:
+        """Time each candidate on this batch and return the fastest; logs the timings and the choice."""
+        timings = {p: self.time_precision(p, images, tokens, text_mask) for p in self.candidate_precisions()}
+        best = min(timings, key=timings.get)
+        logger.info("precision auto on %s: %s per batch of %d; using %s", self.device.type,
+                    ", ".join(f"{p} {t:.3f} s" for p, t in timings.items()), images.shape[0], best)
+        return best
 
     def __call__(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """``[B, 1, H, W]`` fp32 logits; ``logits > 0`` is the mask (probability > 0.5)."""

@@ -100,6 +100,34 @@ def test_predictor_bf16_runs_on_cpu_and_returns_fp32():
     assert (logits - reference).abs().max() < 0.05 * reference.abs().max() + 1e-3
 
 
+@pytest.mark.parametrize("timings, chosen", [({"fp32": 0.2, "bf16": 0.1}, "bf16"),
+                                             ({"fp32": 0.1, "bf16": 0.3}, "fp32")])
+def test_auto_precision_keeps_the_faster_one_on_this_machine(timings, chosen, monkeypatch, caplog):
+    config = tiny_config()
+    model = _model_with_batchnorm_statistics(config)
+    images, tokens, mask, _ = batch(config)
+    predictor = Predictor(copy.deepcopy(model), torch.device("cpu"), "auto")
+    monkeypatch.setattr(predictor, "time_precision", lambda precision, *args: timings[precision])
+    with caplog.at_level("INFO"):
+        logits = predictor(images, tokens, mask)
+    assert predictor.precision == chosen and f"using {chosen}" in caplog.text
+    assert "fp32 " in caplog.text and "bf16 " in caplog.text
+    expected = Predictor(copy.deepcopy(model), torch.device("cpu"), chosen)(images, tokens, mask)
+    assert torch.equal(logits, expected)
+
+
+def test_auto_precision_times_for_real_and_refuses_compile():
+    config = tiny_config()
+    model = _model_with_batchnorm_statistics(config)
+    images, tokens, mask, _ = batch(config)
+    predictor = Predictor(copy.deepcopy(model), torch.device("cpu"), "auto")
+    assert predictor.candidate_precisions() == ["fp32", "bf16"]
+    predictor(images, tokens, mask)
+    assert predictor.precision in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="auto"):
+        Predictor(copy.deepcopy(model), torch.device("cpu"), "auto", compile=True)
+
+
 @NEEDS_CXX
 def test_compiled_predictor_gives_the_eager_masks_and_pads_a_short_batch(monkeypatch):
     config = tiny_config()

@@ -82,7 +82,8 @@ class RecLMISPredictor:
     Args:
         checkpoint: a checkpoint of ours, or the authors' released file (then give ``config`` for its sizes).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-        precision: "fp32" (default), "bf16" or "fp16" (CUDA); see :class:`nets.inference.Predictor`.
+        precision: "fp32" (default), "bf16", "fp16" (CUDA) or "auto" (the fastest on this machine, timed on the
+            first image); see :class:`nets.inference.Predictor`.
         config: the config for a checkpoint that carries none (the authors').
         compile: ``torch.compile`` the model (see :class:`nets.inference.Predictor`).
         cache_text: reuse the text tower's features of up to this many reports (0 = off). One image at a time,
