@@ -433,8 +433,12 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
     else:
         setup_logging(level=logging.WARNING)
     tune_cpu_allocator()
-    logger.info("session %s, config %s, device %s%s", session_dir, args.config, device,
+    logger.info("session %s, config %s, device %s%s", os.path.abspath(session_dir), args.config, device,
                 f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
+    # Relative paths of the config resolve against the working directory: say where each one lands.
+    logger.info("working directory %s; data %s, %s, %s; CLIP weights %s", os.getcwd(),
+                *(os.path.abspath(getattr(config, f"{split}_dataset")) for split in ("train", "val", "test")),
+                os.path.abspath(config.clip_weights) if config.clip_weights else "none (random text tower)")
     set_seed(config.seed, config.deterministic)
     try:
         trainer = Trainer(config, session_dir, device, progress=not args.no_progress, dist=dist)

@@ -369,14 +369,17 @@ def test_old_format_checkpoints_still_load(tmp_path):
 
 # Command line ---------------------------------------------------------------------------------------------------
 
-def test_a_run_whose_data_check_fails_leaves_no_session_behind(tmp_path, capsys):
+def test_a_run_whose_data_check_fails_leaves_no_session_behind(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # run from another folder than the repository: relative paths land here, and say so
     output = tmp_path / "runs"
-    settings = [f"train_dataset={tmp_path}/nowhere/Train_Folder", f"val_dataset={tmp_path}/nowhere/Val_Folder",
-                f"test_dataset={tmp_path}/nowhere/Test_Folder", f"output_root={output}", "demo_data=False"]
+    settings = ["train_dataset=nowhere/Train_Folder", "val_dataset=nowhere/Val_Folder",
+                "test_dataset=nowhere/Test_Folder", "output_root=runs", "demo_data=False"]
     for _ in range(2):
         assert train_model.main(["-c", "Config_Demo", "--set", *settings, "--no_progress"]) == 1
     err = capsys.readouterr().err
     assert "nowhere" in err and "nothing was trained: the new session folder" in err
+    assert f"working directory {tmp_path}; data {tmp_path}/nowhere/Train_Folder" in err
+    assert f"session {output}/Demo/RecLMIS/session_" in err
     assert list((output / "Demo" / "RecLMIS").iterdir()) == []  # no empty session, not even its log
 
 

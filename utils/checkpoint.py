@@ -61,7 +61,7 @@ def resolve_session(session: str, output_root: str, task_name: str) -> str:
     if os.path.isdir(path):
         return path
     known = list_sessions(output_root, task_name)
-    message = (f"no session {session!r} under {sessions_root(output_root, task_name)}; "
+    message = (f"no session {session!r} under {os.path.abspath(sessions_root(output_root, task_name))}; "
                + (f"sessions there: {', '.join(known)}" if known else "there are no sessions there yet"))
     tasks = [entry.name for entry in os.scandir(output_root)] if os.path.isdir(output_root) else []
     elsewhere = sorted(t for t in tasks if t != task_name and os.path.isdir(os.path.join(

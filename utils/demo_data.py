@@ -287,7 +287,7 @@ def make_demo_dataset(root, n_train: int = 200, n_val: int = 50, n_test: int = 5
         if tmp.exists():
             shutil.rmtree(tmp)
     logger.info("wrote the demo data set (%d/%d/%d images, %d px, seed %d) to %s", n_train, n_val, n_test,
-                img_size, seed, root)
+                img_size, seed, root.resolve())
     return root
 
 
