@@ -1,6 +1,8 @@
 """The reports' tokenizer: OpenAI CLIP's byte-pair encoding, as the authors use it.
 
-The BPE vocabulary comes from ``open-clip-torch``, which ships it and needs no network. The rules follow the
+The BPE is this project's own (:mod:`nets.bpe`, with CLIP's vocabulary file beside it), checked token for token
+against open_clip's tokenizer in the tests; nothing is downloaded and open_clip is not needed at run time. The
+rules follow the
 authors' ``clip.tokenize(text, context_length=token_len, truncate=True)``: lower-cased, ftfy- and
 whitespace-cleaned text, a start token, the BPE tokens, an end token, zeros after; a report longer than
 ``token_len`` is cut and its last token forced to the end token. ``text_mask`` is ``tokens != 0``.
@@ -12,13 +14,13 @@ pandas >= 3; here it is explicit, behind ``Config.pad_short_reports`` (on by def
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
+import functools
 from dataclasses import dataclass
 from typing import List, Sequence, Union
 
 import torch
+
+from nets.bpe import ClipBPE
 
 PAD_WORD = " EOF XXX"
 MIN_REPORT_WORDS = 9
@@ -43,30 +45,10 @@ class TokenizedReports:
     text_mask: torch.Tensor
     truncated: torch.Tensor
 
-_TOKENIZER_MODULE = "_reclmis_open_clip_tokenizer"
-
-
-def simple_tokenizer_class():
-    """open_clip's ``SimpleTokenizer`` (CLIP's BPE and vocabulary), loaded from ``open_clip/tokenizer.py`` alone.
-
-    ``import open_clip.tokenizer`` would first run ``open_clip/__init__.py``, which imports torchvision and every
-    model definition: 2.7 s and 230 MB of resident memory that tokenising never uses. The tokenizer module
-    imports nothing from its package, so it is loaded on its own from the installed file.
-
-    Raises:
-        ImportError: open-clip-torch is not installed.
-    """
-    module = sys.modules.get(_TOKENIZER_MODULE)
-    if module is None:
-        spec = importlib.util.find_spec("open_clip")
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("the CLIP tokenizer comes from open-clip-torch: pip install -r requirements.txt")
-        path = os.path.join(list(spec.submodule_search_locations)[0], "tokenizer.py")
-        file_spec = importlib.util.spec_from_file_location(_TOKENIZER_MODULE, path)
-        module = importlib.util.module_from_spec(file_spec)
-        file_spec.loader.exec_module(module)
-        sys.modules[_TOKENIZER_MODULE] = module
-    return module.SimpleTokenizer
+@functools.lru_cache(maxsize=1)
+def clip_bpe() -> ClipBPE:
+    """One :class:`nets.bpe.ClipBPE` per process: reading the vocabulary takes a fraction of a second."""
+    return ClipBPE()
 
 
 class ReportTokenizer:
@@ -82,7 +64,7 @@ class ReportTokenizer:
             raise ValueError(f"token_len must be >= 2 (start and end token), got {token_len}")
         self.token_len = token_len
         self.pad_short_reports = pad_short_reports
-        self._bpe = simple_tokenizer_class()(context_length=token_len)
+        self._bpe = clip_bpe()
         self.sot_token_id = self._bpe.sot_token_id
         self.eot_token_id = self._bpe.eot_token_id
         self.vocab_size = self._bpe.vocab_size
