@@ -1,4 +1,4 @@
-"""The CLIP text tower (ViT-B/32's by default), and loading its weights from OpenAI's archive.
+"""The CLIP text tower (ViT-B/32's by default), and loading its weights from any form CLIP is published in.
 
 Only the text half of CLIP is built: token and positional embeddings, pre-LN residual attention blocks with
 QuickGELU, the final LayerNorm, the text projection and ``logit_scale``. Parameter names match OpenAI's, so the
@@ -12,6 +12,7 @@ positions, which later blocks do use (the interaction attends to them, ``text_mo
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -159,8 +160,12 @@ def sha256_of(path: str, chunk: int = 1 << 20) -> str:
 
 def missing_weights_message(path: str) -> str:
     return (
-        f"CLIP weights not found at {path!r}. Download OpenAI's ViT-B/32 archive ({VIT_B32_URL}, "
-        f"sha256 {VIT_B32_SHA256}) and save it as nets/ViT-B-32.pt, or set clip_weights to the file's path. "
+        f"CLIP weights not found at {path!r}. Any form of OpenAI's CLIP ViT-B/32 works; where to get one today: "
+        "(1) the Hugging Face hub's openai/clip-vit-base-patch32, a folder "
+        "(huggingface-cli download openai/clip-vit-base-patch32 --local-dir nets/clip-vit-base-patch32, then "
+        "--set clip_weights=nets/clip-vit-base-patch32); (2) open_clip's ViT-B-32 'openai' weights (its "
+        "open_clip_pytorch_model.bin or .safetensors); (3) as a last resort OpenAI's archive "
+        f"({VIT_B32_URL}, sha256 {VIT_B32_SHA256}; reported to answer 404 since 2025), saved as nets/ViT-B-32.pt. "
         "clip_weights=None builds a randomly initialised text tower instead (for tests and the demo); "
         "an authors' RecLMIS checkpoint already holds the text tower and needs no separate file."
     )
@@ -173,25 +178,115 @@ def _is_torchscript_archive(path: str) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
-def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.Tensor]:
-    """Read the text-tower tensors (OpenAI names, fp32) from a CLIP file.
+HF_PREFIX = "text_model."  # transformers' CLIPModel and CLIPTextModelWithProjection
+# The files a transformers or open_clip folder (save_pretrained, the hub's layout) may hold, in order of preference.
+FOLDER_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+_HF_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
+             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+CLIP_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial logit scale, for files that do not carry one
 
-    Accepts OpenAI's TorchScript archive (read with ``torch.jit.load``, which runs no Python code) or a plain
-    state dict saved with ``torch.save`` (read with ``weights_only=True``), optionally nested under
-    ``"state_dict"``. The vision tower's tensors are dropped.
+
+def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
+    """Every tensor of a ``.safetensors`` file (the format runs no code)."""
+    try:  # an optional dependency: only these files need it
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ImportError(f"{path} is a .safetensors file: pip install safetensors to read it") from None
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path!r} is not a readable .safetensors file: {error}") from None
+
+
+def hf_clip_to_openai(state: Dict[str, torch.Tensor], path: str, p: str = HF_PREFIX) -> Dict[str, torch.Tensor]:
+    """transformers' CLIP text tensors (``text_model.*``, ``text_projection.weight``; ``p`` is the prefix of the
+    text model's own tensors) in OpenAI's names.
+
+    q, k and v projections, kept apart there, are stacked into ``in_proj_weight``/``in_proj_bias``; the projection,
+    a Linear there (``[embed, width]``), is transposed into OpenAI's matrix (``[width, embed]``).
+    """
+    if "text_projection.weight" not in state:
+        raise ValueError(f"{path} holds transformers' CLIP text tower without its projection (text_projection.weight):"
+                         " save CLIPModel or CLIPTextModelWithProjection, not CLIPTextModel")
+    out = {"token_embedding.weight": state[p + "embeddings.token_embedding.weight"],
+           "positional_embedding": state[p + "embeddings.position_embedding.weight"],
+           "ln_final.weight": state[p + "final_layer_norm.weight"],
+           "ln_final.bias": state[p + "final_layer_norm.bias"],
+           "text_projection": state["text_projection.weight"].t().contiguous(),
+           "logit_scale": state.get("logit_scale", torch.tensor(CLIP_LOGIT_SCALE))}
+    layers = sorted({int(k.split(".")[3]) for k in state if k.startswith(p + "encoder.layers.")})
+    for i in layers:
+        hf, ours = f"{p}encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{ours}attn.in_proj_{kind}"] = torch.cat(
+                [state[f"{hf}self_attn.{name}_proj.{kind}"] for name in ("q", "k", "v")])
+            for theirs, mine in _HF_LAYER.items():
+                out[f"{ours}{mine}.{kind}"] = state[f"{hf}{theirs}.{kind}"]
+    return out
+
+
+def _unwrap(state, path: str) -> Dict[str, torch.Tensor]:
+    """The tensor dict of a loaded file: a ``state_dict`` or ``model`` wrapper and a ``module.`` prefix removed."""
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a CLIP state dict")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _folder_file(path: str) -> str:
+    """The weights file of a transformers or open_clip folder, checking transformers' activation."""
+    config_path = os.path.join(path, "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as handle:
+            config = json.load(handle)
+        text = config.get("text_config", config)
+        act = text.get("hidden_act", "quick_gelu")
+        if act != "quick_gelu":
+            raise ValueError(f"{config_path}: the text tower uses hidden_act={act!r}; this CLIP tower is OpenAI's, "
+                             "with quick_gelu (openai/clip-vit-base-patch32 and its siblings)")
+        width, heads = text.get("hidden_size"), text.get("num_attention_heads")
+        if width and heads and heads != max(width // 64, 1):
+            raise ValueError(f"{config_path}: the text tower has {heads} attention heads, but CLIP's towers have "
+                             f"width / 64 heads, which is how the heads are read off the tensors (width {width} / 64 "
+                             f"= {max(width // 64, 1)}); this is not a CLIP text tower we can rebuild")
+    for name in FOLDER_FILES:
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise FileNotFoundError(f"{path} is a folder without CLIP weights: expected one of {', '.join(FOLDER_FILES)} "
+                            "(as transformers' save_pretrained or the hub writes them)")
+
+
+def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.Tensor]:
+    """Read the text-tower tensors (OpenAI names, fp32) from a CLIP file or folder, its form detected:
+
+    - OpenAI's TorchScript archive (``ViT-B-32.pt``; read with ``torch.jit.load``, which runs no Python code);
+    - a state dict in OpenAI's names (``.pt``, ``.bin`` or ``.safetensors``; open_clip's checkpoint of
+      ``ViT-B-32``/``openai``), with or without the vision tensors, a ``state_dict``/``model`` wrapper or a
+      ``module.`` prefix;
+    - transformers' ``CLIPModel`` or ``CLIPTextModelWithProjection`` (a ``save_pretrained`` folder, or its
+      ``model.safetensors``/``pytorch_model.bin``), converted to OpenAI's names (:func:`hf_clip_to_openai`).
+
+    Pickled files are read with ``weights_only=True``. The vision tower's tensors are dropped.
 
     Raises:
         FileNotFoundError: ``path`` does not exist; the message says where to get the file.
-        ValueError: the file holds no CLIP text tower.
+        ValueError: the file holds no CLIP text tower; the message says what it found and what was expected.
     """
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(missing_weights_message(path))
+    if os.path.isdir(path):
+        path = _folder_file(path)
     if check_hash and os.path.basename(path) == "ViT-B-32.pt":
         actual = sha256_of(path)
         if actual != VIT_B32_SHA256:
             logger.warning("%s has sha256 %s, not the published %s: it may be corrupt or another model",
                            path, actual, VIT_B32_SHA256)
-    if _is_torchscript_archive(path):
+    if path.endswith(".safetensors"):
+        state = read_safetensors(path)
+    elif _is_torchscript_archive(path):
         with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; OpenAI ships its weights so
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load")
             state = torch.jit.load(path, map_location="cpu").state_dict()
@@ -199,11 +294,17 @@ def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.
         from nets.weights import read_checkpoint  # here: nets.weights imports this module
 
         state = read_checkpoint(path)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-    if not isinstance(state, dict) or "ln_final.weight" not in state:
-        raise ValueError(f"{path} holds no CLIP text tower (no 'ln_final.weight' tensor); expected OpenAI's "
-                         "ViT-B/32 archive or a CLIP state dict")
+    state = _unwrap(state, path)
+    for prefix in (HF_PREFIX, ""):  # CLIPModel and ...WithProjection; a bare CLIPTextModel saves without a prefix
+        if prefix + "final_layer_norm.weight" in state and prefix + "embeddings.token_embedding.weight" in state:
+            state = hf_clip_to_openai(state, path, prefix)
+            break
+    if "ln_final.weight" not in state:
+        found = ", ".join(sorted(state)[:4]) or "no tensors"
+        raise ValueError(f"{path} holds no CLIP text tower: found {found}{', ...' if len(state) > 4 else ''}; "
+                         "expected OpenAI's names (ln_final.weight, transformer.resblocks.*) as in OpenAI's "
+                         "ViT-B-32.pt or open_clip's checkpoint, or transformers' (text_model.final_layer_norm.weight)"
+                         " as in openai/clip-vit-base-patch32")
     return {k: v.float() for k, v in state.items() if not k.startswith("visual.") and k not in _NON_TEXT_KEYS}
 
 

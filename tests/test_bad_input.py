@@ -221,6 +221,7 @@ def test_missing_clip_file_says_where_to_get_it(tmp_path):
         build_text_encoder(str(tmp_path / "ViT-B-32.pt"), TextTowerShape())
     message = str(error.value)
     assert "nets/ViT-B-32.pt" in message and VIT_B32_SHA256 in message and "clip_weights=None" in message
+    assert "openai/clip-vit-base-patch32" in message and "open_clip" in message  # the sources that work today
 
 
 def test_wrong_hash_clip_file_warns_with_both_hashes(tmp_path, caplog):
