@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from nets.attention import MultiheadAttention
+from nets.torchscript_tensors import read_torchscript_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +262,8 @@ def _folder_file(path: str) -> str:
 def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.Tensor]:
     """Read the text-tower tensors (OpenAI names, fp32) from a CLIP file or folder, its form detected:
 
-    - OpenAI's TorchScript archive (``ViT-B-32.pt``; read with ``torch.jit.load``, which runs no Python code);
+    - OpenAI's TorchScript archive (``ViT-B-32.pt``; its tensors read from the zip without the JIT,
+      :mod:`nets.torchscript_tensors`, which runs no code from the file);
     - a state dict in OpenAI's names (``.pt``, ``.bin`` or ``.safetensors``; open_clip's checkpoint of
       ``ViT-B-32``/``openai``), with or without the vision tensors, a ``state_dict``/``model`` wrapper or a
       ``module.`` prefix;
@@ -287,9 +288,7 @@ def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.
     if path.endswith(".safetensors"):
         state = read_safetensors(path)
     elif _is_torchscript_archive(path):
-        with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; OpenAI ships its weights so
-            warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.load")
-            state = torch.jit.load(path, map_location="cpu").state_dict()
+        state = read_torchscript_tensors(path)  # from the zip, without the deprecated JIT
     else:
         from nets.weights import read_checkpoint  # here: nets.weights imports this module
 
