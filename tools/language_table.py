@@ -80,29 +80,30 @@ def run_one(row: str, seed: int, out: str, epochs: Optional[int], threads: int, 
             "date": time.strftime("%Y-%m-%d")}
 
 
-COLUMNS = [("dice_true", "Dice true"), ("dice_shuffled", "shuffled"), ("dice_empty", "empty"),
-           ("dice_oracle", "every-blob oracle"), ("woi_position", "WOI on position words"),
-           ("poi_in_zones", "POI in named zones"), ("epochs", "epochs"), ("epoch_seconds", "s/epoch"),
-           ("minutes", "minutes")]
+COLUMNS = [("dice_true", "Dice true", 3), ("dice_shuffled", "shuffled", 3), ("dice_empty", "empty", 3),
+           ("dice_oracle", "every-blob oracle", 3), ("woi_position", "WOI on position words", 2),
+           ("poi_in_zones", "POI in named zones", 3), ("epochs", "epochs", 0), ("epoch_seconds", "s/epoch", 1),
+           ("minutes", "minutes", 1)]
 
 
-def _mean_spread(values: List[float]) -> str:
+def _mean_spread(values: List[float], digits: int = 3) -> str:
+    """``mean ± sample standard deviation``; the mean alone for one value or values that are all the same."""
     mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.3f}"
+    if len(values) == 1 or max(values) == min(values):
+        return f"{mean:.{digits}f}"
     spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.3f} ± {spread:.3f}"
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
 
 
 def table(records: List[dict], rows: Sequence[str]) -> str:
     """Markdown: one line per row, mean ± sample standard deviation over its seeds."""
-    lines = ["| row | seeds | " + " | ".join(title for _, title in COLUMNS) + " | text gain | over oracle |",
+    lines = ["| row | seeds | " + " | ".join(title for _, title, _ in COLUMNS) + " | text gain | over oracle |",
              "|---" * (len(COLUMNS) + 4) + "|"]
     for row in rows:
         mine = [r for r in records if r["row"] == row]
         if not mine:
             continue
-        cells = [_mean_spread([float(r[key]) for r in mine]) for key, _ in COLUMNS]
+        cells = [_mean_spread([float(r[key]) for r in mine], digits) for key, _, digits in COLUMNS]
         gain = _mean_spread([r["dice_true"] - r["dice_shuffled"] for r in mine])
         over = _mean_spread([r["dice_true"] - r["dice_oracle"] for r in mine])
         seeds = ",".join(str(r["seed"]) for r in sorted(mine, key=lambda r: r["seed"]))
