@@ -154,10 +154,11 @@ def test_global_batch_must_split_evenly(data_root, tmp_path):
 def _evaluate_shard(rank, world, init_file, data_root, queue):
     import torch.distributed as dist
 
-    from Load_Dataset import build_dataloader
+    from Load_Dataset import ReportsSwapped, build_dataloader
     from nets import build_model
     from utils.distributed import Distributed
-    from utils.engine import evaluate
+    from utils.engine import evaluate, evaluate_dice
+    from utils.language import report_cycle
     from utils.losses import RecLMISCriterion
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -170,6 +171,10 @@ def _evaluate_shard(rank, world, init_file, data_root, queue):
     context = Distributed(rank=rank, world_size=world, backend="gloo")
     result = evaluate(model, RecLMISCriterion(config), loader, torch.device("cpu"), progress=False,
                       reduce=context.all_reduce_sums)
+    swapped = ReportsSwapped(loader.dataset, report_cycle(len(loader.dataset), config.seed))  # as training does
+    shuffled = evaluate_dice(model, build_dataloader(config, "val", dataset=swapped, num_replicas=world, rank=rank),
+                             torch.device("cpu"), progress=False, reduce=context.all_reduce_sums)
+    result["dice_shuffled"] = shuffled["dice"]
     queue.put((rank, len(loader.sampler), result))
     dist.destroy_process_group()
 
@@ -181,12 +186,14 @@ def _eval_config(data_root):
 
 
 def test_sharded_validation_equals_one_process(data_root, tmp_path):
-    """5 validation images over 2 processes (3 + 2, none repeated): the reduced scores are the single-process ones."""
+    """5 validation images over 2 processes (3 + 2, none repeated): the reduced scores, the shuffled-report Dice
+    included, are the single-process ones."""
     import torch.multiprocessing as mp
 
-    from Load_Dataset import build_dataloader
+    from Load_Dataset import ReportsSwapped, build_dataloader
     from nets import build_model
-    from utils.engine import evaluate
+    from utils.engine import evaluate, evaluate_dice
+    from utils.language import report_cycle
     from utils.losses import RecLMISCriterion
 
     root = make_demo_dataset(tmp_path / "Demo", n_train=2, n_val=5, n_test=1, img_size=48, seed=4)
@@ -208,9 +215,13 @@ def test_sharded_validation_equals_one_process(data_root, tmp_path):
         model.outc.bias.fill_(0.02)
     single = evaluate(model, RecLMISCriterion(config), build_dataloader(config, "val"), torch.device("cpu"),
                       progress=False)
+    val = build_dataloader(config, "val").dataset
+    single["dice_shuffled"] = evaluate_dice(
+        model, build_dataloader(config, "val", dataset=ReportsSwapped(val, report_cycle(len(val), config.seed))),
+        torch.device("cpu"), progress=False)["dice"]
     for rank in (0, 1):
         shard = results[rank][1]
-        for key in ("dice", "iou", "dice_pooled", "iou_pooled", "seg", "text_rec", "img_rec"):
+        for key in ("dice", "iou", "dice_pooled", "iou_pooled", "seg", "text_rec", "img_rec", "dice_shuffled"):
             assert shard[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7), key
     assert 0 < single["dice"] < 1
 
