@@ -23,7 +23,7 @@ from nets import build_model
 from nets.text_encoder import VIT_B32_SHA256, CLIPTextEncoder, TextTowerShape, build_text_encoder
 from nets.tokenizer import ReportTokenizer
 from nets.weights import build_model_from_checkpoint, read_checkpoint, save_authors_format
-from tests.tiny import tiny_config, write_clip_file
+from tests.tiny import Payload, tiny_config, write_clip_file
 from utils.checkpoint import LATEST_NAME, create_session_dir
 from utils.config import load_config
 from utils.data_check import check_dataset
@@ -267,20 +267,10 @@ def test_resume_after_the_clip_file_changed(tmp_path, capsys):
     assert latest.read_bytes() == before
 
 
-class _Payload:
-    """Unpickling this runs ``open(marker, 'w')``: a stand-in for malicious code in a checkpoint."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "payload_ran"
     path = tmp_path / "evil.pth.tar"
-    torch.save({"state_dict": {}, "payload": _Payload(str(marker))}, path)
+    torch.save({"state_dict": {}, "payload": Payload(str(marker))}, path)
     with pytest.raises(ValueError, match="refusing to load"):
         read_checkpoint(str(path))
     assert not marker.exists()
@@ -289,7 +279,7 @@ def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
 def test_clip_file_carrying_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "payload_ran"
     path = tmp_path / "clip.pt"
-    torch.save({"ln_final.weight": torch.zeros(2), "payload": _Payload(str(marker))}, path)
+    torch.save({"ln_final.weight": torch.zeros(2), "payload": Payload(str(marker))}, path)
     with pytest.raises(ValueError, match="refusing to load"):
         build_text_encoder(str(path), TextTowerShape())
     assert not marker.exists()

@@ -11,6 +11,7 @@ import torch
 from nets.text_encoder import CLIPTextEncoder, TextTowerShape, load_clip_text_state
 from nets.tokenizer import ReportTokenizer
 from nets.torchscript_tensors import read_torchscript_tensors
+from tests.tiny import Payload
 
 SHAPE = TextTowerShape(width=64, layers=2, heads=1, embed_dim=48)
 
@@ -38,19 +39,11 @@ def test_same_tensors_as_the_jit(tmp_path, half):
     assert all(v.dtype == torch.float32 for v in state.values()) and "ln_final.weight" in state
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_an_archive_carrying_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pt"
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("evil/data.pkl", pickle.dumps({"weight": _Payload(str(marker))}, protocol=2))
+        archive.writestr("evil/data.pkl", pickle.dumps({"weight": Payload(str(marker))}, protocol=2))
         archive.writestr("evil/constants.pkl", pickle.dumps(()))
     with pytest.raises(ValueError, match="could not be read without the JIT.*unexpected global (io|builtins).open"):
         read_torchscript_tensors(str(path))

@@ -57,3 +57,13 @@ def write_clip_file(path, seed: int = 0, width: int = 32, layers: int = 1, heads
     tower = CLIPTextEncoder(TextTowerShape(width=width, layers=layers, heads=heads, embed_dim=width))
     torch.save({name: tensor.half() for name, tensor in tower.state_dict().items()}, path)
     return str(path)
+
+
+class Payload:
+    """Unpickling this runs ``open(marker, 'w')``: a stand-in for malicious code in a weights file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
