@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -67,10 +67,18 @@ def resolve_session(session: str, output_root: str, task_name: str) -> str:
     elsewhere = sorted(t for t in tasks if t != task_name and os.path.isdir(os.path.join(
         sessions_root(output_root, t), session)))
     if elsewhere:
-        configs = [name for name in known_configs() if load_config(name).task_name == elsewhere[0]]
+        configs = [name for name in known_configs() if _task_of(name) == elsewhere[0]]
         how = f"add -c {configs[0]}" if configs else f"use a config whose task_name is {elsewhere[0]!r}"
         message += f". It is a session of task {elsewhere[0]!r}, not {task_name!r}: {how}"
     raise FileNotFoundError(message)
+
+
+def _task_of(config_name: str) -> Optional[str]:
+    """The task name of a config module, or None when it cannot be imported from here (it is only a hint)."""
+    try:
+        return load_config(config_name).task_name
+    except (FileNotFoundError, TypeError):
+        return None
 
 
 def checkpoint_payload(model, config, epoch: int, best: bool, val: dict, training_state: dict = None,
