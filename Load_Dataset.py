@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from nets.tokenizer import ReportTokenizer
 from utils.data_check import CheckReport, check_dataset
 from utils.data_files import (
     ERROR,
@@ -95,7 +96,7 @@ class ImageToImage2D(Dataset):
         self.img_size = cfg.img_size
         self.blur_mode = cfg.blur_mode
         self.geometry = cfg.geometry
-        self.token_len, self.pad_short_reports = cfg.token_len, cfg.pad_short_reports
+        self.tokenizer = ReportTokenizer(cfg.token_len, cfg.pad_short_reports)  # for reports mirrored in training
         self.augment = (cfg.augment and split == "train") if augment is None else augment
         if index is None:
             index, table = load_split_index(cfg, split)
@@ -145,7 +146,7 @@ class ImageToImage2D(Dataset):
             image, mask, report = train_augment(image, mask, np.random.default_rng([self.epoch_seed, i]),
                                                 self.blur_mode, self.geometry, report)
             if report != sample.report:  # mirrored with the image (geometry="report"): tokenise after the swap
-                tokenized = tokenize_reports([report], self.token_len, self.pad_short_reports)
+                tokenized = self.tokenizer([report])
                 tokens, text_mask = tokenized.tokens[0], tokenized.text_mask[0]
         return {
             "image": image_to_tensor(image),

@@ -410,6 +410,11 @@ def _open_session(args, config: Config, dist: Distributed):
     return dist.broadcast(session_dir), config, error
 
 
+def _log_error(error: Exception) -> None:
+    """``error: <message>`` in the log; for an OSError its plain reason (``No space left on device``)."""
+    logger.error("error: %s", error.strerror if isinstance(error, OSError) and error.strerror else error)
+
+
 def discard_session(session_dir: str) -> None:
     """Remove a session folder that a failed start created: close its log file first."""
     root = logging.getLogger()
@@ -446,7 +451,7 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
                                           estimated_checkpoint_bytes(trainer.raw_model, config.clip_weights is not None,
                                                                      config.compact_resume)))
     except (DatasetError, OSError, ValueError) as error:  # nothing trained yet: a new session leaves nothing behind
-        logger.error("error: %s", error.strerror if isinstance(error, OSError) and error.strerror else error)
+        _log_error(error)
         if not args.resume and dist.is_main:
             discard_session(session_dir)
             logger.error("nothing was trained: the new session folder %s was removed", session_dir)
@@ -459,7 +464,7 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
             trainer.resume()
         result = trainer.run()
     except (DatasetError, OSError, ValueError, NonFiniteLossError) as error:
-        logger.error("error: %s", error.strerror if isinstance(error, OSError) and error.strerror else error)
+        _log_error(error)
         return 1
     except KeyboardInterrupt:
         return 130

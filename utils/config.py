@@ -104,7 +104,7 @@ class Config:
     text_guide: str = ""  # decoder stages ("up3,up2", ...) whose output pixels attend to the report's words
 
     # ---- one switch for the options above and report-consistent augmentation -----------------------------------
-    # "faithful": the authors' model and training; "improved": IMPROVED below, the combination that reads the
+    # "faithful": the authors' model and training; "improved": IMPROVED above, the combination that reads the
     # report best in docs/LANGUAGE.md. Setting it sets those fields; any field set with or after it wins.
     variant: str = "faithful"
 

@@ -11,7 +11,7 @@ report names exactly those zones, in the QaTa style:
 
 About 80% of the images also carry *distractor* blobs, drawn the same way in 1 or 2 zones the report does not name
 and left out of the mask, so that a model has to read the report to segment well: segmenting every blob (the
-"every blob" oracle, :func:`every_blob_dice`) scores clearly lower than reading.
+"every blob" oracle, :func:`utils.language.every_blob_logits`) scores clearly lower than reading.
 
 Left and right follow the radiological convention: the patient's left lung is on the image's right.
 

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from utils.config import GEOMETRIES
 from utils.report_words import mirror_report
 
 BLUR_MODES = ("rows", "2d")
-GEOMETRIES = ("authors", "report", "none")
 SIGMA_RANGE = (0.5, 1.0)
 
 
