@@ -1,4 +1,4 @@
-"""The synthetic demo set (utils/demo_data.py): trains on a CPU in a few minutes with nothing downloaded.
+"""The synthetic demo set (utils/data/demo.py): trains on a CPU in a few minutes with nothing downloaded.
 
 The set is written to datasets/Demo when it is missing (``demo_data=True``), in the QaTa-COV19 layout, so the
 base config's tables and pairing apply. To fit a CPU, the model is smaller than the paper's: 112 px inputs,

@@ -7,16 +7,16 @@ folders and report tables (``train_dataset``, ``train_text``, ...), the pairing 
 - the image is read as 3-channel BGR uint8, resized bilinearly to ``img_size`` and scaled to [0, 1], with no
   mean/std normalisation: ``image`` float32 ``[3, S, S]``;
 - the mask is read as grey, resized bilinearly, and ``> 0`` becomes 1: ``label`` int64 ``[S, S]``;
-- the mask's report is tokenised by the network's tokenizer (``nets.tokenizer.ReportTokenizer``):
+- the mask's report is tokenised by the network's tokenizer (``utils.data.tokenizer.ReportTokenizer``):
   ``text_token`` and ``text_mask`` int64 ``[L]``; ``text`` is the report as written (before the " EOF XXX"
   padding) and ``name`` the image's file name, for logs and pictures;
-- training samples are augmented (``utils/transforms.py``): blur (the authors' row-wise quirk, or a 2-D blur,
+- training samples are augmented (``utils/data/transforms.py``): blur (the authors' row-wise quirk, or a 2-D blur,
   ``blur_mode``), photometric distortion, then rot90+flip or a small rotation of image and mask together
   (``geometry="authors"``), or only the mirrors the report can follow, its position words mirrored too and the
   report tokenised again (``geometry="report"``; ``text`` is then the mirrored report). Validation and test
   samples are not.
 
-Before training, :func:`build_dataloaders` runs the data checks (``utils/data_check.py``) and stops with a
+Before training, :func:`build_dataloaders` runs the data checks (``utils/data/check.py``) and stops with a
 :class:`DatasetError` that names every file or row at fault. ``python Load_Dataset.py --check <folder>`` prints
 the same checks.
 
@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nets.tokenizer import ReportTokenizer
-from utils.data_check import CheckReport, check_dataset
-from utils.data_files import (
+from utils.data.tokenizer import ReportTokenizer
+from utils.data.check import CheckReport, check_dataset
+from utils.data.files import (
     ERROR,
     SPLITS,
     DatasetError,
@@ -56,8 +56,8 @@ from utils.data_files import (
     read_mask,
     tokenize_reports,
 )
-from utils.demo_data import ensure_demo_dataset, make_demo_dataset
-from utils.transforms import image_to_tensor, train_augment
+from utils.data.demo import ensure_demo_dataset, make_demo_dataset
+from utils.data.transforms import image_to_tensor, train_augment
 
 __all__ = ["DatasetError", "ImageToImage2D", "build_dataloader", "build_dataloaders", "seed_worker", "main"]
 
@@ -71,7 +71,7 @@ class ImageToImage2D(Dataset):
         cfg: a :class:`utils.config.Config`.
         split: "train", "val" or "test".
         augment: apply the training augmentation; None = ``cfg.augment and split == "train"``.
-        index: the split's sample index from a data check (:class:`utils.data_check.CheckReport`), to avoid
+        index: the split's sample index from a data check (:class:`utils.data.check.CheckReport`), to avoid
             listing the folders again; None = index the split now.
 
     Raises:
@@ -161,7 +161,7 @@ class ImageToImage2D(Dataset):
 class ReportsSwapped(Dataset):
     """A split whose item ``i`` is item ``i`` of ``dataset`` with the report of item ``donor[i]``: image, mask and
     name stay; ``text``, ``text_token`` and ``text_mask`` are the donor's. With a derangement
-    (:func:`utils.language.report_cycle`) no image keeps its own report. For unaugmented splits (the donor's
+    (:func:`utils.inference.language.report_cycle`) no image keeps its own report. For unaugmented splits (the donor's
     tokens are the stored ones)."""
 
     def __init__(self, dataset: ImageToImage2D, donor: torch.Tensor):

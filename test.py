@@ -27,19 +27,19 @@ import torch
 from tqdm import tqdm
 
 from Load_Dataset import ImageToImage2D, build_test_split
-from nets.inference import AUTO, PRECISIONS, TEXT_CACHE, CompileError, Predictor
-from nets.tokenizer import ReportTokenizer
+from utils.inference.predictor import AUTO, PRECISIONS, TEXT_CACHE, CompileError, Predictor
+from utils.data.tokenizer import ReportTokenizer
 from nets.weights import build_model_from_checkpoint
-from utils.checkpoint import BEST_NAME, resolve_session
+from utils.training.checkpoint import BEST_NAME, resolve_session
 from utils.config import Config, load_config
-from utils.data_files import DatasetError
-from utils.demo_data import INFO_FILE, demo_cases
-from utils.engine import to_device
-from utils.language import every_blob_logits, interest_shares, report_cycle
+from utils.data.files import DatasetError
+from utils.data.demo import INFO_FILE, demo_cases
+from utils.training.engine import to_device
+from utils.inference.language import every_blob_logits, interest_shares, report_cycle
 from utils.logger import setup_logging
-from utils.metrics import SegmentationMeter
+from utils.training.metrics import SegmentationMeter
 from utils.misc import get_device, tune_cpu_allocator
-from utils.visualize import draw_case
+from utils.inference.figures import draw_case
 
 logger = logging.getLogger("test")
 SUMMARY_NAME = "test_summary.json"  # scores of the latest test run
@@ -212,7 +212,7 @@ def text_ablation(predictor: Predictor, dataset: ImageToImage2D, tokenizer: Repo
 def demo_language_measures(predictor: Predictor, dataset: ImageToImage2D, tokenizer: ReportTokenizer,
                            test_folder: str) -> Optional[dict]:
     """On the demo set (a ``demo.json`` beside the test folder), the every-blob oracle's Dice and the mean
-    interest-map shares of :func:`utils.language.interest_shares`; None on any other data set."""
+    interest-map shares of :func:`utils.inference.language.interest_shares`; None on any other data set."""
     root = os.path.dirname(os.path.normpath(test_folder))
     if not os.path.isfile(os.path.join(root, INFO_FILE)):
         return None
@@ -300,7 +300,7 @@ def parse_predict_args(argv: List[str]) -> argparse.Namespace:
 
 
 def predict_main(argv: List[str]) -> int:
-    from utils.predict import RecLMISPredictor, predict_folder
+    from utils.inference.folder import RecLMISPredictor, predict_folder
 
     args = parse_predict_args(argv)
     setup_logging()

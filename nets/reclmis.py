@@ -5,7 +5,7 @@ Huang et al., IEEE TMI 2025 (arXiv 2404.02845). Inference path: CLIP text tower 
 pixel-level attention -> logits. In training, two auxiliary branches shape the features: conditioned language
 and vision reconstruction (mask the tokens the words/patches-of-interest heads weigh most, rebuild them from the
 other modality) and the conditioned contrastive loss (computed from this model's outputs in
-``utils/losses.py``).
+``utils/training/losses.py``).
 
 Sizes: ``C = base_channel``, ``D`` = the text tower's output width (512 for ViT-B/32), ``G = img_size // 16``.
 The deepest encoder block outputs ``D`` channels so that the bottleneck, the text and every auxiliary block share
@@ -40,7 +40,7 @@ class RecLMIS(nn.Module):
     """The RecLMIS network for one :class:`utils.config.Config`.
 
     The output is **logits**: ``sigmoid(logits)`` equals the probabilities of the authors' model for the same
-    weights, so their checkpoints give the same masks. Losses take logits (``utils/losses.py``).
+    weights, so their checkpoints give the same masks. Losses take logits (``utils/training/losses.py``).
 
     Args:
         config: reads ``img_size``, ``n_channels``, ``base_channel``, ``token_len``, ``clip_*``, ``frozen_clip``,
@@ -148,7 +148,7 @@ class RecLMIS(nn.Module):
                 ``self.training``. The logits do not depend on it.
             return_weights: also return ``word_weights`` ``[B, L]`` and ``patch_weights`` ``[B, G*G]``.
             text_clip: :meth:`encode_text`'s output for these tokens, computed earlier (a cache of the frozen
-                tower's features, :class:`nets.inference.TextFeatureCache`); None computes it.
+                tower's features, :class:`utils.inference.predictor.TextFeatureCache`); None computes it.
 
         Returns:
             dict with ``logits`` ``[B, 1, H, W]``; with ``return_aux`` also ``text_feat`` ``[B, L, D]`` and

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from nets.attention import MultiheadAttention
-from nets.torchscript_tensors import read_torchscript_tensors
+from utils.weights_io import read_torchscript_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.
     """Read the text-tower tensors (OpenAI names, fp32) from a CLIP file or folder, its form detected:
 
     - OpenAI's TorchScript archive (``ViT-B-32.pt``; its tensors read from the zip without the JIT,
-      :mod:`nets.torchscript_tensors`, which runs no code from the file);
+      :mod:`utils.weights_io`, which runs no code from the file);
     - a state dict in OpenAI's names (``.pt``, ``.bin`` or ``.safetensors``; open_clip's checkpoint of
       ``ViT-B-32``/``openai``), with or without the vision tensors, a ``state_dict``/``model`` wrapper or a
       ``module.`` prefix;

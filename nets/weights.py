@@ -159,7 +159,7 @@ def build_model_from_checkpoint(path: str, config=None):
             default config (their QaTa sizes). A checkpoint of ours is always rebuilt with the config it saved.
             The text tower's sizes come from the checkpoint's tensors (its heads from the saved config, or for
             the authors' files CLIP's ``width / 64``). ``clip_weights`` is read only for a latest checkpoint that
-            left the frozen tower out (:func:`utils.checkpoint.checkpoint_payload`): the tower comes from the
+            left the frozen tower out (:func:`utils.training.checkpoint.checkpoint_payload`): the tower comes from the
             CLIP file it recorded (as given, then as an absolute path), else from ``config.clip_weights``, and
             must match the recorded SHA-256.
 

@@ -1,4 +1,4 @@
-"""Our CLIP BPE (nets/bpe.py) gives open_clip's tokens, token for token, on many kinds of report."""
+"""Our CLIP BPE (utils/data/bpe.py) gives open_clip's tokens, token for token, on many kinds of report."""
 
 import itertools
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from open_clip.tokenizer import SimpleTokenizer
 
-from nets.bpe import ClipBPE, byte_characters
-from utils.demo_data import ZONES, demo_report
+from utils.data.bpe import ClipBPE, byte_characters
+from utils.data.demo import ZONES, demo_report
 
 REPORTS = [
     "Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung.",

@@ -15,7 +15,7 @@ import transformers
 from safetensors.torch import save_file
 
 from nets.text_encoder import build_text_encoder, load_clip_text_state
-from nets.tokenizer import ReportTokenizer
+from utils.data.tokenizer import ReportTokenizer
 
 WIDTH, EMBED = 64, 48  # one head of 64, as CLIP's width / 64 rule reads it off the tensors
 REPORTS = ["Bilateral pulmonary infection, two infected areas, upper left lung.", "No infection."]

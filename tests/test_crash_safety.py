@@ -15,8 +15,8 @@ import torch
 import train_model
 from nets.weights import read_checkpoint
 from tests.tiny import write_clip_file
-from utils.checkpoint import BEST_NAME, LATEST_NAME
-from utils.demo_data import make_demo_dataset
+from utils.training.checkpoint import BEST_NAME, LATEST_NAME
+from utils.data.demo import make_demo_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3
@@ -208,7 +208,7 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(data_root, tmp_path
 
 
 def test_a_save_killed_outright_leaves_no_temporary_behind_on_resume(tmp_path):
-    from utils.checkpoint import remove_stale_temporaries, save_checkpoint
+    from utils.training.checkpoint import remove_stale_temporaries, save_checkpoint
 
     (tmp_path / ".tmp_abc123.pt").write_bytes(b"half a checkpoint")
     (tmp_path / "keep.pt").write_bytes(b"x")

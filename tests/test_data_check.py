@@ -7,7 +7,7 @@ import pytest
 from conftest import read_rows, write_dataset, write_table
 
 import Load_Dataset
-from utils.data_check import check_dataset
+from utils.data.check import check_dataset
 
 
 def codes(report, severity=None):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import read_rows
 
-from nets.tokenizer import ReportTokenizer
+from utils.data.tokenizer import ReportTokenizer
 from utils.config import Config
-from utils.data_check import check_dataset
-from utils.data_files import DatasetError
-from utils.demo_data import (
+from utils.data.check import check_dataset
+from utils.data.files import DatasetError
+from utils.data.demo import (
     ZONES,
     demo_report,
     ensure_demo_dataset,
@@ -90,7 +90,7 @@ def test_same_seed_same_set_other_seed_other_set(tmp_path):
 
 
 def test_ensure_creates_once_and_refuses_partial_sets(tmp_path, monkeypatch):
-    import utils.demo_data as demo
+    import utils.data.demo as demo
 
     calls = []
     monkeypatch.setattr(demo, "make_demo_dataset",
@@ -116,7 +116,7 @@ def test_ensure_creates_once_and_refuses_partial_sets(tmp_path, monkeypatch):
 def test_demo_cases_are_drawn_again_from_the_sets_seed(tmp_path):
     import cv2
 
-    from utils.demo_data import demo_cases, read_demo_info
+    from utils.data.demo import demo_cases, read_demo_info
 
     root = make_demo_dataset(tmp_path / "Demo", n_train=2, n_val=1, n_test=3, img_size=64, seed=9)
     assert read_demo_info(root) == {"version": 2, "seed": 9, "img_size": 64,
@@ -138,7 +138,7 @@ def test_demo_config():
 
 
 def test_two_processes_writing_the_set_at_once_both_succeed(tmp_path, monkeypatch):
-    import utils.demo_data as demo
+    import utils.data.demo as demo
 
     real_replace = os.replace
     root = tmp_path / "Demo"

@@ -10,8 +10,8 @@ import torch
 
 from nets.weights import read_checkpoint
 from tests.tiny import write_clip_file
-from utils.checkpoint import BEST_NAME, LATEST_NAME
-from utils.demo_data import make_demo_dataset
+from utils.training.checkpoint import BEST_NAME, LATEST_NAME
+from utils.data.demo import make_demo_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Deterministic inside the model (no dropout, no masking draws, so no near-tie top-k picks), BatchNorm over the
@@ -126,7 +126,7 @@ def test_a_resumed_distributed_run_with_random_draws_continues_exactly(data_root
 
 
 def test_sync_batchnorm_and_gather_on_one_process_are_plain():
-    from utils.distributed import DistributedBatchNorm2d, convert_sync_batchnorm, gather_with_grad
+    from utils.training.distributed import DistributedBatchNorm2d, convert_sync_batchnorm, gather_with_grad
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2), torch.nn.BatchNorm1d(2))
     convert_sync_batchnorm(model, torch.device("cpu"))
@@ -156,10 +156,10 @@ def _evaluate_shard(rank, world, init_file, data_root, queue):
 
     from Load_Dataset import ReportsSwapped, build_dataloader
     from nets import build_model
-    from utils.distributed import Distributed
-    from utils.engine import evaluate, evaluate_dice
-    from utils.language import report_cycle
-    from utils.losses import RecLMISCriterion
+    from utils.training.distributed import Distributed
+    from utils.training.engine import evaluate, evaluate_dice
+    from utils.inference.language import report_cycle
+    from utils.training.losses import RecLMISCriterion
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     config = _eval_config(data_root)
@@ -192,9 +192,9 @@ def test_sharded_validation_equals_one_process(data_root, tmp_path):
 
     from Load_Dataset import ReportsSwapped, build_dataloader
     from nets import build_model
-    from utils.engine import evaluate, evaluate_dice
-    from utils.language import report_cycle
-    from utils.losses import RecLMISCriterion
+    from utils.training.engine import evaluate, evaluate_dice
+    from utils.inference.language import report_cycle
+    from utils.training.losses import RecLMISCriterion
 
     root = make_demo_dataset(tmp_path / "Demo", n_train=2, n_val=5, n_test=1, img_size=48, seed=4)
     context = mp.get_context("spawn")
@@ -239,8 +239,8 @@ def test_train_sh_starts_one_process_per_gpu_id():
 
 def test_meter_sums_have_the_same_keys_on_every_process():
     """A process with an empty shard (or one resuming without the saved sums) still sends every key, in order."""
-    from utils.engine import _meter_state, _TermMeter
-    from utils.metrics import SegmentationMeter
+    from utils.training.engine import _meter_state, _TermMeter
+    from utils.training.metrics import SegmentationMeter
 
     sent = []
 
@@ -258,7 +258,7 @@ def test_meter_sums_have_the_same_keys_on_every_process():
 def _batchnorm_shard(rank, world, init_file, queue):
     import torch.distributed as dist
 
-    from utils.distributed import DistributedBatchNorm2d
+    from utils.training.distributed import DistributedBatchNorm2d
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)

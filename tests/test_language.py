@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from Load_Dataset import ImageToImage2D, ReportsSwapped
-from nets.tokenizer import ReportTokenizer
-from utils.demo_data import render_demo_case, zone_boxes
-from utils.language import every_blob_logits, interest_shares, report_cycle, zone_coverage
-from utils.metrics import SegmentationMeter
+from utils.data.tokenizer import ReportTokenizer
+from utils.data.demo import render_demo_case, zone_boxes
+from utils.inference.language import every_blob_logits, interest_shares, report_cycle, zone_coverage
+from utils.training.metrics import SegmentationMeter
 
 
 @pytest.mark.parametrize("n", [2, 3, 7, 50])

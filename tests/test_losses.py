@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.tiny import tiny_config
-from utils.losses import RecLMISCriterion, conditioned_contrastive_loss, cross_entropy_diagonal, soft_dice_loss
+from utils.training.losses import RecLMISCriterion, conditioned_contrastive_loss, cross_entropy_diagonal, soft_dice_loss
 
 
 def test_soft_dice_known_value():

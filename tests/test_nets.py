@@ -8,7 +8,7 @@ import torch
 from nets import build_model
 from tests.tiny import batch, tiny_config
 from utils.config import Config
-from utils.losses import RecLMISCriterion
+from utils.training.losses import RecLMISCriterion
 
 # Every tensor name and shape of the authors' model, its vision tower left out (from the reference spec).
 TSV = os.path.join(os.path.dirname(__file__), "data", "reclmis_state_dict.tsv")

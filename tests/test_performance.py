@@ -10,23 +10,24 @@ import sys
 import pytest
 import torch
 
-from nets import build_model, inference, weights
-from nets.inference import Predictor, autocast_for, fold_batchnorm
+from nets import build_model, weights
+from utils.inference.predictor import Predictor, autocast_for, fold_batchnorm
 from nets.unet import ConvBatchNorm
 from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256
 from tests.tiny import NEEDS_CXX, REPORTS, batch, tiny_config, write_clip_file
-from utils import benchmark
-from utils.checkpoint import (
+from tools import benchmark
+from utils.inference import predictor as inference
+from utils.training.checkpoint import (
     checkpoint_payload,
     compact_optimizer_state,
     estimated_checkpoint_bytes,
     save_checkpoint,
 )
-from utils.demo_data import make_demo_dataset
-from utils.engine import train_step
-from utils.losses import RecLMISCriterion
+from utils.data.demo import make_demo_dataset
+from utils.training.engine import train_step
+from utils.training.losses import RecLMISCriterion
 from utils.misc import tune_cpu_allocator
-from utils.schedulers import build_optimizer
+from utils.training.schedulers import build_optimizer
 
 inference_pad = inference._pad_batch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -464,7 +465,7 @@ def test_cpu_allocator_tuning_applies_on_glibc():
 
 
 def test_tokenizer_does_not_import_the_open_clip_package():
-    code = ("import sys; from nets.tokenizer import ReportTokenizer; "
+    code = ("import sys; from utils.data.tokenizer import ReportTokenizer; "
             "t = ReportTokenizer(18)('No infection.'); assert t.tokens[0, 0] == 49406; "
             "print('open_clip' in sys.modules, 'torchvision' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from utils.report_words import POSITION_WORDS, mirror_report
+from utils.data.reports import POSITION_WORDS, mirror_report
 
 QATA = "Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung."
 

@@ -3,7 +3,7 @@
 import json
 
 from nets import build_model
-from nets.summary import main, summarize
+from tools.summary import main, summarize
 from utils.config import load_config
 
 

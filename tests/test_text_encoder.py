@@ -11,7 +11,7 @@ from nets.text_encoder import (
     build_text_encoder,
     load_clip_text_state,
 )
-from nets.tokenizer import ReportTokenizer
+from utils.data.tokenizer import ReportTokenizer
 
 SHAPE = TextTowerShape(width=64, layers=2, heads=1, embed_dim=48, context_length=77, vocab_size=49408)
 REPORTS = ["Bilateral pulmonary infection, two infected areas.", "No infection."]

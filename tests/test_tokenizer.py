@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nets.tokenizer import ReportTokenizer, pad_report
+from utils.data.tokenizer import ReportTokenizer, pad_report
 
 SOT, EOT = 49406, 49407
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from utils.demo_data import parse_demo_report, zone_boxes
-from utils.transforms import (
+from utils.data.demo import parse_demo_report, zone_boxes
+from utils.data.transforms import (
     gaussian_blur_2d,
     gaussian_blur_rows,
     photometric_distortion,

@@ -11,11 +11,11 @@ import torch
 
 import test as test_cli
 import train_model
-from nets.tokenizer import ReportTokenizer
-from utils import curves
-from utils.checkpoint import BEST_NAME
-from utils.demo_data import make_demo_dataset
-from utils.predict import RecLMISPredictor
+from utils.data.tokenizer import ReportTokenizer
+from tools import curves
+from utils.training.checkpoint import BEST_NAME
+from utils.data.demo import make_demo_dataset
+from utils.inference.folder import RecLMISPredictor
 
 TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
         "rec_trans_num_layers1=1", "batch_size=4", "num_workers=0", "tensorboard_images=1", "demo_data=False",
@@ -167,7 +167,7 @@ def test_text_ablation_scores_true_shuffled_and_empty_reports(trained, capsys):
     demo = ablation["demo"]
     assert "every-blob oracle" in printed and "position words" in printed
     # The oracle's Dice, recomputed from the generator's blobs at the model's size (64 px set, 32 px model).
-    from utils.demo_data import demo_cases
+    from utils.data.demo import demo_cases
 
     expected = []
     for case in demo_cases(trained["root"], "test").values():
@@ -220,7 +220,7 @@ def test_demo_measures_only_on_a_demo_set(qata_set):
 
 
 def test_figure_of_an_empty_report(tmp_path):
-    from utils.visualize import draw_case
+    from utils.inference.figures import draw_case
 
     image = np.zeros((32, 32, 3), np.uint8)
     draw_case(str(tmp_path / "f.png"), image, np.zeros((32, 32), np.float32), "", [], np.zeros(0),

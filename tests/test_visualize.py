@@ -5,8 +5,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from nets.tokenizer import ReportTokenizer
-from utils.visualize import column_header, draw_case, draw_curves, heat_scale, patch_heatmap, relative_patch_weights
+from utils.data.tokenizer import ReportTokenizer
+from utils.inference.figures import column_header, draw_case, draw_curves, heat_scale, patch_heatmap, relative_patch_weights
 
 matplotlib.use("Agg")
 

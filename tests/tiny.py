@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from nets.tokenizer import ReportTokenizer
+from utils.data.tokenizer import ReportTokenizer
 from utils.config import Config
 
 

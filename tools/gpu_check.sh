@@ -1,7 +1,7 @@
 #!/bin/sh
 # The GPU check of docs/PERFORMANCE.md, in one short run (about 3 minutes on one H100, before step 6 was added):
 #   sh tools/gpu_check.sh [OUT_DIR]
-# 1. utils.benchmark on CUDA at the QaTa size: inference at batch 1, 8 and 32 in fp32, bf16 and fp16 autocast,
+# 1. tools.benchmark on CUDA at the QaTa size: inference at batch 1, 8 and 32 in fp32, bf16 and fp16 autocast,
 #    training steps at batch 4 and 32 in fp32 and mixed precision (fp16 + GradScaler), checkpoint sizes, memory;
 #    then inference on the CPU of the same machine;
 # 2. a short mixed-precision training run on CUDA (Config_Demo, generated data: pinned memory, non-blocking
@@ -20,9 +20,9 @@ if [ -d .wheels ]; then python3 -m pip install -q --no-deps --no-index .wheels/*
 nvidia-smi -L | tee "$OUT/nvidia_smi.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/nvidia_smi.txt"
 
-python3 -m utils.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 32 --precision fp32 bf16 fp16 \
+python3 -m tools.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 32 --precision fp32 bf16 fp16 \
     --train_batch 4 32 --repeats 10 --warmup 3 --json "$OUT/bench_cuda.json" | tee "$OUT/bench_cuda.txt"
-python3 -m utils.benchmark -c Config_QaTa --device cpu --batch_sizes 1 8 --train_batch 0 --no_memory \
+python3 -m tools.benchmark -c Config_QaTa --device cpu --batch_sizes 1 8 --train_batch 0 --no_memory \
     --repeats 3 --json "$OUT/bench_cpu.json" | tee "$OUT/bench_cpu.txt"
 
 SESSION=$(python3 train_model.py -c Config_Demo --device cuda --no_progress \
@@ -38,14 +38,14 @@ if python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SES
     echo "FAIL: test.py --gpu 7 succeeded"; exit 1
 fi
 cat "$OUT/bad_gpu.txt"
-python3 -m utils.benchmark -c Config_Demo --set output_root="$RUNS" --device cuda --precision bf16 fp16 \
+python3 -m tools.benchmark -c Config_Demo --set output_root="$RUNS" --device cuda --precision bf16 fp16 \
     --agreement "$RUNS/Demo/RecLMIS/$SESSION/models/best_model-RecLMIS.pth.tar" | tee "$OUT/agreement_cuda.txt"
 python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 --test_vis True \
     --text_ablation --no_progress 2>&1 | tail -n 4 | tee "$OUT/text_ablation_cuda.txt"
 python3 test.py predict --checkpoint "$RUNS/Demo/RecLMIS/$SESSION/models/best_model-RecLMIS.pth.tar" \
     --image datasets/Demo/Test_Folder/img/test_0000.png --text "Bilateral pulmonary infection." \
     --out "$OUT/predict_cuda" --device cuda
-python3 -m utils.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 --precision fp32 bf16 --compile \
+python3 -m tools.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 --precision fp32 bf16 --compile \
     --text_cache --train_batch 0 --no_memory --repeats 10 --warmup 3 --json "$OUT/bench_cuda_compile.json" \
     | tee "$OUT/bench_cuda_compile.txt"
 python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 --compile \

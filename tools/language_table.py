@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
 from utils.config import load_config
-from utils.demo_data import ensure_demo_dataset
+from utils.data.demo import ensure_demo_dataset
 
 # Each row: the overrides of Config_Demo that define it. Config_Demo itself is variant="improved".
 ROWS: Dict[str, List[str]] = {

@@ -65,7 +65,7 @@ class Config:
     augment: bool = True  # training augmentation of spec 1.6 (blur, photometric, rot/flip/rotate); never val/test
     test_batch_size: int = 1  # the authors test one image at a time
     check_images: bool = True  # the pre-training data check decodes every image and mask (sizes, binary masks)
-    demo_data: bool = False  # write the synthetic demo set (utils/demo_data.py) at the split folders when missing
+    demo_data: bool = False  # write the synthetic demo set (utils/data/demo.py) at the split folders when missing
     # Geometric augmentation: "authors" (rot90 + flip or a small rotation; the report is not changed), "report"
     # (only mirrors the report can follow, its left/right and upper/lower words mirrored alike), "none".
     geometry: str = "authors"
@@ -144,7 +144,7 @@ class Config:
     # to the interrupted one, not bit-exact (see docs/PERFORMANCE.md).
     compact_resume: bool = False
 
-    # Distributed training (torchrun; utils/distributed.py). batch_size is the global batch.
+    # Distributed training (torchrun; utils/training/distributed.py). batch_size is the global batch.
     sync_bn: bool = False  # BatchNorm statistics over the global batch instead of each process's share
     ccl_gather: bool = True  # contrastive negatives from all processes (as one process with the global batch)
 

@@ -30,7 +30,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.data_files import (
+from utils.data.files import (
     ERROR,
     SPLITS,
     WARNING,

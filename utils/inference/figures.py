@@ -81,7 +81,7 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
     Args:
         image_bgr: ``[H, W, 3]`` uint8; probability, truth: ``[H, W]`` at the same size.
         words: the report's own tokens, without the " EOF XXX" padding
-            (:meth:`nets.tokenizer.ReportTokenizer.report_token_strings`); word_weights: one per word (the rest of
+            (:meth:`utils.data.tokenizer.ReportTokenizer.report_token_strings`); word_weights: one per word (the rest of
             the weight, on the start, end and padding tokens, is named in the bar panel's label).
         patch_weights: ``[G, G]``, summing to 1.
     """
@@ -143,7 +143,7 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
 
 def draw_curves(path: str, epochs: Sequence[dict]) -> None:
     """Training curves: the loss terms, Dice and IoU, the text reliance (validation Dice with shuffled reports and
-    the text gain, where logged), and the learning rate per epoch (from :func:`utils.curves.read_epochs`)."""
+    the text gain, where logged), and the learning rate per epoch (from :func:`tools.curves.read_epochs`)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -11,7 +11,7 @@ report names exactly those zones, in the QaTa style:
 
 About 80% of the images also carry *distractor* blobs, drawn the same way in 1 or 2 zones the report does not name
 and left out of the mask, so that a model has to read the report to segment well: segmenting every blob (the
-"every blob" oracle, :func:`utils.language.every_blob_logits`) scores clearly lower than reading.
+"every blob" oracle, :func:`utils.inference.language.every_blob_logits`) scores clearly lower than reading.
 
 Left and right follow the radiological convention: the patient's left lung is on the image's right.
 
@@ -35,7 +35,7 @@ from typing import Dict, FrozenSet, List, Tuple
 import cv2
 import numpy as np
 
-from utils.data_files import DatasetError
+from utils.data.files import DatasetError
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The position words of a report, and how they change when the image is mirrored.
 
 One place for the vocabulary that report-consistent augmentation (``geometry="report"`` in
-:mod:`utils.transforms`) and the interest-map measures (:mod:`utils.language`) share. The words cover the phrasing
+:mod:`utils.data.transforms`) and the interest-map measures (:mod:`utils.inference.language`) share. The words cover the phrasing
 of QaTa-COV19 ("upper left lung and lower right lung"), MosMedData+ and the demo set, and the usual radiology
 synonyms (top/bottom, apical/basal, superior/inferior).
 

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Iterable, Optional
 import torch
 from tqdm import tqdm
 
-from utils.metrics import SegmentationMeter
+from utils.training.metrics import SegmentationMeter
 
 
 class NonFiniteLossError(RuntimeError):

@@ -1,6 +1,6 @@
 """Parameter counts and FLOPs of a RecLMIS model.
 
-Command: ``python -m nets.summary [-c Config_QaTa] [--set key=value ...] [--json out.json]``. It builds the model
+Command: ``python -m tools.summary [-c Config_QaTa] [--set key=value ...] [--json out.json]``. It builds the model
 at the config's size with a random text tower (the counts do not depend on the weights) and prints, per
 top-level module, the parameters and whether the inference path runs it, then the totals and the FLOPs of one
 image. FLOPs are counted by ``torch.utils.flop_counter`` (matrix products and convolutions, 2 FLOPs per
@@ -105,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from nets import build_model
     from utils.config import load_config
 
-    parser = argparse.ArgumentParser(prog="python -m nets.summary", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", default="Config_QaTa", help="config module or file (default Config_QaTa)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
     parser.add_argument("--batch", type=int, default=1, help="images per forward for the FLOP count")

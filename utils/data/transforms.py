@@ -14,7 +14,7 @@ Order, as in the authors' ``RandomGenerator`` path:
    it was, so "upper left" is wrong for about half of the turned and mirrored samples.
    ``geometry="report"``: the same branches, but the first draws only what the report's words can follow, a
    left-right mirror, an up-down mirror or both (a 180-degree turn), and the report's position words are mirrored
-   with it (:func:`utils.report_words.mirror_report`); 90-degree turns are never drawn. ``geometry="none"``: no
+   with it (:func:`utils.data.reports.mirror_report`); 90-degree turns are never drawn. ``geometry="none"``: no
    geometric change.
 
 Every random draw comes from the ``numpy.random.Generator`` passed in, never from a global RNG, so a caller that
@@ -32,7 +32,7 @@ import torch
 from scipy import ndimage
 
 from utils.config import GEOMETRIES
-from utils.report_words import mirror_report
+from utils.data.reports import mirror_report
 
 BLUR_MODES = ("rows", "2d")
 SIGMA_RANGE = (0.5, 1.0)

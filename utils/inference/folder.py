@@ -1,6 +1,6 @@
 """Run a trained RecLMIS on your own images and reports.
 
-    from utils.predict import RecLMISPredictor
+    from utils.inference.folder import RecLMISPredictor
     predictor = RecLMISPredictor("Covid19/RecLMIS/<session>/models/best_model-RecLMIS.pth.tar")
     result = predictor.predict("scan.png", "Bilateral pulmonary infection, two infected areas.")
     result.mask              # [H, W] uint8 0/1 at the image's own size
@@ -9,7 +9,7 @@
     result.save("out/scan")  # out/scan_mask.png (0/255), _prob.png, _overlay.png (the figure of draw_case)
 
 The image is prepared as the data sets are (3-channel BGR, bilinear resize to the model's ``img_size``, [0, 1]),
-the report is tokenised as in training, and the model runs through :class:`nets.inference.Predictor` (fp32 by
+the report is tokenised as in training, and the model runs through :class:`utils.inference.predictor.Predictor` (fp32 by
 default). The probability is resized back to the image's own size (bilinear) before the 0.5 threshold, so the
 mask lines up with the input image. The command line is ``python test.py predict`` (see ``test.py``).
 """
@@ -25,13 +25,13 @@ import cv2
 import numpy as np
 import torch
 
-from nets.inference import TEXT_CACHE, Predictor
-from nets.tokenizer import ReportTokenizer
+from utils.inference.predictor import TEXT_CACHE, Predictor
+from utils.data.tokenizer import ReportTokenizer
 from nets.weights import build_model_from_checkpoint
-from utils.data_files import read_image
+from utils.data.files import read_image
 from utils.misc import get_device
-from utils.transforms import image_to_tensor
-from utils.visualize import draw_case
+from utils.data.transforms import image_to_tensor
+from utils.inference.figures import draw_case
 
 
 @dataclass
@@ -83,9 +83,9 @@ class RecLMISPredictor:
         checkpoint: a checkpoint of ours, or the authors' released file (then give ``config`` for its sizes).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         precision: "fp32" (default), "bf16", "fp16" (CUDA) or "auto" (the fastest on this machine, timed on the
-            first image); see :class:`nets.inference.Predictor`.
+            first image); see :class:`utils.inference.predictor.Predictor`.
         config: the config for a checkpoint that carries none (the authors').
-        compile: ``torch.compile`` the model (see :class:`nets.inference.Predictor`).
+        compile: ``torch.compile`` the model (see :class:`utils.inference.predictor.Predictor`).
         cache_text: reuse the text tower's features of up to this many reports (0 = off). One image at a time,
             as here, gives the same bits as without it.
     """
@@ -137,7 +137,7 @@ def predict_folder(predictor: RecLMISPredictor, images: str, table: str, out_dir
     """
     from tqdm import tqdm
 
-    from utils.data_files import ERROR, read_report_table
+    from utils.data.files import ERROR, read_report_table
 
     folder = Path(images)
     if not folder.is_dir():

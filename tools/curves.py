@@ -1,6 +1,6 @@
 """Training curves of a session, drawn from its own log file.
 
-    python -m utils.curves SESSION [-c Config_QaTa]      # writes <session>/training_curves.png
+    python -m tools.curves SESSION [-c Config_QaTa]      # writes <session>/training_curves.png
 
 Training draws them when it ends; this command draws them for any session, finished or still running. The log's
 epoch lines (``Epoch 3/100  train: total=... | val: loss=... dice=... | lr=... | 12.3s``) are the source; after a
@@ -51,7 +51,7 @@ def session_log(session_dir: str) -> str:
 
 def draw_session_curves(session_dir: str) -> str:
     """Draw ``training_curves.png`` in ``session_dir`` from its log; returns the PNG's path."""
-    from utils.visualize import draw_curves
+    from utils.inference.figures import draw_curves
 
     path = os.path.join(session_dir, CURVES_NAME)
     draw_curves(path, read_epochs(session_log(session_dir)))
@@ -59,7 +59,7 @@ def draw_session_curves(session_dir: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from utils.checkpoint import resolve_session
+    from utils.training.checkpoint import resolve_session
     from utils.config import load_config
 
     parser = argparse.ArgumentParser(description="Draw a session's training curves from its log.")

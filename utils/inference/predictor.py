@@ -3,7 +3,7 @@
     predictor = Predictor(model, device, precision="fp32")   # changes model in place: eval, fused, on device
     logits = predictor(images, tokens, text_mask)            # [B, 1, H, W] fp32 logits
 
-What :class:`Predictor` does, each measured by ``python -m utils.benchmark`` (docs/PERFORMANCE.md):
+What :class:`Predictor` does, each measured by ``python -m tools.benchmark`` (docs/PERFORMANCE.md):
 
 - ``torch.inference_mode`` and no auxiliary branch (the reconstruction heads and the contrastive features are
   training-only; the authors' code ran them at test time too);
@@ -18,7 +18,7 @@ What :class:`Predictor` does, each measured by ``python -m utils.benchmark`` (do
 
 In fp32 the logits equal those of ``model.eval()(...)`` up to float rounding (about 1e-6); the masks
 (``logits > 0``) are the same. Reduced precision is opt-in: measure its mask agreement on your data with
-``python -m utils.benchmark --agreement``.
+``python -m tools.benchmark --agreement``.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import torch
 
-from utils.demo_data import Zone, zone_boxes
-from utils.report_words import POSITION_WORDS
+from utils.data.demo import Zone, zone_boxes
+from utils.data.reports import POSITION_WORDS
 
 ORACLE_LOGIT = 20.0  # the oracle's logits: +20 on its blobs, -20 elsewhere (probability 1 - 2e-9)
 
@@ -55,7 +55,7 @@ def interest_shares(words: Sequence[str], word_weights: torch.Tensor, patch_weig
     """One image's interest-map measures.
 
     Args:
-        words: the report's tokens at positions ``1..k`` (:meth:`nets.tokenizer.ReportTokenizer.token_strings`).
+        words: the report's tokens at positions ``1..k`` (:meth:`utils.data.tokenizer.ReportTokenizer.token_strings`).
         word_weights: ``[L]`` words-of-interest weights (softmax over the valid tokens, start and end included).
         patch_weights: ``[G*G]`` patches-of-interest weights (softmax over the patches).
         zones: the zones the report names.

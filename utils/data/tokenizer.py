@@ -1,6 +1,6 @@
 """The reports' tokenizer: OpenAI CLIP's byte-pair encoding, as the authors use it.
 
-The BPE is this project's own (:mod:`nets.bpe`, with CLIP's vocabulary file beside it), checked token for token
+The BPE is this project's own (:mod:`utils.data.bpe`, with CLIP's vocabulary file beside it), checked token for token
 against open_clip's tokenizer in the tests; nothing is downloaded and open_clip is not needed at run time. The
 rules follow the
 authors' ``clip.tokenize(text, context_length=token_len, truncate=True)``: lower-cased, ftfy- and
@@ -20,7 +20,7 @@ from typing import List, Sequence, Union
 
 import torch
 
-from nets.bpe import ClipBPE
+from utils.data.bpe import ClipBPE
 
 PAD_WORD = " EOF XXX"
 MIN_REPORT_WORDS = 9
@@ -47,7 +47,7 @@ class TokenizedReports:
 
 @functools.lru_cache(maxsize=1)
 def clip_bpe() -> ClipBPE:
-    """One :class:`nets.bpe.ClipBPE` per process: reading the vocabulary takes a fraction of a second."""
+    """One :class:`utils.data.bpe.ClipBPE` per process: reading the vocabulary takes a fraction of a second."""
     return ClipBPE()
 
 

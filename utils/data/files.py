@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 import torch
 
-from nets.tokenizer import ReportTokenizer
+from utils.data.tokenizer import ReportTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -606,7 +606,7 @@ def _tokenizer(token_len: int, pad_short_reports: bool) -> ReportTokenizer:
 
 
 def tokenize_reports(reports: Sequence[str], token_len: int, pad_short_reports: bool) -> TokenizedSplit:
-    """Tokenise reports with the network's tokenizer (:class:`nets.tokenizer.ReportTokenizer`).
+    """Tokenise reports with the network's tokenizer (:class:`utils.data.tokenizer.ReportTokenizer`).
 
     Args:
         reports: N report strings (any Unicode; empty is allowed).

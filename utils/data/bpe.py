@@ -71,7 +71,7 @@ class ClipBPE:
     def __init__(self, vocab_file: str = VOCAB_FILE):
         if not os.path.isfile(vocab_file):
             raise FileNotFoundError(f"CLIP's BPE vocabulary {vocab_file!r} is missing; it is part of this repository "
-                                    "(nets/bpe_simple_vocab_16e6.txt.gz): restore it with git checkout")
+                                    "(utils/data/bpe_simple_vocab_16e6.txt.gz): restore it with git checkout")
         with gzip.open(vocab_file, "rt", encoding="utf-8") as handle:
             lines = handle.read().split("\n")[1:N_MERGES + 1]
         merges: List[Tuple[str, str]] = [tuple(line.split()) for line in lines]

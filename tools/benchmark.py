@@ -1,16 +1,16 @@
 """How fast and how big RecLMIS is on this machine.
 
-    python -m utils.benchmark -c Config_QaTa [--device cpu|cuda] [--json out.json]
-    python -m utils.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 32 --precision fp32 bf16 fp16
-    python -m utils.benchmark -c Config_Demo --agreement Demo/RecLMIS/<session>/models/best_model-RecLMIS.pth.tar
-    python -m utils.benchmark -c Config_Demo --set img_size=224 batch_size=4 --loader
+    python -m tools.benchmark -c Config_QaTa [--device cpu|cuda] [--json out.json]
+    python -m tools.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 32 --precision fp32 bf16 fp16
+    python -m tools.benchmark -c Config_Demo --agreement Demo/RecLMIS/<session>/models/best_model-RecLMIS.pth.tar
+    python -m tools.benchmark -c Config_Demo --set img_size=224 batch_size=4 --loader
 
 The first form builds the model at the config's real size with random weights (the text tower rounded to fp16
 values, as OpenAI released CLIP) and measures, on one device:
 
 - parameters: held in memory (all parameters and buffers), trainable, and on the inference path; FLOPs per image
   of the inference path (multiply and add counted as two: FLOPs, not MACs);
-- inference as ``test.py`` runs it (:class:`nets.inference.Predictor`): seconds per image and images per second
+- inference as ``test.py`` runs it (:class:`utils.inference.predictor.Predictor`): seconds per image and images per second
   for each batch size and precision, after warm-up, the median of the repeats (``--compile``: also compiled with
   ``torch.compile``, as ``test.py --compile`` runs it, and the compilation time; ``--text_cache``: also with the
   text features of every report cached);
@@ -47,8 +47,8 @@ from typing import Callable, List, Optional
 
 import torch
 
-from nets.inference import PRECISIONS, TEXT_CACHE, Predictor, autocast_for
-from utils.data_files import DatasetError
+from utils.inference.predictor import PRECISIONS, TEXT_CACHE, Predictor, autocast_for
+from utils.data.files import DatasetError
 from utils.misc import get_device, rng_state, tune_cpu_allocator
 
 MIB = 1024 * 1024
@@ -68,7 +68,7 @@ def device_name(device: torch.device) -> str:
 def environment(device: torch.device) -> dict:
     return {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "device": str(device), "device_name": device_name(device), "python": platform.python_version(),
-            "command": "python -m utils.benchmark " + " ".join(sys.argv[1:])}
+            "command": "python -m tools.benchmark " + " ".join(sys.argv[1:])}
 
 
 def _sync(device: torch.device) -> None:
@@ -114,7 +114,7 @@ def build_random_model(config):
 
 
 def model_counts(model) -> dict:
-    from nets.summary import summarize
+    from tools.summary import summarize
 
     summary = summarize(copy.deepcopy(model))
     in_memory = sum(t.numel() for t in list(model.parameters()) + list(model.buffers()))
@@ -218,9 +218,9 @@ def bench_training(model, device: torch.device, batch_size: int, amp_modes: List
                    repeats: int) -> tuple:
     """Seconds per training step in each mode; returns ``(rows, model, optimizer, scheduler, scaler)`` of the
     last mode for the checkpoint sizes."""
-    from utils.engine import train_step
-    from utils.losses import RecLMISCriterion
-    from utils.schedulers import build_optimizer, build_scheduler
+    from utils.training.engine import train_step
+    from utils.training.losses import RecLMISCriterion
+    from utils.training.schedulers import build_optimizer, build_scheduler
 
     rows, state = [], None
     batch = dummy_batch(model.config, batch_size, model.clip.shape.vocab_size)
@@ -247,7 +247,7 @@ def checkpoint_sizes(state, folder: str, clip_weights: Optional[str]) -> dict:
     their sizes in MiB and the best one's path. ``clip_weights``: the config's CLIP file; when there is one, the
     latest checkpoints leave the frozen tower out, as in training."""
     from nets.weights import frozen_sha256
-    from utils.checkpoint import BEST_NAME, LATEST_NAME, checkpoint_payload, compact_optimizer_state, save_checkpoint
+    from utils.training.checkpoint import BEST_NAME, LATEST_NAME, checkpoint_payload, compact_optimizer_state, save_checkpoint
 
     model, optimizer, scheduler, scaler = state
     val = {"total": 0.0, "dice": 0.0}
@@ -279,7 +279,7 @@ def peak_resident_mib() -> float:
 def probe_memory(checkpoint: str, device: torch.device) -> dict:
     """Load ``checkpoint``, tokenise a report and predict one image; the process's peak memory (run this in a
     fresh process, as :func:`run_probe` does)."""
-    from nets.tokenizer import ReportTokenizer
+    from utils.data.tokenizer import ReportTokenizer
     from nets.weights import build_model_from_checkpoint
 
     model = build_model_from_checkpoint(checkpoint)[0]
@@ -296,7 +296,7 @@ def probe_memory(checkpoint: str, device: torch.device) -> dict:
 
 
 def run_probe(checkpoint: str, device: torch.device) -> dict:
-    command = [sys.executable, "-m", "utils.benchmark", "--probe_memory", checkpoint, "--device", str(device)]
+    command = [sys.executable, "-m", "tools.benchmark", "--probe_memory", checkpoint, "--device", str(device)]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, check=False)
@@ -311,7 +311,7 @@ def agreement(config, checkpoint: str, device: torch.device, precisions: List[st
 
     from Load_Dataset import build_test_split
     from nets.weights import build_model_from_checkpoint
-    from utils.metrics import SegmentationMeter
+    from utils.training.metrics import SegmentationMeter
 
     reduced = [p for p in precisions if p != "fp32"]
     if not reduced:

@@ -1,0 +1,1 @@
+"""Inference: the one predictor, folder prediction, figures and language-use measures."""

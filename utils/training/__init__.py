@@ -1,0 +1,1 @@
+"""Training: losses, metrics, the epoch loops, schedulers, checkpoints and sessions, distributed helpers."""
