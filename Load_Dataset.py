@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from utils.data.tokenizer import ReportTokenizer
 from utils.data.check import CheckReport, check_dataset
+from utils.data.demo import ensure_demo_dataset, make_demo_dataset
 from utils.data.files import (
     ERROR,
     SPLITS,
@@ -56,7 +56,7 @@ from utils.data.files import (
     read_mask,
     tokenize_reports,
 )
-from utils.data.demo import ensure_demo_dataset, make_demo_dataset
+from utils.data.tokenizer import ReportTokenizer
 from utils.data.transforms import image_to_tensor, train_augment
 
 __all__ = ["DatasetError", "ImageToImage2D", "build_dataloader", "build_dataloaders", "seed_worker", "main"]

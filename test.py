@@ -27,19 +27,19 @@ import torch
 from tqdm import tqdm
 
 from Load_Dataset import ImageToImage2D, build_test_split
-from utils.inference.predictor import AUTO, PRECISIONS, TEXT_CACHE, CompileError, Predictor
-from utils.data.tokenizer import ReportTokenizer
 from nets.weights import build_model_from_checkpoint
-from utils.training.checkpoint import BEST_NAME, resolve_session
 from utils.config import Config, load_config
-from utils.data.files import DatasetError
 from utils.data.demo import INFO_FILE, demo_cases
-from utils.training.engine import to_device
-from utils.inference.language import every_blob_logits, interest_shares, report_cycle
-from utils.logger import setup_logging
-from utils.training.metrics import SegmentationMeter
-from utils.misc import get_device, tune_cpu_allocator
+from utils.data.files import DatasetError
+from utils.data.tokenizer import ReportTokenizer
 from utils.inference.figures import draw_case
+from utils.inference.language import every_blob_logits, interest_shares, report_cycle
+from utils.inference.predictor import AUTO, PRECISIONS, TEXT_CACHE, CompileError, Predictor
+from utils.logger import setup_logging
+from utils.misc import get_device, tune_cpu_allocator
+from utils.training.checkpoint import BEST_NAME, resolve_session
+from utils.training.engine import to_device
+from utils.training.metrics import SegmentationMeter
 
 logger = logging.getLogger("test")
 SUMMARY_NAME = "test_summary.json"  # scores of the latest test run

@@ -29,6 +29,13 @@ from torch.utils.tensorboard import SummaryWriter
 from Load_Dataset import ReportsSwapped, build_dataloader, build_dataloaders
 from nets import build_model
 from nets.weights import check_frozen, frozen_sha256, is_mappable, load_weights, read_checkpoint
+from tools.curves import draw_session_curves
+from utils.config import Config, load_config, parse_override
+from utils.data.files import DatasetError
+from utils.inference.figures import column_header
+from utils.inference.language import report_cycle
+from utils.logger import setup_logging
+from utils.misc import get_device, rng_state, set_rng_state, set_seed, tune_cpu_allocator
 from utils.training.checkpoint import (
     BEST_NAME,
     LATEST_NAME,
@@ -42,17 +49,10 @@ from utils.training.checkpoint import (
     resolve_session,
     save_checkpoint,
 )
-from utils.config import Config, load_config, parse_override
-from tools.curves import draw_session_curves
-from utils.data.files import DatasetError
 from utils.training.distributed import Distributed, convert_sync_batchnorm, gather_with_grad, init_distributed
 from utils.training.engine import NonFiniteLossError, TrainingInterrupted, evaluate, evaluate_dice, train_one_epoch
-from utils.inference.language import report_cycle
-from utils.logger import setup_logging
 from utils.training.losses import RecLMISCriterion
-from utils.misc import get_device, rng_state, set_rng_state, set_seed, tune_cpu_allocator
 from utils.training.schedulers import build_optimizer, build_scheduler
-from utils.inference.figures import column_header
 
 logger = logging.getLogger("train")
 

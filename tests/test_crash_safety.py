@@ -15,8 +15,8 @@ import torch
 import train_model
 from nets.weights import read_checkpoint
 from tests.tiny import write_clip_file
-from utils.training.checkpoint import BEST_NAME, LATEST_NAME
 from utils.data.demo import make_demo_dataset
+from utils.training.checkpoint import BEST_NAME, LATEST_NAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3

@@ -17,8 +17,8 @@ from Load_Dataset import (
     build_dataloaders,
     seed_worker,
 )
-from utils.data.tokenizer import ReportTokenizer
 from utils.data.files import read_image, read_mask
+from utils.data.tokenizer import ReportTokenizer
 
 
 def test_sample_keys_shapes_dtypes_and_ranges(qata_set):

@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 from conftest import read_rows
 
-from utils.data.tokenizer import ReportTokenizer
 from utils.config import Config
 from utils.data.check import check_dataset
-from utils.data.files import DatasetError
 from utils.data.demo import (
     ZONES,
     demo_report,
@@ -22,6 +20,8 @@ from utils.data.demo import (
     zone_boxes,
     zones_in_mask,
 )
+from utils.data.files import DatasetError
+from utils.data.tokenizer import ReportTokenizer
 
 
 def demo_config(root, **changes):

@@ -10,8 +10,8 @@ import torch
 
 from nets.weights import read_checkpoint
 from tests.tiny import write_clip_file
-from utils.training.checkpoint import BEST_NAME, LATEST_NAME
 from utils.data.demo import make_demo_dataset
+from utils.training.checkpoint import BEST_NAME, LATEST_NAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Deterministic inside the model (no dropout, no masking draws, so no near-tie top-k picks), BatchNorm over the
@@ -156,9 +156,9 @@ def _evaluate_shard(rank, world, init_file, data_root, queue):
 
     from Load_Dataset import ReportsSwapped, build_dataloader
     from nets import build_model
+    from utils.inference.language import report_cycle
     from utils.training.distributed import Distributed
     from utils.training.engine import evaluate, evaluate_dice
-    from utils.inference.language import report_cycle
     from utils.training.losses import RecLMISCriterion
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -192,8 +192,8 @@ def test_sharded_validation_equals_one_process(data_root, tmp_path):
 
     from Load_Dataset import ReportsSwapped, build_dataloader
     from nets import build_model
-    from utils.training.engine import evaluate, evaluate_dice
     from utils.inference.language import report_cycle
+    from utils.training.engine import evaluate, evaluate_dice
     from utils.training.losses import RecLMISCriterion
 
     root = make_demo_dataset(tmp_path / "Demo", n_train=2, n_val=5, n_test=1, img_size=48, seed=4)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from Load_Dataset import ImageToImage2D, ReportsSwapped
-from utils.data.tokenizer import ReportTokenizer
 from utils.data.demo import render_demo_case, zone_boxes
+from utils.data.tokenizer import ReportTokenizer
 from utils.inference.language import every_blob_logits, interest_shares, report_cycle, zone_coverage
 from utils.training.metrics import SegmentationMeter
 

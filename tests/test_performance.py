@@ -11,22 +11,22 @@ import pytest
 import torch
 
 from nets import build_model, weights
-from utils.inference.predictor import Predictor, autocast_for, fold_batchnorm
 from nets.unet import ConvBatchNorm
 from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256
 from tests.tiny import NEEDS_CXX, REPORTS, batch, tiny_config, write_clip_file
 from tools import benchmark
+from utils.data.demo import make_demo_dataset
 from utils.inference import predictor as inference
+from utils.inference.predictor import Predictor, autocast_for, fold_batchnorm
+from utils.misc import tune_cpu_allocator
 from utils.training.checkpoint import (
     checkpoint_payload,
     compact_optimizer_state,
     estimated_checkpoint_bytes,
     save_checkpoint,
 )
-from utils.data.demo import make_demo_dataset
 from utils.training.engine import train_step
 from utils.training.losses import RecLMISCriterion
-from utils.misc import tune_cpu_allocator
 from utils.training.schedulers import build_optimizer
 
 inference_pad = inference._pad_batch

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from nets.text_encoder import CLIPTextEncoder, TextTowerShape, load_clip_text_state
+from tests.tiny import Payload
 from utils.data.tokenizer import ReportTokenizer
 from utils.weights_io import read_torchscript_tensors
-from tests.tiny import Payload
 
 SHAPE = TextTowerShape(width=64, layers=2, heads=1, embed_dim=48)
 

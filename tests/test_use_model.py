@@ -11,11 +11,11 @@ import torch
 
 import test as test_cli
 import train_model
-from utils.data.tokenizer import ReportTokenizer
 from tools import curves
-from utils.training.checkpoint import BEST_NAME
 from utils.data.demo import make_demo_dataset
+from utils.data.tokenizer import ReportTokenizer
 from utils.inference.folder import RecLMISPredictor
+from utils.training.checkpoint import BEST_NAME
 
 TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
         "rec_trans_num_layers1=1", "batch_size=4", "num_workers=0", "tensorboard_images=1", "demo_data=False",

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from utils.data.tokenizer import ReportTokenizer
-from utils.inference.figures import column_header, draw_case, draw_curves, heat_scale, patch_heatmap, relative_patch_weights
+from utils.inference.figures import (
+    column_header,
+    draw_case,
+    draw_curves,
+    heat_scale,
+    patch_heatmap,
+    relative_patch_weights,
+)
 
 matplotlib.use("Agg")
 

@@ -5,8 +5,8 @@ import shutil
 import pytest
 import torch
 
-from utils.data.tokenizer import ReportTokenizer
 from utils.config import Config
+from utils.data.tokenizer import ReportTokenizer
 
 
 def _has_inductor_compiler() -> bool:

@@ -10,9 +10,9 @@ values, as OpenAI released CLIP) and measures, on one device:
 
 - parameters: held in memory (all parameters and buffers), trainable, and on the inference path; FLOPs per image
   of the inference path (multiply and add counted as two: FLOPs, not MACs);
-- inference as ``test.py`` runs it (:class:`utils.inference.predictor.Predictor`): seconds per image and images per second
-  for each batch size and precision, after warm-up, the median of the repeats (``--compile``: also compiled with
-  ``torch.compile``, as ``test.py --compile`` runs it, and the compilation time; ``--text_cache``: also with the
+- inference as ``test.py`` runs it (:class:`utils.inference.predictor.Predictor`): seconds per image and images
+  per second for each batch size and precision, after warm-up, the median of the repeats (``--compile``: also compiled
+  with ``torch.compile``, as ``test.py --compile`` runs it, and the compilation time; ``--text_cache``: also with the
   text features of every report cached);
 - a training step as ``train_model.py`` runs it (forward, every loss, backward, Adam step): seconds per step and
   images per second, in fp32 and with mixed precision;
@@ -47,8 +47,8 @@ from typing import Callable, List, Optional
 
 import torch
 
-from utils.inference.predictor import PRECISIONS, TEXT_CACHE, Predictor, autocast_for
 from utils.data.files import DatasetError
+from utils.inference.predictor import PRECISIONS, TEXT_CACHE, Predictor, autocast_for
 from utils.misc import get_device, rng_state, tune_cpu_allocator
 
 MIB = 1024 * 1024
@@ -247,7 +247,13 @@ def checkpoint_sizes(state, folder: str, clip_weights: Optional[str]) -> dict:
     their sizes in MiB and the best one's path. ``clip_weights``: the config's CLIP file; when there is one, the
     latest checkpoints leave the frozen tower out, as in training."""
     from nets.weights import frozen_sha256
-    from utils.training.checkpoint import BEST_NAME, LATEST_NAME, checkpoint_payload, compact_optimizer_state, save_checkpoint
+    from utils.training.checkpoint import (
+        BEST_NAME,
+        LATEST_NAME,
+        checkpoint_payload,
+        compact_optimizer_state,
+        save_checkpoint,
+    )
 
     model, optimizer, scheduler, scaler = state
     val = {"total": 0.0, "dice": 0.0}
@@ -279,8 +285,8 @@ def peak_resident_mib() -> float:
 def probe_memory(checkpoint: str, device: torch.device) -> dict:
     """Load ``checkpoint``, tokenise a report and predict one image; the process's peak memory (run this in a
     fresh process, as :func:`run_probe` does)."""
-    from utils.data.tokenizer import ReportTokenizer
     from nets.weights import build_model_from_checkpoint
+    from utils.data.tokenizer import ReportTokenizer
 
     model = build_model_from_checkpoint(checkpoint)[0]
     predictor = Predictor(model, device)

@@ -1,8 +1,8 @@
 """The position words of a report, and how they change when the image is mirrored.
 
 One place for the vocabulary that report-consistent augmentation (``geometry="report"`` in
-:mod:`utils.data.transforms`) and the interest-map measures (:mod:`utils.inference.language`) share. The words cover the phrasing
-of QaTa-COV19 ("upper left lung and lower right lung"), MosMedData+ and the demo set, and the usual radiology
+:mod:`utils.data.transforms`) and the interest-map measures (:mod:`utils.inference.language`) share. The words cover the
+phrasing of QaTa-COV19 ("upper left lung and lower right lung"), MosMedData+ and the demo set, and the usual radiology
 synonyms (top/bottom, apical/basal, superior/inferior).
 
 Left and right are the patient's sides: a left-right mirror of the image puts the patient's left lung where the

@@ -97,7 +97,8 @@ class RecLMISCriterion(nn.Module):
     Args:
         config: reads ``loss_weight_*``, ``dice_weight``, ``bce_weight`` and the ``fix_*`` loss switches.
         gather: applied to the contrastive loss's inputs (``[B, ...]`` -> ``[world * B, ...]``) so that its
-            in-batch negatives span all processes (``utils.training.distributed.gather_with_grad``); None: this batch only.
+            in-batch negatives span all processes (``utils.training.distributed.gather_with_grad``); None: this
+            batch only.
 
     Call with the model's output dict and the masks ``[B, H, W]`` or ``[B, 1, H, W]`` (values 0/1). Returns
     ``dice``, ``bce``, ``seg`` (= dice_weight * dice + bce_weight * bce) and, when the outputs carry the auxiliary
