@@ -27,7 +27,6 @@ import torch
 from tqdm import tqdm
 
 from Load_Dataset import ImageToImage2D, build_test_split
-from nets.weights import build_model_from_checkpoint
 from utils.config import Config, load_config
 from utils.data.demo import INFO_FILE, demo_cases
 from utils.data.files import DatasetError
@@ -36,10 +35,12 @@ from utils.inference.figures import draw_case
 from utils.inference.language import every_blob_logits, interest_shares, report_cycle
 from utils.inference.predictor import AUTO, PRECISIONS, TEXT_CACHE, CompileError, Predictor
 from utils.logger import setup_logging
-from utils.misc import get_device, tune_cpu_allocator
-from utils.training.checkpoint import BEST_NAME, resolve_session
+from utils.memory import tune_cpu_allocator
+from utils.misc import get_device
+from utils.training.checkpoint import BEST_NAME, build_model_from_checkpoint
 from utils.training.engine import to_device
 from utils.training.metrics import SegmentationMeter
+from utils.training.sessions import resolve_session
 
 logger = logging.getLogger("test")
 SUMMARY_NAME = "test_summary.json"  # scores of the latest test run

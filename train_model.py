@@ -28,31 +28,34 @@ from torch.utils.tensorboard import SummaryWriter
 
 from Load_Dataset import ReportsSwapped, build_dataloader, build_dataloaders
 from nets import build_model
-from nets.weights import check_frozen, frozen_sha256, is_mappable, load_weights, read_checkpoint
+from nets.weights import load_weights
 from tools.curves import draw_session_curves
 from utils.config import Config, load_config, parse_override
 from utils.data.files import DatasetError
 from utils.inference.figures import column_header
 from utils.inference.language import report_cycle
 from utils.logger import setup_logging
-from utils.misc import get_device, rng_state, set_rng_state, set_seed, tune_cpu_allocator
+from utils.memory import tune_cpu_allocator
+from utils.misc import get_device, rng_state, set_rng_state, set_seed
 from utils.training.checkpoint import (
     BEST_NAME,
     LATEST_NAME,
     check_free_space,
+    check_frozen,
     checkpoint_payload,
     compact_optimizer_state,
-    create_session_dir,
     ensure_writable,
     estimated_checkpoint_bytes,
+    frozen_sha256,
     remove_stale_temporaries,
-    resolve_session,
     save_checkpoint,
 )
 from utils.training.distributed import Distributed, convert_sync_batchnorm, gather_with_grad, init_distributed
 from utils.training.engine import NonFiniteLossError, TrainingInterrupted, evaluate, evaluate_dice, train_one_epoch
 from utils.training.losses import RecLMISCriterion
 from utils.training.schedulers import build_optimizer, build_scheduler
+from utils.training.sessions import create_session_dir, resolve_session
+from utils.weights_io import is_mappable, read_checkpoint
 
 logger = logging.getLogger("train")
 

@@ -11,12 +11,10 @@ positions, which later blocks do use (the interaction attends to them, ``text_mo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -25,7 +23,7 @@ import torch
 from torch import nn
 
 from nets.attention import MultiheadAttention
-from utils.weights_io import read_torchscript_tensors
+from utils.weights_io import read_tensors, sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -150,14 +148,6 @@ class CLIPTextEncoder(nn.Module):
         return self.ln_final(x) @ self.text_projection
 
 
-def sha256_of(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def missing_weights_message(path: str) -> str:
     return (
         f"CLIP weights not found at {path!r}. Any form of OpenAI's CLIP ViT-B/32 works; where to get one today: "
@@ -171,32 +161,12 @@ def missing_weights_message(path: str) -> str:
     )
 
 
-def _is_torchscript_archive(path: str) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-
-
 HF_PREFIX = "text_model."  # transformers' CLIPModel and CLIPTextModelWithProjection
 # The files a transformers or open_clip folder (save_pretrained, the hub's layout) may hold, in order of preference.
 FOLDER_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _HF_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
              "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
 CLIP_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial logit scale, for files that do not carry one
-
-
-def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
-    """Every tensor of a ``.safetensors`` file (the format runs no code)."""
-    try:  # an optional dependency: only these files need it
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-    except ImportError:
-        raise ImportError(f"{path} is a .safetensors file: pip install safetensors to read it") from None
-    try:
-        return load_file(path, device="cpu")
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path!r} is not a readable .safetensors file: {error}") from None
 
 
 def hf_clip_to_openai(state: Dict[str, torch.Tensor], path: str, p: str = HF_PREFIX) -> Dict[str, torch.Tensor]:
@@ -263,7 +233,7 @@ def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.
     """Read the text-tower tensors (OpenAI names, fp32) from a CLIP file or folder, its form detected:
 
     - OpenAI's TorchScript archive (``ViT-B-32.pt``; its tensors read from the zip without the JIT,
-      :mod:`utils.weights_io`, which runs no code from the file);
+      :func:`utils.weights_io.read_torchscript_tensors`, which runs no code from the file);
     - a state dict in OpenAI's names (``.pt``, ``.bin`` or ``.safetensors``; open_clip's checkpoint of
       ``ViT-B-32``/``openai``), with or without the vision tensors, a ``state_dict``/``model`` wrapper or a
       ``module.`` prefix;
@@ -285,14 +255,7 @@ def load_clip_text_state(path: str, check_hash: bool = True) -> Dict[str, torch.
         if actual != VIT_B32_SHA256:
             logger.warning("%s has sha256 %s, not the published %s: it may be corrupt or another model",
                            path, actual, VIT_B32_SHA256)
-    if path.endswith(".safetensors"):
-        state = read_safetensors(path)
-    elif _is_torchscript_archive(path):
-        state = read_torchscript_tensors(path)  # from the zip, without the deprecated JIT
-    else:
-        from nets.weights import read_checkpoint  # here: nets.weights imports this module
-
-        state = read_checkpoint(path)
+    state = read_tensors(path)  # safetensors, the TorchScript archive without the JIT, or weights_only
     state = _unwrap(state, path)
     for prefix in (HF_PREFIX, ""):  # CLIPModel and ...WithProjection; a bare CLIPTextModel saves without a prefix
         if prefix + "final_layer_norm.weight" in state and prefix + "embeddings.token_embedding.weight" in state:

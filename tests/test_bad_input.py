@@ -21,14 +21,16 @@ import train_model
 from Load_Dataset import ImageToImage2D
 from nets import build_model
 from nets.text_encoder import VIT_B32_SHA256, CLIPTextEncoder, TextTowerShape, build_text_encoder
-from nets.weights import build_model_from_checkpoint, read_checkpoint, save_authors_format
+from nets.weights import save_authors_format
 from tests.tiny import Payload, tiny_config, write_clip_file
 from utils.config import load_config
 from utils.data.check import check_dataset
 from utils.data.demo import make_demo_dataset
 from utils.data.files import DatasetError, read_image, read_mask, unsafe_name_reason
 from utils.data.tokenizer import ReportTokenizer
-from utils.training.checkpoint import LATEST_NAME, create_session_dir
+from utils.training.checkpoint import LATEST_NAME, build_model_from_checkpoint
+from utils.training.sessions import create_session_dir
+from utils.weights_io import read_checkpoint
 
 
 def _qata(tmp_path):

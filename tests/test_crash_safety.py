@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import train_model
-from nets.weights import read_checkpoint
 from tests.tiny import write_clip_file
 from utils.data.demo import make_demo_dataset
 from utils.training.checkpoint import BEST_NAME, LATEST_NAME
+from utils.weights_io import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3

@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from nets.weights import read_checkpoint
 from tests.tiny import write_clip_file
 from utils.data.demo import make_demo_dataset
 from utils.training.checkpoint import BEST_NAME, LATEST_NAME
+from utils.weights_io import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Deterministic inside the model (no dropout, no masking draws, so no near-tie top-k picks), BatchNorm over the

@@ -10,19 +10,22 @@ import sys
 import pytest
 import torch
 
-from nets import build_model, weights
+from nets import build_model
 from nets.unet import ConvBatchNorm
-from nets.weights import build_model_from_checkpoint, compact_state_dict, frozen_sha256
 from tests.tiny import NEEDS_CXX, REPORTS, batch, tiny_config, write_clip_file
 from tools import benchmark
+from utils import memory
 from utils.data.demo import make_demo_dataset
 from utils.inference import predictor as inference
 from utils.inference.predictor import Predictor, autocast_for, fold_batchnorm
-from utils.misc import tune_cpu_allocator
+from utils.memory import tune_cpu_allocator
 from utils.training.checkpoint import (
+    build_model_from_checkpoint,
     checkpoint_payload,
     compact_optimizer_state,
+    compact_state_dict,
     estimated_checkpoint_bytes,
+    frozen_sha256,
     save_checkpoint,
 )
 from utils.training.engine import train_step
@@ -380,15 +383,15 @@ def test_released_file_pages_leave_memory_and_read_back_the_same(tmp_path):
     torch.save({"small": values[:8].clone(), "t": values}, path)
     loaded = torch.load(path, mmap=True, weights_only=True)
     assert torch.equal(loaded["t"], values)  # every page read
-    pages = weights._unwritten_file_mappings(str(path))
+    pages = memory._unwritten_file_mappings(str(path))
     assert pages
     before = _resident_file_kib()
-    assert weights.release_file_pages(loaded["t"], pages)
+    assert memory._release_file_pages(loaded["t"], pages)
     assert before - _resident_file_kib() > 24 * 1024
     assert torch.equal(loaded["t"], values)  # read again from the file
     # A view spanning far more than its small storage: only the storage counts, and it fills no whole page.
     before = _resident_file_kib()
-    assert not weights.release_file_pages(loaded["small"][:1].expand(2**22), pages)
+    assert not memory._release_file_pages(loaded["small"][:1].expand(2**22), pages)
     assert abs(_resident_file_kib() - before) < 1024
     assert torch.equal(loaded["small"], values[:8])
 
@@ -399,9 +402,9 @@ def test_memory_outside_the_file_is_never_released(tmp_path):
     torch.save({"t": torch.zeros(4)}, path)
     loaded = torch.load(path, mmap=True, weights_only=True)
     heap = torch.full((2**22,), 3.0)  # 16 MiB of ordinary memory
-    assert not weights.release_file_pages(heap, weights._unwritten_file_mappings(str(path)))
+    assert not memory._release_file_pages(heap, memory._unwritten_file_mappings(str(path)))
     assert bool((heap == 3.0).all()) and torch.equal(loaded["t"], torch.zeros(4))
-    assert not weights.release_file_pages(heap, [])
+    assert not memory._release_file_pages(heap, [])
 
 
 def test_a_file_from_a_machine_of_the_other_byte_order_is_not_released(tmp_path, monkeypatch):
@@ -410,8 +413,8 @@ def test_a_file_from_a_machine_of_the_other_byte_order_is_not_released(tmp_path,
     torch.save({"t": torch.zeros(4)}, path)
     torch.load(path, mmap=True, weights_only=True)
     other = "big" if sys.byteorder == "little" else "little"
-    monkeypatch.setattr(weights.sys, "byteorder", other)
-    assert weights._unwritten_file_mappings(str(path)) == []
+    monkeypatch.setattr(memory.sys, "byteorder", other)
+    assert memory._unwritten_file_mappings(str(path)) == []
 
 
 def test_loading_hands_back_only_the_converted_pages_of_the_file(tmp_path, monkeypatch):
@@ -420,7 +423,7 @@ def test_loading_hands_back_only_the_converted_pages_of_the_file(tmp_path, monke
     path = str(tmp_path / "best.pth.tar")
     save_checkpoint(checkpoint_payload(model, config, 0, True, {"total": 0.0, "dice": 0.0}), path)
     released = []
-    monkeypatch.setattr(weights, "release_file_pages", lambda tensor, pages: released.append(tensor.dtype) or True)
+    monkeypatch.setattr(memory, "_release_file_pages", lambda tensor, pages: released.append(tensor.dtype) or True)
     build_model_from_checkpoint(path)
     halves = [t for t in compact_state_dict(model).values() if t.dtype == torch.float16]
     assert released == [torch.float16] * len(halves) and halves

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from nets import build_model
-from nets.weights import build_model_from_checkpoint, save_authors_format
+from nets.weights import save_authors_format
 from tests.tiny import batch, tiny_config
+from utils.training.checkpoint import build_model_from_checkpoint
 
 
 def _trained_model(config):

@@ -10,10 +10,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import test as test_cli
 import train_model
-from nets.weights import read_checkpoint
 from tests.tiny import NEEDS_CXX, write_clip_file
 from utils.data.demo import make_demo_dataset
-from utils.training.checkpoint import BEST_NAME, LATEST_NAME, create_session_dir, save_checkpoint
+from utils.training.checkpoint import BEST_NAME, LATEST_NAME, save_checkpoint
+from utils.training.sessions import create_session_dir
+from utils.weights_io import read_checkpoint
 
 TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
         "rec_trans_num_layers1=1", "batch_size=4", "num_workers=0", "tensorboard_images=2", "demo_data=False"]

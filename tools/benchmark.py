@@ -49,7 +49,8 @@ import torch
 
 from utils.data.files import DatasetError
 from utils.inference.predictor import PRECISIONS, TEXT_CACHE, Predictor, autocast_for
-from utils.misc import get_device, rng_state, tune_cpu_allocator
+from utils.memory import tune_cpu_allocator
+from utils.misc import get_device, rng_state
 
 MIB = 1024 * 1024
 
@@ -246,12 +247,12 @@ def checkpoint_sizes(state, folder: str, clip_weights: Optional[str]) -> dict:
     """Write the best and latest checkpoints as training does, and the latest one as ``compact_resume`` writes it;
     their sizes in MiB and the best one's path. ``clip_weights``: the config's CLIP file; when there is one, the
     latest checkpoints leave the frozen tower out, as in training."""
-    from nets.weights import frozen_sha256
     from utils.training.checkpoint import (
         BEST_NAME,
         LATEST_NAME,
         checkpoint_payload,
         compact_optimizer_state,
+        frozen_sha256,
         save_checkpoint,
     )
 
@@ -285,8 +286,8 @@ def peak_resident_mib() -> float:
 def probe_memory(checkpoint: str, device: torch.device) -> dict:
     """Load ``checkpoint``, tokenise a report and predict one image; the process's peak memory (run this in a
     fresh process, as :func:`run_probe` does)."""
-    from nets.weights import build_model_from_checkpoint
     from utils.data.tokenizer import ReportTokenizer
+    from utils.training.checkpoint import build_model_from_checkpoint
 
     model = build_model_from_checkpoint(checkpoint)[0]
     predictor = Predictor(model, device)
@@ -316,7 +317,7 @@ def agreement(config, checkpoint: str, device: torch.device, precisions: List[st
     from tqdm import tqdm
 
     from Load_Dataset import build_test_split
-    from nets.weights import build_model_from_checkpoint
+    from utils.training.checkpoint import build_model_from_checkpoint
     from utils.training.metrics import SegmentationMeter
 
     reduced = [p for p in precisions if p != "fp32"]

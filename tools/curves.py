@@ -60,7 +60,7 @@ def draw_session_curves(session_dir: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from utils.config import load_config
-    from utils.training.checkpoint import resolve_session
+    from utils.training.sessions import resolve_session
 
     parser = argparse.ArgumentParser(description="Draw a session's training curves from its log.")
     parser.add_argument("session", help="session id or folder")

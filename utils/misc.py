@@ -1,12 +1,9 @@
-"""Seeding, device choice and the CPU allocator setting: the one place for each."""
+"""Seeding, random-number states and device choice: the one place for each."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import random
-import sys
 
 import numpy as np
 import torch
@@ -63,33 +60,3 @@ def set_rng_state(state: dict) -> None:
         cuda = cuda[0] if cuda else None
     if cuda is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(cuda)
-
-
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-
-
-def tune_cpu_allocator() -> bool:
-    """Keep freed tensor memory in the process (glibc ``mallopt``) instead of returning it to the system.
-
-    glibc serves every block over 32 MB with a fresh ``mmap`` and unmaps it when freed, so each large activation
-    (a ``[4, 64, 224, 224]`` fp32 tensor is 51 MB) costs thousands of page faults on first touch. Turning off
-    ``mmap`` for allocations and never trimming the heap removes that cost: on a 2-core CPU a fp32 training step
-    at batch 4 at the QaTa size went from 4.13 s to 2.74 s (``python -m tools.benchmark -c Config_QaTa``, with and
-    without ``--no_allocator_tuning``; docs/PERFORMANCE.md). Peak memory stays the same; memory freed after the peak
-    is kept for reuse rather than given back. Call it once, early, in an entry point.
-
-    Returns:
-        True when the setting was applied; False where the C library is not glibc (macOS, musl, Windows), where
-        allocation works as before.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        logger.debug("no glibc mallopt here: the CPU allocator is left as it is")
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

@@ -25,13 +25,13 @@ import cv2
 import numpy as np
 import torch
 
-from nets.weights import build_model_from_checkpoint
 from utils.data.files import read_image
 from utils.data.tokenizer import ReportTokenizer
 from utils.data.transforms import image_to_tensor
 from utils.inference.figures import draw_case
 from utils.inference.predictor import TEXT_CACHE, Predictor
 from utils.misc import get_device
+from utils.training.checkpoint import build_model_from_checkpoint
 
 
 @dataclass

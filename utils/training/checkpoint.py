@@ -1,100 +1,55 @@
-"""Session folders and checkpoints, written so that a crash never leaves a broken file.
+"""Checkpoints: what they hold, written so that a crash never leaves a broken file, and the model rebuilt from one.
 
-Layout (the authors'): ``<output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/`` with ``models/``
-(``best_model-RecLMIS.pth.tar``, ``latest_model.pth.tar``), ``tensorboard_logs/``, ``<session>.log``,
-and ``config.json``.
+- :func:`checkpoint_payload` and :func:`save_checkpoint` (atomic) write them; :func:`compact_state_dict` stores the
+  frozen CLIP tower in fp16 (losslessly), and a latest checkpoint may leave the tower out altogether
+  (``frozen_omitted``: :func:`omitted_frozen_record`, checked by :func:`check_frozen`);
+- :func:`build_model_from_checkpoint` is the factory that rebuilds a model from a file alone (ours or the
+  authors'); it sits above the model (``nets``) and reads files through :mod:`utils.weights_io`.
+
+Where sessions live: :mod:`utils.training.sessions`.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import logging
 import os
 import shutil
 import tempfile
-import time
-from typing import List, Optional
+from typing import Dict, List, Mapping, Optional
 
 import torch
+from torch import nn
 
-from nets.weights import compact_state_dict, frozen_names, omitted_frozen_record
-from utils.config import known_configs, load_config
+from nets.reclmis import RecLMIS
+from nets.text_encoder import load_clip_text_state
+from nets.weights import check_state_dict, extract_state_dict, text_tower_shape
+from utils.config import Config
+from utils.memory import convert_dropping_file_pages
+from utils.training.sessions import MODEL_NAME
+from utils.weights_io import first_line, is_mappable, read_checkpoint
 
-MODEL_NAME = "RecLMIS"
+logger = logging.getLogger(__name__)
 BEST_NAME = "best_model-RecLMIS.pth.tar"
 LATEST_NAME = "latest_model.pth.tar"
 TMP_PREFIX = ".tmp_"
-
-
-def sessions_root(output_root: str, task_name: str) -> str:
-    return os.path.join(output_root, task_name, MODEL_NAME)
-
-
-def create_session_dir(output_root: str, task_name: str, now: float = None) -> str:
-    """Create and return a new session folder; a second run in the same minute gets ``_2``, ``_3``, ..."""
-    root = sessions_root(output_root, task_name)
-    os.makedirs(root, exist_ok=True)
-    base = time.strftime("session_%m.%d_%Hh%M", time.localtime(now))
-    for attempt in range(1, 1000):
-        path = os.path.join(root, base if attempt == 1 else f"{base}_{attempt}")
-        try:
-            os.makedirs(path)  # fails if another run claimed the name first
-        except FileExistsError:
-            continue
-        for sub in ("models", "tensorboard_logs"):
-            os.makedirs(os.path.join(path, sub))
-        return path
-    raise RuntimeError(f"could not create a new session folder under {root}")
-
-
-def list_sessions(output_root: str, task_name: str) -> List[str]:
-    root = sessions_root(output_root, task_name)
-    if not os.path.isdir(root):
-        return []
-    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-
-
-def resolve_session(session: str, output_root: str, task_name: str) -> str:
-    """A session folder from a path or a bare session id; the error lists the sessions there are."""
-    if os.path.isdir(session):
-        return session
-    path = os.path.join(sessions_root(output_root, task_name), session)
-    if os.path.isdir(path):
-        return path
-    known = list_sessions(output_root, task_name)
-    message = (f"no session {session!r} under {os.path.abspath(sessions_root(output_root, task_name))}; "
-               + (f"sessions there: {', '.join(known)}" if known else "there are no sessions there yet"))
-    tasks = [entry.name for entry in os.scandir(output_root)] if os.path.isdir(output_root) else []
-    elsewhere = sorted(t for t in tasks if t != task_name and os.path.isdir(os.path.join(
-        sessions_root(output_root, t), session)))
-    if elsewhere:
-        configs = [name for name in known_configs() if _task_of(name) == elsewhere[0]]
-        how = f"add -c {configs[0]}" if configs else f"use a config whose task_name is {elsewhere[0]!r}"
-        message += f". It is a session of task {elsewhere[0]!r}, not {task_name!r}: {how}"
-    raise FileNotFoundError(message)
-
-
-def _task_of(config_name: str) -> Optional[str]:
-    """The task name of a config module, or None when it cannot be imported from here (it is only a hint)."""
-    try:
-        return load_config(config_name).task_name
-    except (FileNotFoundError, TypeError):
-        return None
 
 
 def checkpoint_payload(model, config, epoch: int, best: bool, val: dict, training_state: dict = None,
                        frozen_sha256: str = None) -> dict:
     """What a checkpoint file holds.
 
-    Every file: ``epoch`` (0-based), ``best_model``, ``model``, ``state_dict`` (:func:`nets.weights.
-    compact_state_dict`), ``val_loss``, ``val_dice`` and the resolved ``config``. The latest checkpoint adds
-    ``training_state``'s entries (optimizer, scheduler, grad scaler, best score, RNG states), which only resuming
-    needs; the best checkpoint leaves them out, which keeps it under a third of the size.
+    Every file: ``epoch`` (0-based), ``best_model``, ``model``, ``state_dict`` (:func:`compact_state_dict`),
+    ``val_loss``, ``val_dice`` and the resolved ``config``. The latest checkpoint adds ``training_state``'s entries
+    (optimizer, scheduler, grad scaler, best score, RNG states), which only resuming needs; the best checkpoint
+    leaves them out, which keeps it under a third of the size.
 
     Args:
-        frozen_sha256: given (:func:`nets.weights.frozen_sha256`), the frozen CLIP text tower is left out of
+        frozen_sha256: given (:func:`frozen_sha256`), the frozen CLIP text tower is left out of
             ``state_dict``: it is rebuilt from ``config.clip_weights``, which must then be a file. The payload
             records the file, the digest and the names under ``frozen_omitted``; resuming and
-            :func:`nets.weights.build_model_from_checkpoint` check the rebuilt tower against the digest.
+            :func:`build_model_from_checkpoint` check the rebuilt tower against the digest.
     """
     omitted = frozen_names(model) if frozen_sha256 is not None else []
     if omitted and config.clip_weights is None:
@@ -198,3 +153,161 @@ def check_free_space(folder: str, needed: int) -> None:
         raise OSError(errno.ENOSPC, f"only {free / 2**20:.0f} MiB free on the disk of {folder}; this model's "
                                     f"checkpoints need about {needed / 2**20:.0f} MiB. Free some space or choose "
                                     "another output_root.")
+
+
+def build_model_from_checkpoint(path: str, config=None):
+    """Rebuild a RecLMIS model from a checkpoint file alone (ours or the authors'), on the CPU.
+
+    The file is memory-mapped (when it is in torch's zip format) and the model is built on the ``meta`` device
+    and then takes the file's tensors as its own: no random initialisation, no second copy, and the tensors that
+    inference never reads (the reconstruction heads, the authors' vision tower and optimizer state) are never
+    read from disk. fp16-stored frozen tensors (:func:`compact_state_dict`) come back as fp32.
+
+    Args:
+        path: the checkpoint file.
+        config: the :class:`utils.config.Config` for a checkpoint that saved none (the authors'); None = the
+            default config (their QaTa sizes). A checkpoint of ours is always rebuilt with the config it saved.
+            The text tower's sizes come from the checkpoint's tensors (its heads from the saved config, or for
+            the authors' files CLIP's ``width / 64``). ``clip_weights`` is read only for a latest checkpoint that
+            left the frozen tower out (:func:`checkpoint_payload`): the tower comes from the
+            CLIP file it recorded (as given, then as an absolute path), else from ``config.clip_weights``, and
+            must match the recorded SHA-256.
+
+    Returns:
+        ``(model, checkpoint)``: the model in eval mode, and the checkpoint dict. The model's tensors stay mapped
+        from the file until they are moved or changed, so do not overwrite the file while the model is in use.
+    """
+    mapped = is_mappable(path)
+    checkpoint = read_checkpoint(path, mmap=mapped)
+    state = extract_state_dict(checkpoint)
+    omitted = checkpoint.get("frozen_omitted") if isinstance(checkpoint, Mapping) else None
+    if omitted:
+        state.update(_rebuilt_frozen(path, omitted, getattr(config, "clip_weights", None)))
+    saved = checkpoint.get("config") if isinstance(checkpoint, Mapping) else None
+    if isinstance(saved, Mapping):
+        config = Config.from_dict(saved)
+    elif config is None:
+        config = Config()
+    shape = text_tower_shape(state)
+    # Heads leave no trace in the tensors: a saved config knows them; else CLIP's rule (width / 64) holds.
+    heads = config.clip_heads if isinstance(saved, Mapping) else shape.heads
+    config = config.replace(clip_weights=None, clip_width=shape.width, clip_layers=shape.layers,
+                            clip_heads=heads, clip_embed_dim=shape.embed_dim,
+                            clip_context_length=shape.context_length, clip_vocab_size=shape.vocab_size)
+    with torch.device("meta"):
+        model = RecLMIS(config)
+    check_state_dict(model, state, source=path)
+    dtypes = {name: tensor.dtype for name, tensor in model.state_dict().items()}
+    if mapped:  # fp16-stored tensors become fp32; the file pages read for the copy are given back
+        state = convert_dropping_file_pages(state, dtypes, path)
+    else:
+        state = {name: tensor.to(dtypes[name]) for name, tensor in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    logger.info("loaded %d tensors from %s", len(state), path)
+    return model.eval(), checkpoint
+
+
+def frozen_names(model: nn.Module) -> List[str]:
+    """The names of ``model``'s frozen parameters (the CLIP text tower), sorted."""
+    return sorted(name for name, param in model.named_parameters() if not param.requires_grad)
+
+
+def frozen_sha256(model: nn.Module) -> str:
+    """A SHA-256 over the names, dtypes, shapes and bytes of ``model``'s frozen parameters.
+
+    A latest checkpoint that leaves the frozen tower out records it; resuming checks that the tower rebuilt from
+    ``clip_weights`` is the one the run trained with.
+    """
+    params = dict(model.named_parameters())
+    return _tensors_sha256({name: params[name] for name in frozen_names(model)})
+
+
+def _tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def omitted_frozen_record(model: nn.Module, clip_weights: str, sha256: str) -> dict:
+    """What a checkpoint that leaves out the frozen tensors records of them (``frozen_omitted``): the CLIP file
+    as configured and as an absolute path, the digest (:func:`frozen_sha256`) and the tensor names."""
+    return {"clip_weights": clip_weights, "clip_weights_abs": os.path.abspath(clip_weights), "sha256": sha256,
+            "names": frozen_names(model)}
+
+
+def check_frozen(model: nn.Module, omitted: Mapping, source: str, actual: Optional[str] = None) -> None:
+    """Raise ``ValueError`` unless ``model``'s frozen tensors are those ``source`` was saved with (resuming: the
+    model was built from the config's ``clip_weights``). ``actual``: :func:`frozen_sha256` of ``model`` if known."""
+    _check_record(omitted, source)
+    actual = actual or frozen_sha256(model)
+    if actual != omitted["sha256"]:
+        raise ValueError(
+            f"{source} leaves out the frozen CLIP text tower, to be rebuilt from {omitted['clip_weights']!r}, but "
+            f"the tower built from clip_weights={model.config.clip_weights!r} is not the one the run trained with "
+            f"(sha256 {actual[:12]}... instead of {omitted['sha256'][:12]}...). Put back the CLIP file the run "
+            "started with, or point to it with --set clip_weights=PATH.")
+
+
+def _check_record(omitted, source: str) -> None:
+    if not (isinstance(omitted, Mapping) and isinstance(omitted.get("sha256"), str)
+            and isinstance(omitted.get("names"), list) and isinstance(omitted.get("clip_weights"), str)):
+        raise ValueError(f"{source} has a malformed 'frozen_omitted' entry (expected clip_weights, sha256 and "
+                         "names); load the session's best checkpoint instead")
+
+
+def _rebuilt_frozen(path: str, omitted: Mapping, fallback: Optional[str]) -> Dict[str, torch.Tensor]:
+    """The frozen tensors that the checkpoint ``path`` left out, read from the first CLIP file whose tower has
+    the recorded digest: the one recorded (as given, then absolute), then ``fallback``."""
+    _check_record(omitted, path)
+    candidates = {}
+    for candidate in filter(None, [omitted["clip_weights"], omitted.get("clip_weights_abs"), fallback]):
+        candidates.setdefault(os.path.realpath(candidate), candidate)
+    names = omitted["names"]
+    reasons = []
+    for candidate in candidates.values():
+        if not os.path.isfile(candidate):
+            reasons.append(f"{candidate}: missing")
+            continue
+        try:
+            tower = load_clip_text_state(candidate)
+        except (ValueError, RuntimeError, OSError, EOFError) as error:
+            reasons.append(f"{candidate}: unreadable ({first_line(error)})")
+            continue
+        if not all(name.startswith("clip.") and name[len("clip."):] in tower for name in names):
+            reasons.append(f"{candidate}: another tower (tensors missing)")
+            continue
+        rebuilt = {name: tower[name[len("clip."):]] for name in names}
+        if _tensors_sha256(rebuilt) == omitted["sha256"]:
+            return rebuilt
+        reasons.append(f"{candidate}: another tower (sha256 differs)")
+    reasons = reasons or ["no CLIP file is recorded"]
+    error = FileNotFoundError if all(reason.endswith(": missing") for reason in reasons) else ValueError
+    raise error(
+        f"{path} is a latest (resume) checkpoint: it leaves out the frozen CLIP text tower, which is rebuilt from "
+        f"the CLIP file the run trained with (sha256 of its tower {omitted['sha256'][:12]}...), and none was found: "
+        f"{'; '.join(reasons)}. Put back that file, pass a config whose clip_weights names it (test.py: --set "
+        "clip_weights=PATH), or load the session's best checkpoint, which holds the whole model.")
+
+
+def compact_state_dict(model: nn.Module, leave_out=()) -> Dict[str, torch.Tensor]:
+    """``model.state_dict()`` for our checkpoints, with each frozen fp32 parameter whose values are all exactly
+    representable in fp16 stored as fp16.
+
+    This is lossless: OpenAI released CLIP in fp16, so the frozen text tower (63 M parameters) takes half the
+    space and loads back bit for bit (``load_state_dict`` copies it into the fp32 parameters). Trained
+    parameters, buffers and a random text tower stay fp32. The names in ``leave_out`` are dropped.
+    """
+    state = model.state_dict()
+    for name in leave_out:
+        del state[name]
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    for name in frozen & set(state):
+        tensor = state[name]
+        if tensor.dtype == torch.float32:
+            half = tensor.half()
+            if torch.equal(half.float(), tensor):
+                state[name] = half
+    return state
