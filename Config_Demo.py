@@ -28,7 +28,7 @@ config = Config().replace(
     epochs=30,
     early_stopping_patience=10,
     batch_size=8,
-    # No loader workers: on 2 cores, workers compete with training for them (an epoch took 11.5 s with 2 workers,
-    # 10.2 s without, 2026-11-28); the augmentation is seeded per sample, so the numbers do not change.
+    # No loader workers: on 2 cores, workers compete with training for them (docs/PERFORMANCE.md, "Loader workers
+    # on 2 cores"); the augmentation is seeded per sample, so the numbers do not change.
     num_workers=0,
 )

@@ -8,5 +8,5 @@ cd "$(dirname "$0")"
 # No pipe: a failed training stops the demo here (set -e) instead of testing a session that does not exist.
 printed=$(python train_model.py -c Config_Demo "$@")
 session=$(printf '%s\n' "$printed" | tail -n 1)
-python test.py -c Config_Demo -t "$session" --test_vis True --text_ablation
+python test.py -c Config_Demo -t "$session" --test_vis --text_ablation
 echo "TensorBoard: tensorboard --logdir Demo/RecLMIS/$session/tensorboard_logs"

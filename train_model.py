@@ -6,6 +6,10 @@
 Each epoch trains, then validates with no gradient; the best checkpoint is kept on validation Dice (the authors'
 rule: strictly greater), the latest every epoch, and training stops after ``early_stopping_patience`` epochs
 without a better Dice. Everything goes to ``<output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/``.
+
+This entry point is longer than our usual 400 lines on purpose: it is the one place where data, model, losses,
+checkpoints, logging, signals and distribution meet (the :class:`Trainer`), and its resume and interrupt handling
+is one state machine with the epoch loop it guards; the pieces it wires live in ``utils/``.
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ from nets import build_model
 from nets.weights import load_weights
 from tools.curves import draw_session_curves
 from utils.config import Config, load_config, parse_override
-from utils.data.files import DatasetError
+from utils.data.records import DatasetError
+from utils.data.reports import report_cycle
 from utils.inference.figures import column_header
-from utils.inference.language import report_cycle
 from utils.logger import setup_logging
 from utils.memory import tune_cpu_allocator
 from utils.misc import get_device, rng_state, set_rng_state, set_seed
@@ -302,19 +306,22 @@ class Trainer:
             reduce = self.dist.all_reduce_sums if self.dist.enabled else None
             try:
                 train = train_one_epoch(self.model, self.criterion, self.loaders["train"], self.optimizer,
-                                        self.device, epoch + 1, self.amp, self.scaler, self.progress, start_batch,
-                                        meters, lambda: self.dist.any(stop.requested()), reduce,
-                                        self.dist.any if self.dist.enabled else None)
+                                        self.device, epoch + 1, amp=self.amp, scaler=self.scaler,
+                                        progress=self.progress, start_batch=start_batch, meters=meters,
+                                        stop_requested=lambda: self.dist.any(stop.requested()), reduce=reduce,
+                                        any_rank=self.dist.any if self.dist.enabled else None)
             except TrainingInterrupted as stopped:
                 self._interrupted(epoch, stopped, latest)
                 raise KeyboardInterrupt from None
             self.dist.broadcast_buffers(self.raw_model)  # without sync_bn the ranks' running statistics differ
-            val = evaluate(self.raw_model, self.val_criterion, self.loaders["val"], self.device, epoch + 1, self.amp,
-                           self.progress, reduce=reduce, any_rank=self.dist.any if self.dist.enabled else None)
+            val = evaluate(self.raw_model, self.val_criterion, self.loaders["val"], self.device, epoch=epoch + 1,
+                           amp=self.amp, progress=self.progress, reduce=reduce,
+                           any_rank=self.dist.any if self.dist.enabled else None)
             every = cfg.val_text_check_every
             if every and (epoch + 1) % every == 0:
-                shuffled = evaluate_dice(self.raw_model, self.loaders["val_shuffled"], self.device, epoch + 1,
-                                         self.amp, self.progress, "val shuffled reports", reduce)
+                shuffled = evaluate_dice(self.raw_model, self.loaders["val_shuffled"], self.device, epoch=epoch + 1,
+                                         amp=self.amp, progress=self.progress, desc="val shuffled reports",
+                                         reduce=reduce)
                 val = {**val, "dice_shuffled": shuffled["dice"], "text_gain": val["dice"] - shuffled["dice"]}
             self.last_val = val
             self.scheduler.step()

@@ -1,5 +1,8 @@
 """Bad input, one case per test: the contract of what a user sees. docs/RELIABILITY.md lists the same cases in the
-same order. Each test breaks one thing and checks the message names the file, row or key and how to fix it."""
+same order. Each test breaks one thing and checks the message names the file, row or key and how to fix it.
+
+One file across modules, and over 400 lines, on purpose: it is the executable form of that document's table.
+"""
 
 import hashlib
 import logging
@@ -26,7 +29,9 @@ from tests.tiny import Payload, tiny_config, write_clip_file
 from utils.config import load_config
 from utils.data.check import check_dataset
 from utils.data.demo import make_demo_dataset
-from utils.data.files import DatasetError, read_image, read_mask, unsafe_name_reason
+from utils.data.images import read_image, read_mask
+from utils.data.records import DatasetError
+from utils.data.tables import unsafe_name_reason
 from utils.data.tokenizer import ReportTokenizer
 from utils.training.checkpoint import LATEST_NAME, build_model_from_checkpoint
 from utils.training.sessions import create_session_dir

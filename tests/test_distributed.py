@@ -156,7 +156,7 @@ def _evaluate_shard(rank, world, init_file, data_root, queue):
 
     from Load_Dataset import ReportsSwapped, build_dataloader
     from nets import build_model
-    from utils.inference.language import report_cycle
+    from utils.data.reports import report_cycle
     from utils.training.distributed import Distributed
     from utils.training.engine import evaluate, evaluate_dice
     from utils.training.losses import RecLMISCriterion
@@ -192,7 +192,7 @@ def test_sharded_validation_equals_one_process(data_root, tmp_path):
 
     from Load_Dataset import ReportsSwapped, build_dataloader
     from nets import build_model
-    from utils.inference.language import report_cycle
+    from utils.data.reports import report_cycle
     from utils.training.engine import evaluate, evaluate_dice
     from utils.training.losses import RecLMISCriterion
 

@@ -6,8 +6,9 @@ import torch
 
 from Load_Dataset import ImageToImage2D, ReportsSwapped
 from utils.data.demo import render_demo_case, zone_boxes
+from utils.data.reports import report_cycle
 from utils.data.tokenizer import ReportTokenizer
-from utils.inference.language import every_blob_logits, interest_shares, report_cycle, zone_coverage
+from utils.inference.language import every_blob_logits, interest_shares, zone_coverage
 from utils.training.metrics import SegmentationMeter
 
 

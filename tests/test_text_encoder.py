@@ -1,6 +1,5 @@
 """The CLIP text tower: agreement with open_clip's implementation, the padding mask, loading weights."""
 
-
 import open_clip
 import pytest
 import torch

@@ -5,6 +5,7 @@ import shutil
 import pytest
 import torch
 
+from nets import build_model
 from utils.config import Config
 from utils.data.tokenizer import ReportTokenizer
 
@@ -67,3 +68,18 @@ class Payload:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+def model_with_batchnorm_statistics(config, seed=0):
+    """A tiny model whose BatchNorms hold non-trivial running statistics and affine (as after training)."""
+    torch.manual_seed(seed)
+    model = build_model(config)
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
+    return model.eval()

@@ -15,6 +15,10 @@ import re
 import sys
 from typing import Dict, List, Optional
 
+from utils.config import load_config
+from utils.inference.figures import draw_curves
+from utils.training.sessions import resolve_session
+
 CURVES_NAME = "training_curves.png"
 _EPOCH = re.compile(r"^Epoch (\d+)/\d+\s+train: (.*?) \| val: (.*?) \| lr=(\S+) \| [\d.]+s\s*$")
 
@@ -51,17 +55,12 @@ def session_log(session_dir: str) -> str:
 
 def draw_session_curves(session_dir: str) -> str:
     """Draw ``training_curves.png`` in ``session_dir`` from its log; returns the PNG's path."""
-    from utils.inference.figures import draw_curves
-
     path = os.path.join(session_dir, CURVES_NAME)
     draw_curves(path, read_epochs(session_log(session_dir)))
     return path
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from utils.config import load_config
-    from utils.training.sessions import resolve_session
-
     parser = argparse.ArgumentParser(description="Draw a session's training curves from its log.")
     parser.add_argument("session", help="session id or folder")
     parser.add_argument("-c", "--config", default="Config_QaTa", help="config naming the task (for a session id)")

@@ -30,12 +30,12 @@ SESSION=$(python3 train_model.py -c Config_Demo --device cuda --no_progress \
 grep -E "epoch|best|done" "$OUT/train_amp_cuda.log" | tail -n 14
 : > "$OUT/test_cuda.txt"
 for precision in fp32 fp16; do
-    python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 \
+    python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --device cuda:0 \
         --precision "$precision" --no_progress 2>&1 | tee -a "$OUT/test_cuda.txt"
 done
-if python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 7 \
+if python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --device cuda:7 \
         >"$OUT/bad_gpu.txt" 2>&1; then
-    echo "FAIL: test.py --gpu 7 succeeded"; exit 1
+    echo "FAIL: test.py --device cuda:7 succeeded"; exit 1
 fi
 cat "$OUT/bad_gpu.txt"
 python3 -m tools.benchmark -c Config_Demo --set output_root="$RUNS" --device cuda --precision bf16 fp16 \
@@ -48,9 +48,9 @@ python3 test.py predict --checkpoint "$RUNS/Demo/RecLMIS/$SESSION/models/best_mo
 python3 -m tools.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 --precision fp32 bf16 --compile \
     --text_cache --train_batch 0 --no_memory --repeats 10 --warmup 3 --json "$OUT/bench_cuda_compile.json" \
     | tee "$OUT/bench_cuda_compile.txt"
-python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 --compile \
+python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --device cuda:0 --compile \
     --no_progress 2>&1 | tee "$OUT/test_cuda_compile.txt"
-python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --gpu 0 --text_cache 0 \
+python3 test.py -c Config_Demo --set output_root="$RUNS" --test_session "$SESSION" --device cuda:0 --text_cache 0 \
     --no_progress 2>&1 | tee "$OUT/test_cuda_no_text_cache.txt"
 grep dice_ "$OUT/test_cuda_no_text_cache.txt" > "$OUT/dice_no_cache.txt"
 grep dice_ "$OUT/test_cuda.txt" | head -n 2 > "$OUT/dice_cache.txt"

@@ -4,7 +4,8 @@ Command: ``python -m tools.summary [-c Config_QaTa] [--set key=value ...] [--jso
 at the config's size with a random text tower (the counts do not depend on the weights) and prints, per
 top-level module, the parameters and whether the inference path runs it, then the totals and the FLOPs of one
 image. FLOPs are counted by ``torch.utils.flop_counter`` (matrix products and convolutions, 2 FLOPs per
-multiply-accumulate).
+multiply-accumulate); MACs (multiply-accumulates, half the FLOPs) are printed beside them, because the paper's
+24.1 G and its peers' tables are MACs as ``thop`` counts them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from nets import build_model
+from utils.config import load_config
 
 
 def _count(module: nn.Module, trainable_only: bool = False) -> int:
@@ -40,7 +44,8 @@ def summarize(model: nn.Module, batch: int = 1) -> Dict:
         dict with ``modules`` (name, params, trainable, on the inference path) and the totals: ``total``,
         ``trainable``, ``frozen``, ``text_tower``, ``inference_trainable`` (trainable parameters of the modules the
         inference path runs), ``inference_used`` (those of them that reach the logits; excludes the dead
-        ``conv_sig``), ``flops_inference`` and ``flops_full`` (with the auxiliary branch), per ``batch`` images.
+        ``conv_sig``), ``flops_inference`` and ``flops_full`` (with the auxiliary branch), and the same as MACs
+        (``macs_inference``, ``macs_full``, half the FLOPs), per ``batch`` images.
     """
     was_training = model.training
     model.eval()
@@ -77,6 +82,8 @@ def summarize(model: nn.Module, batch: int = 1) -> Dict:
         "inference_used": used,
         "flops_inference": flops_inference,
         "flops_full": flops_full,
+        "macs_inference": flops_inference // 2,  # the counter counts 2 FLOPs per multiply-accumulate
+        "macs_full": flops_full // 2,
         "batch": batch,
     }
 
@@ -96,15 +103,15 @@ def format_summary(summary: Dict, title: str = "") -> str:
         f"{'text tower (run at inference)':<44}{summary['text_tower']:>16,}",
         f"{'GFLOPs, inference path, ' + per:<44}{summary['flops_inference'] / 1e9:>16.2f}",
         f"{'GFLOPs, with the auxiliary branch, ' + per:<44}{summary['flops_full'] / 1e9:>16.2f}",
-        "(FLOPs: matrix products and convolutions, 2 per multiply-accumulate)",
+        f"{'GMACs, inference path, ' + per:<44}{summary['macs_inference'] / 1e9:>16.2f}",
+        f"{'GMACs, with the auxiliary branch, ' + per:<44}{summary['macs_full'] / 1e9:>16.2f}",
+        "(matrix products and convolutions; 1 MAC = 1 multiply-accumulate = 2 FLOPs. The paper's 24.1 G and its",
+        " peers' tables count MACs, as thop does: compare them with the GMACs)",
     ]
     return "\n".join(([title] if title else []) + rows)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from nets import build_model
-    from utils.config import load_config
-
     parser = argparse.ArgumentParser(prog="python -m tools.summary", description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", default="Config_QaTa", help="config module or file (default Config_QaTa)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")

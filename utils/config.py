@@ -10,8 +10,13 @@ This module uses the standard library only: importing a config never imports tor
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import glob
+import importlib
+import importlib.util
+import os
 import typing
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -269,8 +274,6 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
 def parse_override(item: str) -> tuple:
     """Split ``"key=value"``; the value is a Python literal (``3``, ``1e-4``, ``True``, ``None``, ``'x'``) or, when
     it is not one, the raw string (``train_dataset=/data/x/Train_Folder``)."""
-    import ast
-
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"override {item!r} must look like key=value")
@@ -293,10 +296,6 @@ def load_config(name: str = "Config_QaTa", overrides: Sequence[str] = ()) -> Con
         FileNotFoundError: no such config; the message lists the config modules there are.
         KeyError, TypeError, ValueError: a bad override (see :meth:`Config.replace`).
     """
-    import importlib
-    import importlib.util
-    import os
-
     if name.endswith(".py") or "/" in name or os.sep in name:
         if not os.path.isfile(name):
             raise FileNotFoundError(f"config file {name!r} does not exist; known configs: {', '.join(known_configs())}")
@@ -319,8 +318,5 @@ def load_config(name: str = "Config_QaTa", overrides: Sequence[str] = ()) -> Con
 
 def known_configs() -> list:
     """Names of the ``Config_*.py`` modules beside this repository's entry points."""
-    import glob
-    import os
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(root, "Config_*.py")))

@@ -33,10 +33,10 @@ def tune_cpu_allocator() -> bool:
 
     glibc serves every block over 32 MB with a fresh ``mmap`` and unmaps it when freed, so each large activation
     (a ``[4, 64, 224, 224]`` fp32 tensor is 51 MB) costs thousands of page faults on first touch. Turning off
-    ``mmap`` for allocations and never trimming the heap removes that cost: on a 2-core CPU a fp32 training step
-    at batch 4 at the QaTa size went from 4.13 s to 2.74 s (``python -m tools.benchmark -c Config_QaTa``, with and
-    without ``--no_allocator_tuning``; docs/PERFORMANCE.md). Peak memory stays the same; memory freed after the peak
-    is kept for reuse rather than given back. Call it once, early, in an entry point.
+    ``mmap`` for allocations and never trimming the heap removes that cost (the training step it saves, from
+    ``python -m tools.benchmark`` with and without ``--no_allocator_tuning``, is in docs/PERFORMANCE.md). Peak
+    memory stays the same; memory freed after the peak is kept for reuse rather than given back. Call it once,
+    early, in an entry point.
 
     Returns:
         True when the setting was applied; False where the C library is not glibc (macOS, musl, Windows), where

@@ -1,7 +1,7 @@
 """CLIP's byte-level byte-pair encoding, written for this project (no open_clip at run time).
 
 The vocabulary file ``bpe_simple_vocab_16e6.txt.gz`` beside this module is OpenAI CLIP's (MIT licence; the copy
-that open-clip-torch ships, credited in NOTICE). The rules are CLIP's, and ``tests/test_tokenizer.py`` checks them
+that open-clip-torch ships, credited in NOTICE). The rules are CLIP's, and ``tests/test_data_tokenizer.py`` checks them
 token for token against open_clip's tokenizer on many reports:
 
 1. text is repaired with ftfy, HTML entities are unescaped (twice), whitespace runs become one space, and the text

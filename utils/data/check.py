@@ -30,24 +30,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.data.files import (
-    ERROR,
-    SPLITS,
-    WARNING,
-    DatasetError,
-    Problem,
-    ReportTable,
-    Sample,
-    SplitIndex,
-    index_split,
-    list_images,
-    read_image,
-    read_mask,
-    read_report_table,
-    same_file,
-    split_paths,
-    tokenize_reports,
-)
+from utils.data.files import index_split, list_images, same_file, split_paths
+from utils.data.images import read_image, read_mask
+from utils.data.records import ERROR, SPLITS, WARNING, DatasetError, Problem, ReportTable, Sample, SplitIndex
+from utils.data.tables import read_report_table
+from utils.data.tokenizer import tokenize_reports
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,9 @@ from typing import Dict, FrozenSet, List, Tuple
 
 import cv2
 import numpy as np
+import pandas as pd
 
-from utils.data.files import DatasetError
+from utils.data.records import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +228,6 @@ def _canvas(size: int) -> _Canvas:
 
 
 def _write_table(path: Path, rows: List[Tuple[str, str]]) -> None:
-    import pandas as pd
-
     pd.DataFrame(rows, columns=["Image", "Description"]).to_excel(path, index=False, engine="openpyxl")
 
 

@@ -1,4 +1,4 @@
-"""The position words of a report, and how they change when the image is mirrored.
+"""The position words of a report, how they change when the image is mirrored, and reports given to other images.
 
 One place for the vocabulary that report-consistent augmentation (``geometry="report"`` in
 :mod:`utils.data.transforms`) and the interest-map measures (:mod:`utils.inference.language`) share. The words cover the
@@ -8,12 +8,17 @@ synonyms (top/bottom, apical/basal, superior/inferior).
 Left and right are the patient's sides: a left-right mirror of the image puts the patient's left lung where the
 right one was, so the words swap. An up-down mirror swaps upper and lower. "Middle", "bilateral" and
 "unilateral" stay true under both mirrors.
+
+:func:`report_cycle` is a fixed derangement of a split's reports (no image keeps its own), for the shuffled-report
+scores during validation (``val/dice_shuffled``, ``val/text_gain``) and in the text ablation.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Dict
+
+import torch
 
 LEFT_RIGHT: Dict[str, str] = {"left": "right", "right": "left"}
 UP_DOWN: Dict[str, str] = {"upper": "lower", "lower": "upper", "top": "bottom", "bottom": "top",
@@ -53,3 +58,12 @@ def mirror_report(report: str, left_right: bool, up_down: bool) -> str:
         return word if new is None else _same_case(new, word)
 
     return _WORD.sub(swap, report)
+
+
+def report_cycle(n: int, seed: int) -> torch.Tensor:
+    """``donor[i]``: whose report image ``i`` gets. One random cycle through all images, so with two or more
+    images none keeps its own; the same ``(n, seed)`` always gives the same cycle."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    donor = torch.empty(n, dtype=torch.long)
+    donor[order] = order.roll(-1)  # image order[k] takes the report of order[k + 1]
+    return donor

@@ -105,3 +105,50 @@ class ReportTokenizer:
                 truncated[i] = True
             tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return TokenizedReports(tokens=tokens, text_mask=(tokens != 0).long(), truncated=truncated)
+
+
+@dataclass
+class TokenizedSplit:
+    """The reports of a split as the network reads them.
+
+    Attributes:
+        tokens: ``[N, L]`` int64 CLIP BPE ids, zero-padded (``L = token_len``).
+        text_mask: ``[N, L]`` int64, 1 on the start token, the words and the end token.
+        words_cut: ``[N]`` bool, True where the report's own words do not fit ``L`` and were cut. The authors'
+            " EOF XXX" padding is cut whenever it does not fit too; that is by design and not counted here.
+    """
+
+    tokens: torch.Tensor
+    text_mask: torch.Tensor
+    words_cut: torch.Tensor
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(token_len: int, pad_short_reports: bool) -> ReportTokenizer:
+    """One tokenizer per setting: building one loads the BPE vocabulary (a fraction of a second)."""
+    return ReportTokenizer(token_len, pad_short_reports)
+
+
+def tokenize_reports(reports: Sequence[str], token_len: int, pad_short_reports: bool) -> TokenizedSplit:
+    """Tokenise reports with the network's tokenizer (:class:`utils.data.tokenizer.ReportTokenizer`).
+
+    Args:
+        reports: N report strings (any Unicode; empty is allowed).
+        token_len: the context length ``L``.
+        pad_short_reports: the authors' " EOF XXX" padding of reports under 9 words.
+
+    Returns:
+        Tokens, text mask and which reports lost words to the cut (:class:`TokenizedSplit`).
+    """
+    reports = list(reports)
+    tokenized = _tokenizer(token_len, pad_short_reports)(reports) if reports else None
+    if tokenized is None:
+        empty = torch.zeros(0, token_len, dtype=torch.long)
+        return TokenizedSplit(empty, empty.clone(), torch.zeros(0, dtype=torch.bool))
+    if pad_short_reports:
+        # With padding on, `truncated` also flags reports whose padding alone overflowed; the words fit iff the
+        # unpadded report fits.
+        words_cut = _tokenizer(token_len, False)(reports).truncated
+    else:
+        words_cut = tokenized.truncated
+    return TokenizedSplit(tokenized.tokens, tokenized.text_mask, words_cut)

@@ -12,6 +12,9 @@ from typing import Optional, Sequence
 
 import cv2
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure  # no pyplot: drawing changes no global backend or figure state
+from matplotlib.ticker import MaxNLocator
 
 TP, FP, FN = (0, 200, 0), (255, 80, 0), (0, 0, 255)  # BGR: green, blue, red
 
@@ -85,11 +88,6 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
             the weight, on the start, end and padding tokens, is named in the bar panel's label).
         patch_weights: ``[G, G]``, summing to 1.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     mask = probability > 0.5
     if truth is not None:
         panels = [("input", image_bgr), ("ground truth", overlay(image_bgr, truth, truth)),
@@ -101,7 +99,7 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
     relative = relative_patch_weights(patch_weights)
     flat = " - flat" if spread < FLAT else ""
     panels += [("probability", None), (f"patches of interest{flat}\n(max/min {spread:.4f})", "patches")]
-    fig = plt.figure(figsize=(3 * len(panels) + 0.6, 5.8))
+    fig = Figure(figsize=(3 * len(panels) + 0.6, 5.8))
     grid = fig.add_gridspec(2, len(panels), height_ratios=[3, 1.3], hspace=0.45)
     for column, (title, picture) in enumerate(panels):
         axis = fig.add_subplot(grid[0, column])
@@ -124,7 +122,7 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
     word_weights = np.asarray(word_weights, dtype=np.float64)[:len(words)]
     uniform = 1.0 / max(len(words), 1)
     top = max(float(word_weights.max()) if word_weights.size else 0.0, uniform)
-    bars.bar(positions, word_weights, color=plt.cm.Reds(0.35 + 0.65 * word_weights / top))
+    bars.bar(positions, word_weights, color=colormaps["Reds"](0.35 + 0.65 * word_weights / top))
     bars.axhline(uniform, color="grey", lw=0.8, ls="--")
     bars.set_ylim(0, 1.15 * top)  # never autoscaled to a 1e-8 offset
     bars.set_xticks(positions, list(words), rotation=60, fontsize=7)
@@ -138,20 +136,14 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
     fig.suptitle(caption, fontsize=8, wrap=True, y=0.995)
     fig.subplots_adjust(left=0.05, right=0.96, top=0.86, bottom=0.14)  # tight_layout cannot place the colour bar
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def draw_curves(path: str, epochs: Sequence[dict]) -> None:
     """Training curves: the loss terms, Dice and IoU, the text reliance (validation Dice with shuffled reports and
     the text gain, where logged), and the learning rate per epoch (from :func:`tools.curves.read_epochs`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     x = [e["epoch"] for e in epochs]
-    fig, (losses, scores, reading, rates) = plt.subplots(1, 4, figsize=(20, 4))
+    fig = Figure(figsize=(20, 4))
+    losses, scores, reading, rates = fig.subplots(1, 4)
     for key in ("total", "seg", "ccl", "text_rec", "img_rec"):
         if all(key in e["train"] for e in epochs):
             losses.plot(x, [e["train"][key] for e in epochs], "o-", ms=3, label=f"train {key}")
@@ -191,4 +183,3 @@ def draw_curves(path: str, epochs: Sequence[dict]) -> None:
     scores.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

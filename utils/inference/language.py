@@ -1,7 +1,6 @@
-"""Does the model read its report? Measures shared by training, ``test.py --text_ablation`` and docs/LANGUAGE.md.
+"""Does the model read its report? Measures for ``test.py --text_ablation`` and docs/LANGUAGE.md (the shuffled-report
+derangement is :func:`utils.data.reports.report_cycle`).
 
-- :func:`report_cycle`: a fixed derangement of a split's reports (no image keeps its own), for the shuffled-report
-  scores during validation (``val/dice_shuffled``, ``val/text_gain``) and in the text ablation.
 - :func:`every_blob_logits`: on the demo set, the "every blob" oracle, a model that segments every lesion-like blob
   whether the report names it or not: what a model that does not read can reach at best.
 - :func:`interest_shares`: how much of the words-of-interest weight falls on position words, and how much of the
@@ -20,15 +19,6 @@ from utils.data.demo import Zone, zone_boxes
 from utils.data.reports import POSITION_WORDS
 
 ORACLE_LOGIT = 20.0  # the oracle's logits: +20 on its blobs, -20 elsewhere (probability 1 - 2e-9)
-
-
-def report_cycle(n: int, seed: int) -> torch.Tensor:
-    """``donor[i]``: whose report image ``i`` gets. One random cycle through all images, so with two or more
-    images none keeps its own; the same ``(n, seed)`` always gives the same cycle."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    donor = torch.empty(n, dtype=torch.long)
-    donor[order] = order.roll(-1)  # image order[k] takes the report of order[k + 1]
-    return donor
 
 
 def every_blob_logits(blobs: np.ndarray, img_size: int) -> torch.Tensor:

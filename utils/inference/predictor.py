@@ -1,134 +1,114 @@
-"""Fast inference with a trained RecLMIS: the eval forward, the same masks, less work.
+"""The one inference path: a trained RecLMIS, run as fast as the device allows, the same masks.
 
-    predictor = Predictor(model, device, precision="fp32")   # changes model in place: eval, fused, on device
-    logits = predictor(images, tokens, text_mask)            # [B, 1, H, W] fp32 logits
+    predictor = Predictor.from_checkpoint("best_model-RecLMIS.pth.tar")       # or Predictor(model, device)
+    result = predictor.predict("scan.png", "Bilateral pulmonary infection, two infected areas.")
+    result.mask, result.probability, result.words, result.word_weights, result.patch_weights
+    result.save("out/scan")         # out/scan_mask.png (0/255), _prob.png, _overlay.png
+    logits = predictor(images, tokens, text_mask)   # a prepared batch: [B, 1, H, W] fp32 logits
 
-What :class:`Predictor` does, each measured by ``python -m tools.benchmark`` (docs/PERFORMANCE.md):
+``test.py`` (test and predict), the Python API and ``tools.benchmark`` all run the model through this class.
+What it does (each measured by ``python -m tools.benchmark``, docs/PERFORMANCE.md):
 
 - ``torch.inference_mode`` and no auxiliary branch (the reconstruction heads and the contrastive features are
   training-only; the authors' code ran them at test time too);
-- BatchNorm folded into the convolution before it (:func:`fold_batchnorm`), ReLU in place;
+- BatchNorm folded into the convolution before it (:func:`utils.inference.speed.fold_batchnorm`), ReLU in place;
 - channels-last memory format for the convolutions (``channels_last=True``);
 - optionally reduced precision: ``precision="bf16"`` (CPU or CUDA autocast) or ``"fp16"`` (CUDA autocast), or
   ``"auto"``, which times the precisions on the first batch and keeps the fastest (bf16 is faster than fp32 on
-  some CPUs and slower on others: an AMD EPYC gained, a 2-core Xeon lost; docs/PERFORMANCE.md);
-- optionally ``torch.compile`` (``compile=True``): a one-off compilation of tens of seconds, then faster calls;
+  some CPUs and slower on others; docs/PERFORMANCE.md);
+- optionally ``torch.compile`` (``compile=True``): a one-off compilation, then faster calls;
 - optionally a cache of the frozen text tower's features for reports seen before (``cache_text``): at batch 1
   the logits are bit for bit those without it.
 
 In fp32 the logits equal those of ``model.eval()(...)`` up to float rounding (about 1e-6); the masks
 (``logits > 0``) are the same. Reduced precision is opt-in: measure its mask agreement on your data with
 ``python -m tools.benchmark --agreement``.
+
+:meth:`Predictor.predict` prepares one image as the data sets are (3-channel BGR, bilinear resize to the model's
+``img_size``, [0, 1]) and its report as in training; the probability is resized back to the image's own size
+(bilinear) before the 0.5 threshold, so the mask lines up with the input image.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import statistics
 import time
-from collections import OrderedDict
-from typing import Dict, List
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Union
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 
-from nets.unet import ConvBatchNorm
+from utils.data.images import read_image
+from utils.data.tokenizer import ReportTokenizer
+from utils.data.transforms import image_to_tensor
+from utils.inference.figures import draw_case
+from utils.inference.speed import (
+    AUTO,
+    PRECISIONS,
+    TEXT_CACHE,
+    CompileError,
+    TextFeatureCache,
+    autocast_for,
+    fold_batchnorm,
+    pad_batch,
+)
+from utils.misc import get_device
+from utils.training.checkpoint import build_model_from_checkpoint
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-AUTO = "auto"  # Predictor(precision="auto"): the fastest of PRECISIONS on this device, timed on the first batch
 logger = logging.getLogger(__name__)
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-TEXT_CACHE = 1024  # reports whose text features test.py and predict keep (about 37 MB at QaTa's sizes)
 
 
-class CompileError(RuntimeError):
-    """``torch.compile`` failed (no C++ compiler on the CPU, no Triton on CUDA, an unsupported operation)."""
+@dataclass
+class Prediction:
+    """One image's prediction.
 
-
-def autocast_for(device: torch.device, precision: str):
-    """The autocast context for ``precision`` on ``device`` (a null context for fp32)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 runs on CUDA only; on the CPU use bf16")
-    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
-
-
-def fold_batchnorm(model: nn.Module, memory_format: torch.memory_format = torch.contiguous_format) -> int:
-    """Fold every ``ConvBatchNorm``'s BatchNorm into its convolution, in place, for inference.
-
-    The folded block computes ``relu(conv'(x))``, ``conv'`` carrying the BatchNorm's running statistics and affine
-    (``w' = w * g / sqrt(v + eps)``, ``b' = (b - m) * g / sqrt(v + eps) + beta``), so it equals the eval-mode
-    block up to float rounding. The model must be in eval mode and is not trainable afterwards.
-
-    Args:
-        memory_format: the layout of the folded weights (one copy, made in that layout).
-
-    Returns:
-        the number of blocks folded.
-    """
-    if model.training:
-        raise ValueError("fold_batchnorm needs a model in eval mode (call model.eval() first)")
-    folded = 0
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, ConvBatchNorm) and isinstance(module.norm, nn.BatchNorm2d):
-                conv, norm = module.conv, module.norm
-                scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-                weight = (conv.weight * scale[:, None, None, None]).contiguous(memory_format=memory_format)
-                bias = (conv.bias - norm.running_mean) * scale + norm.bias
-                conv.weight = nn.Parameter(weight, requires_grad=False)
-                conv.bias = nn.Parameter(bias, requires_grad=False)
-                module.norm = nn.Identity()
-                module.activation = nn.ReLU(inplace=True)
-                folded += 1
-    return folded
-
-
-class TextFeatureCache:
-    """The frozen CLIP tower's hidden states (:meth:`RecLMIS.encode_text`) of up to ``capacity`` reports, the least
-    recently used dropped first.
-
-    A report's features are computed with the batch's other new reports, so with batches above 1 they may differ
-    from an uncached forward by float rounding; at batch 1 they are the same bits. ``hits`` and ``misses`` count
-    reports served from the cache and computed.
+    Attributes:
+        image: the input, ``[H, W, 3]`` BGR uint8 at its own size.
+        probability: ``[H, W]`` float32 in [0, 1].
+        mask: ``[H, W]`` uint8, 1 where ``probability > 0.5``.
+        report: the report as given.
+        words: the report's tokens as the model read them (after the authors' short-report padding, cut to
+            ``token_len``).
+        word_weights: ``[len(words)]`` words-of-interest weights (a softmax over the tokens with the start and end
+            tokens, so they sum to at most 1).
+        patch_weights: ``[G, G]`` patches-of-interest weights (sum 1), ``G = img_size / 16``.
     """
 
-    def __init__(self, capacity: int):
-        if capacity < 1:
-            raise ValueError(f"a text cache holds at least 1 report, got capacity {capacity}")
-        self.capacity = capacity
-        self.entries: "OrderedDict[bytes, torch.Tensor]" = OrderedDict()
-        self.hits = 0
-        self.misses = 0
+    image: np.ndarray
+    probability: np.ndarray
+    mask: np.ndarray
+    report: str
+    words: List[str]
+    word_weights: np.ndarray
+    patch_weights: np.ndarray
 
-    def __call__(self, model: nn.Module, tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """``[B, L, D]`` features of ``tokens``; the reports not held are computed by ``model`` in one batch."""
-        keys = _report_keys(tokens, text_mask)
-        found = {key: self.entries[key] for key in keys if key in self.entries}
-        new = list(dict.fromkeys(key for key in keys if key not in found))
-        if new:
-            rows = torch.tensor([keys.index(key) for key in new], device=tokens.device)
-            computed = model.encode_text(tokens[rows], text_mask[rows])
-            found.update({key: row.detach().clone() for key, row in zip(new, computed)})
-        self.hits += len(keys) - len(new)
-        self.misses += len(new)
-        features = torch.stack([found[key] for key in keys])
-        for key in dict.fromkeys(keys):
-            self.entries[key] = found[key]
-            self.entries.move_to_end(key)
-        while len(self.entries) > self.capacity:
-            self.entries.popitem(last=False)
-        return features
+    def save(self, prefix: str) -> List[str]:
+        """Write ``<prefix>_mask.png`` (0/255), ``<prefix>_prob.png`` (probability x 255) and
+        ``<prefix>_overlay.png`` (input, prediction, probability, patches and words of interest)."""
+        folder = os.path.dirname(os.path.abspath(prefix))
+        os.makedirs(folder, exist_ok=True)
+        paths = [f"{prefix}_mask.png", f"{prefix}_prob.png", f"{prefix}_overlay.png"]
+        _write_png(paths[0], self.mask * 255)
+        _write_png(paths[1], np.round(self.probability * 255).astype(np.uint8))
+        draw_case(paths[2], self.image, self.probability, self.report, self.words, self.word_weights,
+                  self.patch_weights)
+        return paths
 
 
-def _report_keys(tokens: torch.Tensor, text_mask: torch.Tensor) -> List[bytes]:
-    kind = f"{tokens.dtype}{list(tokens.shape[1:])}{text_mask.dtype}|".encode()
-    tokens, text_mask = tokens.cpu().numpy(), text_mask.cpu().numpy()
-    return [kind + row.tobytes() + b"|" + mask.tobytes() for row, mask in zip(tokens, text_mask)]
+def _write_png(path: str, array: np.ndarray) -> None:
+    if not cv2.imwrite(path, array.astype(np.uint8)):
+        raise OSError(f"could not write {path}")
+
+
+def _write_png(path: str, array: np.ndarray) -> None:
+    if not cv2.imwrite(path, array.astype(np.uint8)):
+        raise OSError(f"could not write {path}")
 
 
 class Predictor:
@@ -148,7 +128,7 @@ class Predictor:
             ``self.text_cache``); 0 = off. The tower is frozen, so a report always gives the same features.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, precision: str = "fp32", channels_last: bool = True,
+    def __init__(self, model: nn.Module, device: torch.device, precision: str = "fp32", *, channels_last: bool = True,
                  compile: bool = False, cache_text: int = 0):
         if precision == AUTO:
             if compile:
@@ -167,6 +147,28 @@ class Predictor:
         self.compiled = torch.compile(model, dynamic=False) if compile else None
         self._compiled_sizes: List[int] = []
         self.text_cache = TextFeatureCache(cache_text) if cache_text else None
+        self.config = model.config
+        self.tokenizer = ReportTokenizer(self.config.token_len, self.config.pad_short_reports)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, *, device: Union[str, torch.device] = "auto", precision: str = "fp32",
+                        config=None, channels_last: bool = True, compile: bool = False,
+                        cache_text: int = TEXT_CACHE) -> "Predictor":
+        """The model of ``checkpoint`` (ours, or the authors' released file), rebuilt from the file alone
+        (:func:`utils.training.checkpoint.build_model_from_checkpoint`), ready to predict.
+
+        Args:
+            checkpoint: the checkpoint file.
+            device: a ``torch.device``, or "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+                (:func:`utils.misc.get_device`).
+            config: the config for a checkpoint that carries none (the authors'): their QaTa sizes when None.
+            precision, channels_last, compile, cache_text: as for the constructor; the text cache is on by
+                default here (one image at a time gives the same bits as without it).
+        """
+        model = build_model_from_checkpoint(checkpoint, config)[0]
+        device = device if isinstance(device, torch.device) else get_device(device)
+        return cls(model, device, precision, channels_last=channels_last, compile=compile,
+                   cache_text=cache_text)
 
     def outputs(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor,
                 return_weights: bool = False) -> Dict[str, torch.Tensor]:
@@ -187,8 +189,8 @@ class Predictor:
                 forward = self._call_compiled
                 size = self._compiled_size(batch)
                 if size > batch:  # samples are independent in eval mode: pad, then drop the padding
-                    images, tokens, text_mask = (_pad_batch(t, size) for t in (images, tokens, text_mask))
-                    text_clip = None if text_clip is None else _pad_batch(text_clip, size)
+                    images, tokens, text_mask = (pad_batch(t, size) for t in (images, tokens, text_mask))
+                    text_clip = None if text_clip is None else pad_batch(text_clip, size)
             out = forward(images, tokens, text_mask, return_aux=False, return_weights=return_weights,
                           text_clip=text_clip)
         return {key: value[:batch].float().contiguous() for key, value in out.items()}
@@ -243,11 +245,29 @@ class Predictor:
             raise CompileError(f"torch.compile failed on {self.device} ({first}). It needs a working C++ compiler "
                                "on the CPU and Triton on CUDA; run without --compile (compile=False).") from error
 
-
-def _pad_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
-    """``tensor`` with its first row repeated up to ``size`` rows, in the same memory format."""
-    padding = tensor[:1].expand(size - tensor.shape[0], *tensor.shape[1:])
-    padded = torch.cat([tensor, padding])
-    if tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last):
-        padded = padded.contiguous(memory_format=torch.channels_last)
-    return padded
+    def predict(self, image: Union[str, Path, np.ndarray], report: str) -> Prediction:
+        """Predict the mask of ``image`` (a file, or an ``[H, W, 3]`` BGR / ``[H, W]`` grey uint8 array) for
+        ``report``."""
+        if isinstance(image, (str, Path)):
+            image = read_image(Path(image))
+        elif image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"an image must be [H, W, 3] (BGR) or [H, W] uint8, got {image.dtype} "
+                             f"{list(image.shape)}")
+        if not isinstance(report, str):
+            raise TypeError(f"a report must be a str, got {type(report).__name__}")
+        size = self.config.img_size
+        resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+        tensor = image_to_tensor(resized)[None]
+        tokens = self.tokenizer([report])
+        out = self.outputs(tensor, tokens.tokens, tokens.text_mask, return_weights=True)
+        probability = torch.sigmoid(out["logits"][0, 0]).cpu().numpy()
+        height, width = image.shape[:2]
+        probability = np.clip(cv2.resize(probability, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1)
+        words = self.tokenizer.report_token_strings(tokens.tokens[0], report)
+        grid = size // 16
+        return Prediction(image=image, probability=probability.astype(np.float32),
+                          mask=(probability > 0.5).astype(np.uint8), report=report, words=words,
+                          word_weights=out["word_weights"][0, 1:1 + len(words)].cpu().numpy(),
+                          patch_weights=out["patch_weights"][0].reshape(grid, grid).cpu().numpy())

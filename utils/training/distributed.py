@@ -10,7 +10,7 @@ the training code has one path. Under torchrun even one process joins a process 
 What makes a run on N processes equal a single-process run with the same global batch:
 
 - ``batch_size`` is the global batch; each rank takes ``batch_size / N`` samples of the same global batches
-  (``Load_Dataset.EpochSampler`` shards the epoch's order by rank);
+  (``utils.data.sampling.EpochSampler`` shards the epoch's order by rank);
 - DDP averages the gradients, which equals the gradient of the global mean loss when the ranks' batches are equal;
 - the conditioned contrastive loss uses in-batch negatives: with ``ccl_gather`` (default on) the features of all
   ranks are gathered, with gradients (:func:`gather_with_grad`), so each rank sees the global batch's negatives;

@@ -97,7 +97,7 @@ def _forward(model, criterion, batch: dict, device: torch.device, amp: bool, epo
     return outputs, terms, labels
 
 
-def train_step(model, criterion, batch: dict, optimizer, device: torch.device, amp: bool = False,
+def train_step(model, criterion, batch: dict, optimizer, device: torch.device, *, amp: bool = False,
                scaler: Optional[torch.amp.GradScaler] = None, epoch: int = 0, index: int = 0,
                any_rank: Optional[Callable[[bool], bool]] = None):
     """One optimisation step on one batch: forward, every loss, backward, optimizer step.
@@ -150,7 +150,7 @@ def _results(terms_meter: _TermMeter, seg_meter: SegmentationMeter, reduce: Opti
     return {**terms_meter.compute(), **seg_meter.compute()}
 
 
-def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch.device, epoch: int,
+def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch.device, epoch: int, *,
                     amp: bool = False, scaler: Optional[torch.amp.GradScaler] = None, progress: bool = True,
                     start_batch: int = 0, meters: Optional[dict] = None,
                     stop_requested: Optional[Callable[[], bool]] = None,
@@ -178,8 +178,8 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch
         seg_meter.load_state_dict(meters["seg"])
     bar = tqdm(loader, desc=f"train {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
     for index, batch in enumerate(bar, start=start_batch):
-        outputs, terms, labels = train_step(model, criterion, batch, optimizer, device, amp, scaler, epoch, index,
-                                            any_rank)
+        outputs, terms, labels = train_step(model, criterion, batch, optimizer, device, amp=amp, scaler=scaler,
+                                            epoch=epoch, index=index, any_rank=any_rank)
         terms_meter.update(terms, labels.shape[0])
         seg_meter.update(outputs["logits"], labels)
         bar.set_postfix(loss=f"{float(terms['total'].detach()):.4f}", dice=f"{seg_meter.compute()['dice']:.4f}")
@@ -190,7 +190,7 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, device: torch
 
 
 @torch.no_grad()
-def evaluate_dice(model, loader: Iterable, device: torch.device, epoch: int = 0, amp: bool = False,
+def evaluate_dice(model, loader: Iterable, device: torch.device, *, epoch: int = 0, amp: bool = False,
                   progress: bool = True, desc: str = "val", reduce: Optional[Reduce] = None) -> Dict[str, float]:
     """Validation-protocol ``dice``/``iou`` (and pooled scores) of the logits alone: no loss, no auxiliary branch,
     so no random draw (the training run's random streams are untouched). Sharded and reduced as :func:`evaluate`.
@@ -207,7 +207,7 @@ def evaluate_dice(model, loader: Iterable, device: torch.device, epoch: int = 0,
 
 
 @torch.no_grad()
-def evaluate(model, criterion, loader: Iterable, device: torch.device, epoch: int = 0, amp: bool = False,
+def evaluate(model, criterion, loader: Iterable, device: torch.device, *, epoch: int = 0, amp: bool = False,
              progress: bool = True, desc: str = "val", reduce: Optional[Reduce] = None,
              any_rank: Optional[Callable[[bool], bool]] = None) -> Dict[str, float]:
     """Validation pass: every loss term (the auxiliary branch runs, as in the authors' validation) and the

@@ -1,6 +1,7 @@
 """Using a trained model: predict (command and Python API), words and patches of interest, the text-reliance test
 and the training curves, on a tiny model trained on a generated set (CPU)."""
 
+import argparse
 import json
 import os
 
@@ -14,7 +15,8 @@ import train_model
 from tools import curves
 from utils.data.demo import make_demo_dataset
 from utils.data.tokenizer import ReportTokenizer
-from utils.inference.folder import RecLMISPredictor
+from utils.inference.evaluate import demo_cases_of, text_ablation
+from utils.inference.predictor import Predictor
 from utils.training.checkpoint import BEST_NAME
 
 TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
@@ -61,7 +63,7 @@ def test_curves_of_a_log_without_epochs_is_a_clear_error(tmp_path):
 
 
 def test_python_api_predicts_at_the_image_size(trained, tmp_path):
-    predictor = RecLMISPredictor(trained["checkpoint"], device="cpu")
+    predictor = Predictor.from_checkpoint(trained["checkpoint"], device="cpu")
     image = np.random.default_rng(0).integers(0, 255, (50, 70), dtype=np.uint8)  # grey, not square
     report = "Unilateral pulmonary infection, one infected area, middle left lung."
     result = predictor.predict(image, report)
@@ -87,14 +89,14 @@ def test_predict_equals_the_test_path_on_a_test_image(trained):
 
     dataset = ImageToImage2D(load_config("Config_Demo", trained["settings"]), "test")
     sample = dataset.samples[0]
-    predictor = RecLMISPredictor(trained["checkpoint"], device="cpu")
+    predictor = Predictor.from_checkpoint(trained["checkpoint"], device="cpu")
     image = cv2.resize(cv2.imread(str(sample.image_path)), (32, 32), interpolation=cv2.INTER_LINEAR)
     result = predictor.predict(image, sample.report)
     tokens = predictor.tokenizer([sample.report])
     assert torch.equal(tokens.tokens[0], dataset[0]["text_token"])
     assert torch.allclose(torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255, dataset[0]["image"])
     tensor = torch.from_numpy(image.transpose(2, 0, 1).copy()).float()[None] / 255
-    logits = predictor.predictor(tensor, tokens.tokens, tokens.text_mask)
+    logits = predictor(tensor, tokens.tokens, tokens.text_mask)
     assert np.array_equal(result.mask, (logits[0, 0] > 0).numpy().astype(np.uint8))
 
 
@@ -191,10 +193,10 @@ def test_a_plain_run_after_the_ablation_keeps_its_numbers(trained, capsys):
 def test_no_cuda_warning_unless_a_gpu_was_asked_for(trained, caplog, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level("WARNING"):
-        assert test_cli.choose_device(None).type == "cpu"
+        assert test_cli.choose_device(argparse.Namespace(gpu=None, device=None)).type == "cpu"
     assert "no CUDA" not in caplog.text
     with caplog.at_level("WARNING"):
-        assert test_cli.choose_device("1").type == "cpu"
+        assert test_cli.choose_device(argparse.Namespace(gpu="1", device=None)).type == "cpu"
     assert "no CUDA device on this machine: --gpu 1 is ignored" in caplog.text
 
 
@@ -215,8 +217,9 @@ def test_predict_table_without_its_columns_says_what_image_means(trained, tmp_pa
     assert "'Image' (the image's file name)" in err and "mask" not in err
 
 
-def test_demo_measures_only_on_a_demo_set(qata_set):
-    assert test_cli.demo_language_measures(None, None, None, qata_set.test_dataset) is None
+def test_demo_measures_only_on_a_demo_set(qata_set, trained):
+    assert demo_cases_of(qata_set.test_dataset) is None
+    assert demo_cases_of(f"{trained['root']}/Test_Folder") is not None
 
 
 def test_figure_of_an_empty_report(tmp_path):
@@ -233,11 +236,19 @@ def test_predict_folder_refuses_outputs_that_would_collide(trained, tmp_path, ca
     assert "overwrite each other" in capsys.readouterr().err
 
 
-def test_empty_reports_of_the_ablation_hold_no_padding(trained):
+def test_empty_reports_of_the_ablation_hold_no_padding(trained, monkeypatch):
     from Load_Dataset import ImageToImage2D
     from utils.config import load_config
 
     config = load_config("Config_Demo", trained["settings"])
-    tokenizer = ReportTokenizer(config.token_len, pad_short_reports=True)
-    reports = test_cli.ablated_reports(ImageToImage2D(config, "test"), tokenizer, seed=0)
-    assert reports["empty"][0][0, :3].tolist() == [tokenizer.sot_token_id, tokenizer.eot_token_id, 0]
+    predictor = Predictor.from_checkpoint(trained["checkpoint"], device="cpu")
+    seen = []
+    outputs = predictor.outputs
+    monkeypatch.setattr(predictor, "outputs", lambda images, tokens, *rest, **kw: seen.append(tokens.clone())
+                        or outputs(images, tokens, *rest, **kw))
+    dataset = ImageToImage2D(config, "test")
+    results = text_ablation(predictor, dataset, seed=0, progress=False)
+    tokenizer = predictor.tokenizer
+    assert len(seen) == 3 * len(dataset) and results["true"]["images"] == len(dataset)
+    assert seen[-1][0, :3].tolist() == [tokenizer.sot_token_id, tokenizer.eot_token_id, 0]
+    assert torch.equal(seen[0], dataset.text_tokens[:1])  # the true pass reads the stored tokens

@@ -9,15 +9,8 @@ import torch
 from conftest import read_rows, write_dataset, write_table
 
 import Load_Dataset
-from Load_Dataset import (
-    DatasetError,
-    EpochSampler,
-    ImageToImage2D,
-    build_dataloader,
-    build_dataloaders,
-    seed_worker,
-)
-from utils.data.files import read_image, read_mask
+from Load_Dataset import DatasetError, ImageToImage2D, build_dataloader, build_dataloaders
+from utils.data.sampling import EpochSampler, seed_worker
 from utils.data.tokenizer import ReportTokenizer
 
 
@@ -91,37 +84,6 @@ def test_token_padding_rule(tmp_path):
 
     ten = ImageToImage2D(cfg.replace(token_len=10), "train")[0]
     assert ten["text_token"].shape == (10,)
-
-
-def test_images_of_any_kind_read_as_bgr_uint8(tmp_path):
-    rng = np.random.default_rng(0)
-    grey = rng.integers(0, 256, (10, 12), dtype=np.uint8)
-    bgra = rng.integers(0, 256, (10, 12, 4), dtype=np.uint8)
-    deep = rng.integers(0, 65536, (10, 12), dtype=np.uint16)
-    for name, array in (("grey.png", grey), ("bgra.png", bgra), ("deep.png", deep), ("deep.tif", deep)):
-        cv2.imwrite(str(tmp_path / name), array)
-    PIL = pytest.importorskip("PIL.Image")
-    palette = PIL.new("P", (12, 10))
-    palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
-    palette.putpixel((3, 4), 1)
-    palette.save(tmp_path / "palette.png")
-    for name in ("grey.png", "bgra.png", "deep.png", "deep.tif", "palette.png"):
-        image = read_image(tmp_path / name)
-        assert image.shape == (10, 12, 3) and image.dtype == np.uint8
-        assert np.array_equal(image, cv2.imread(str(tmp_path / name))), name  # what the authors' imread gives
-    assert tuple(read_image(tmp_path / "palette.png")[4, 3]) == (0, 0, 255)  # red, in BGR
-
-
-def test_masks_keep_every_nonzero_pixel(tmp_path):
-    mask = np.zeros((8, 8), np.uint16)
-    mask[2:5, 2:5] = 1
-    cv2.imwrite(str(tmp_path / "m16.png"), mask)
-    assert not cv2.imread(str(tmp_path / "m16.png"), 0).any()  # the authors' read loses a 16-bit 0/1 mask
-    assert np.array_equal(read_mask(tmp_path / "m16.png") > 0, mask > 0)
-    colour = np.zeros((8, 8, 3), np.uint8)
-    colour[1:3, 1:3] = (0, 0, 1)  # so dark that a luminance conversion rounds it to 0
-    cv2.imwrite(str(tmp_path / "colour.png"), colour)
-    assert np.array_equal(read_mask(tmp_path / "colour.png") > 0, colour.any(axis=2))
 
 
 def test_non_binary_mask_is_binarised_after_the_resize(tmp_path):
@@ -203,36 +165,6 @@ def test_identical_samples_get_their_own_augmentations(qata_set, tmp_path):
     copies = [ds[i]["image"] for i in range(4) if ds.samples[i].name.startswith("train_")]
     assert len(copies) == 4
     assert not all(torch.equal(copies[0], other) for other in copies[1:])
-
-
-def test_epoch_sampler_order_depends_on_seed_and_epoch_only():
-    a, b = EpochSampler(10, True, seed=3), EpochSampler(10, True, seed=3)
-    a.set_epoch(2)
-    b.set_epoch(2)
-    assert list(a) == list(b) and sorted(a) == list(range(10))
-    b.set_epoch(3)
-    assert list(a) != list(b)
-    assert list(EpochSampler(5, False, seed=3)) == [0, 1, 2, 3, 4]
-
-
-def test_epoch_sampler_skip_resumes_the_same_order():
-    sampler = EpochSampler(10, True, seed=1)
-    sampler.set_epoch(4)
-    full = list(sampler)
-    sampler.skip(6)
-    assert list(sampler) == full[6:] and len(sampler) == 4
-    sampler.set_epoch(4)
-    assert list(sampler) == full  # a new epoch starts from its first sample
-
-
-def test_epoch_sampler_shards_over_ranks():
-    ranks = [EpochSampler(10, True, seed=0, num_replicas=3, rank=r) for r in range(3)]
-    padded = [list(r) for r in ranks]
-    assert [len(p) for p in padded] == [4, 4, 4] and set(sum(padded, [])) == set(range(10))
-    exact = [list(EpochSampler(10, False, seed=0, num_replicas=3, rank=r, pad=False)) for r in range(3)]
-    assert sorted(sum(exact, [])) == list(range(10)) and [len(e) for e in exact] == [4, 3, 3]
-    with pytest.raises(ValueError, match="rank 3"):
-        EpochSampler(10, True, seed=0, num_replicas=3, rank=3)
 
 
 def test_augmentation_is_training_only_and_switchable(qata_set):

@@ -1,5 +1,9 @@
 """The report tokenizer: CLIP BPE with the authors' context length, truncation and padding rules."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -54,3 +58,14 @@ def test_cleaning_is_case_and_whitespace_insensitive():
 def test_non_string_report_is_refused():
     with pytest.raises(TypeError, match="must be a str"):
         ReportTokenizer(18)([3.0])
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_tokenizer_does_not_import_the_open_clip_package():
+    code = ("import sys; from utils.data.tokenizer import ReportTokenizer; "
+            "t = ReportTokenizer(18)('No infection.'); assert t.tokens[0, 0] == 49406; "
+            "print('open_clip' in sys.modules, 'torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.split() == ["False", "False"]

@@ -20,7 +20,7 @@ from utils.data.demo import (
     zone_boxes,
     zones_in_mask,
 )
-from utils.data.files import DatasetError
+from utils.data.records import DatasetError
 from utils.data.tokenizer import ReportTokenizer
 
 

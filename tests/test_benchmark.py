@@ -1,0 +1,99 @@
+"""python -m tools.benchmark: every figure it reports, in each of its modes."""
+
+import json
+
+import pytest
+import torch
+
+from nets import build_model
+from tests.tiny import NEEDS_CXX, model_with_batchnorm_statistics, tiny_config
+from tools import bench_memory, benchmark
+from utils.data.demo import make_demo_dataset
+from utils.training.checkpoint import (
+    checkpoint_payload,
+    compact_state_dict,
+    save_checkpoint,
+)
+from utils.training.schedulers import build_optimizer
+
+TINY_SETTINGS = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1",
+                 "clip_embed_dim=32", "rec_trans_num_layers1=1", "demo_data=False"]
+
+
+def test_benchmark_command_reports_every_figure(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["-c", "Config_Demo", "--set", *TINY_SETTINGS, "--device", "cpu", "--batch_sizes", "1",
+                           "2", "--train_batch", "2", "--repeats", "1", "--warmup", "0", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["environment"]["torch"] == torch.__version__ and result["environment"]["threads"] >= 1
+    assert result["model"]["params_in_memory"] > result["model"]["params_trainable"] > 0
+    assert result["model"]["flops_per_image"] > 0
+    assert [(r["precision"], r["batch"]) for r in result["inference"]] == [("fp32", 1), ("fp32", 2), ("bf16", 1),
+                                                                           ("bf16", 2)]
+    assert all(r["s_per_image"] > 0 for r in result["inference"])
+    assert [r["amp"] for r in result["training"]] == [False, True]
+    checkpoints = result["checkpoints"]
+    assert checkpoints["latest_mib"] > checkpoints["latest_compact_mib"] > checkpoints["best_mib"] > 0
+    assert result["memory"]["peak_rss_mib"] > 0
+    assert "s/image" in printed and "peak memory" in printed
+
+
+@NEEDS_CXX
+def test_benchmark_times_the_compiled_and_text_cached_predictors(capsys):
+    assert benchmark.main(["-c", "Config_Demo", "--set", *TINY_SETTINGS, "--device", "cpu", "--batch_sizes", "1",
+                           "--precision", "fp32", "--compile", "--text_cache", "--train_batch", "0", "--no_memory",
+                           "--repeats", "1", "--warmup", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "(torch.compile; compiled in" in printed and "(text features cached)" in printed
+    assert printed.count("inference fp32 batch   1") == 3
+
+
+def test_benchmark_checkpoint_sizes_follow_training(tmp_path):
+    """With a CLIP file in the config, the benchmark's latest files leave the frozen tower out, as training does."""
+    config = tiny_config()
+    model = build_model(config)
+    optimizer = build_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    state = (model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=False))
+    tower = sum(t.numel() * t.element_size() for n, t in compact_state_dict(model).items() if n.startswith("clip."))
+    sizes = {}
+    for clip in (None, "ViT-B-32.pt"):
+        (tmp_path / str(clip)).mkdir()
+        sizes[clip] = bench_memory.checkpoint_sizes(state, str(tmp_path / str(clip)), clip)
+    assert sizes[None]["best_mib"] == pytest.approx(sizes["ViT-B-32.pt"]["best_mib"], abs=0.01)
+    for name in ("latest_mib", "latest_compact_mib"):
+        saved = (sizes[None][name] - sizes["ViT-B-32.pt"][name]) * 2**20
+        assert saved == pytest.approx(tower, rel=0.05), name
+
+
+def test_benchmark_times_the_training_loader(tmp_path, capsys):
+    root = make_demo_dataset(tmp_path / "Demo", n_train=12, n_val=2, n_test=2, img_size=48, seed=2)
+    data = [f"train_dataset={root}/Train_Folder", f"val_dataset={root}/Val_Folder", f"test_dataset={root}/Test_Folder",
+            "img_size=32", "batch_size=2"]
+    out = tmp_path / "loader.json"
+    assert benchmark.main(["-c", "Config_Demo", "--set", *data, "--device", "cpu", "--loader", "--loader_workers",
+                           "0", "1", "--loader_batches", "2", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["loader"]
+    assert [(r["workers"], r["images"], r["pin_memory"]) for r in rows] == [(0, 4, False), (1, 4, False)]
+    assert all(r["images_per_s"] > 0 for r in rows) and "1 worker(s):" in capsys.readouterr().out
+    assert benchmark.main(["-c", "Config_Demo", "--set", *data, "--device", "cpu", "--loader", "--loader_workers", "0",
+                           "--loader_batches", "5"]) == 2
+    assert "has 6 batches of 2; --loader_batches 5 with up to 0 worker(s) needs 7" in capsys.readouterr().err
+
+
+def test_benchmark_agreement_on_a_test_split(tmp_path, capsys):
+    root = make_demo_dataset(tmp_path / "Demo", n_train=2, n_val=2, n_test=3, img_size=48, seed=2)
+    config = tiny_config()
+    path = str(tmp_path / "model.pth.tar")
+    save_checkpoint(checkpoint_payload(model_with_batchnorm_statistics(config), config, 0, True,
+                                       {"total": 0.0, "dice": 0.0}), path)
+    out = tmp_path / "agreement.json"
+    assert benchmark.main(["-c", "Config_Demo", "--set", f"test_dataset={root}/Test_Folder", "--device", "cpu",
+                           "--precision", "bf16", "--agreement", path, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 3 and result["pixels"] == 3 * 32 * 32
+    assert 0.5 < result["pixel_agreement"]["bf16"] <= 1.0
+    assert set(result["dice"]) == {"fp32", "bf16"}
+    assert benchmark.main(["-c", "Config_Demo", "--precision", "fp32", "--agreement", path]) == 2
+    assert "give --precision bf16" in capsys.readouterr().err
