@@ -154,7 +154,7 @@ class ImageToImage2D(Dataset):
 class ReportsSwapped(Dataset):
     """A split whose item ``i`` is item ``i`` of ``dataset`` with the report of item ``donor[i]``: image, mask and
     name stay; ``text``, ``text_token`` and ``text_mask`` are the donor's. With a derangement
-    (:func:`utils.inference.language.report_cycle`) no image keeps its own report. For unaugmented splits (the donor's
+    (:func:`utils.data.reports.report_cycle`) no image keeps its own report. For unaugmented splits (the donor's
     tokens are the stored ones)."""
 
     def __init__(self, dataset: ImageToImage2D, donor: torch.Tensor):

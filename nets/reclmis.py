@@ -148,7 +148,7 @@ class RecLMIS(nn.Module):
                 ``self.training``. The logits do not depend on it.
             return_weights: also return ``word_weights`` ``[B, L]`` and ``patch_weights`` ``[B, G*G]``.
             text_clip: :meth:`encode_text`'s output for these tokens, computed earlier (a cache of the frozen
-                tower's features, :class:`utils.inference.predictor.TextFeatureCache`); None computes it.
+                tower's features, :class:`utils.inference.speed.TextFeatureCache`); None computes it.
 
         Returns:
             dict with ``logits`` ``[B, 1, H, W]``; with ``return_aux`` also ``text_feat`` ``[B, L, D]`` and
