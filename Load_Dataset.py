@@ -49,7 +49,7 @@ from utils.data.files import load_split_index
 from utils.data.images import read_image, read_mask
 from utils.data.records import ERROR, SPLITS, DatasetError, SplitIndex
 from utils.data.sampling import EpochSampler, seed_worker
-from utils.data.tokenizer import ReportTokenizer, tokenize_reports
+from utils.data.tokenizer import build_tokenizer, tokenize_reports
 from utils.data.transforms import image_to_tensor, train_augment
 
 __all__ = ["DatasetError", "ImageToImage2D", "build_dataloader", "build_dataloaders", "seed_worker", "main"]
@@ -89,7 +89,7 @@ class ImageToImage2D(Dataset):
         self.img_size = cfg.img_size
         self.blur_mode = cfg.blur_mode
         self.geometry = cfg.geometry
-        self.tokenizer = ReportTokenizer(cfg.token_len, cfg.pad_short_reports)  # for reports mirrored in training
+        self.tokenizer = build_tokenizer(cfg)  # for reports mirrored in training
         self.augment = (cfg.augment and split == "train") if augment is None else augment
         if index is None:
             index, table = load_split_index(cfg, split)
@@ -101,7 +101,7 @@ class ImageToImage2D(Dataset):
                                    f"{lines}{more}\nRun `python Load_Dataset.py --check <data set folder> -c <config>`"
                                    " for the full report.")
         self.samples = list(index.samples)
-        tokenized = tokenize_reports([s.report for s in self.samples], cfg.token_len, cfg.pad_short_reports)
+        tokenized = tokenize_reports([s.report for s in self.samples], cfg)
         self.text_tokens = tokenized.tokens
         self.text_masks = tokenized.text_mask
         self.words_cut = tokenized.words_cut
@@ -245,7 +245,8 @@ def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None
 def build_test_split(data_cfg, model_cfg, device=None):
     """The test split of ``data_cfg``'s data set, prepared for a model built with ``model_cfg``: checked, then
     loaded one image at a time. The data (folders, tables, pairing) come from ``data_cfg``; the sizes that shape
-    the inputs (``img_size``, ``token_len``, ``pad_short_reports``) from the model.
+    the inputs (``img_size``, ``token_len``, ``pad_short_reports``, and the tokenizer: ``text_encoder``,
+    ``hf_text_model``) from the model.
 
     Returns:
         ``(cfg, dataset, loader)``: the merged config, the split's :class:`ImageToImage2D` and its DataLoader.
@@ -254,7 +255,8 @@ def build_test_split(data_cfg, model_cfg, device=None):
         DatasetError: the split has errors; the message lists them.
     """
     cfg = data_cfg.replace(img_size=model_cfg.img_size, token_len=model_cfg.token_len,
-                           pad_short_reports=model_cfg.pad_short_reports, test_batch_size=1)
+                           pad_short_reports=model_cfg.pad_short_reports, text_encoder=model_cfg.text_encoder,
+                           hf_text_model=model_cfg.hf_text_model, test_batch_size=1)
     report = check_dataset(cfg, ["test"])
     report.raise_if_errors()
     dataset = ImageToImage2D(cfg, "test", index=report.indexes["test"])

@@ -102,7 +102,8 @@ class Trainer:
                 torch.manual_seed(config.seed + dist.rank)
         self.criterion = RecLMISCriterion(config, gather=gather)
         self.val_criterion = RecLMISCriterion(config)
-        self.frozen_sha256 = frozen_sha256(self.raw_model) if config.clip_weights is not None else None
+        # A latest checkpoint leaves out a frozen CLIP tower that clip_weights rebuilds (an hf tower stays in it).
+        self.frozen_sha256 = frozen_sha256(self.raw_model) if _omits_frozen_tower(config) else None
         self.optimizer = build_optimizer(config, self.raw_model)
         self.scheduler = build_scheduler(config, self.optimizer)
         self.amp = config.amp
@@ -420,6 +421,11 @@ def _open_session(args, config: Config, dist: Distributed):
     return dist.broadcast(session_dir), config, error
 
 
+def _omits_frozen_tower(config: Config) -> bool:
+    """Whether latest checkpoints leave out the frozen text tower: a CLIP tower that ``clip_weights`` rebuilds."""
+    return config.text_encoder == "clip" and config.clip_weights is not None
+
+
 def _log_error(error: Exception) -> None:
     """``error: <message>`` in the log; for an OSError its plain reason (``No space left on device``)."""
     logger.error("error: %s", error.strerror if isinstance(error, OSError) and error.strerror else error)
@@ -451,14 +457,17 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
     logger.info("session %s, config %s, device %s%s", os.path.abspath(session_dir), args.config, device,
                 f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     # Relative paths of the config resolve against the working directory: say where each one lands.
-    logger.info("working directory %s; data %s, %s, %s; CLIP weights %s", os.getcwd(),
-                *(os.path.abspath(getattr(config, f"{split}_dataset")) for split in ("train", "val", "test")),
-                os.path.abspath(config.clip_weights) if config.clip_weights else "none (random text tower)")
+    if config.text_encoder == "hf":
+        tower = f"hf encoder {config.hf_text_model}"
+    else:
+        tower = f"CLIP {os.path.abspath(config.clip_weights)}" if config.clip_weights else "none (random CLIP tower)"
+    logger.info("working directory %s; data %s, %s, %s; text tower %s", os.getcwd(),
+                *(os.path.abspath(getattr(config, f"{split}_dataset")) for split in ("train", "val", "test")), tower)
     set_seed(config.seed, config.deterministic)
     try:
         trainer = Trainer(config, session_dir, device, progress=not args.no_progress, dist=dist)
         trainer.on_main(functools.partial(check_free_space, trainer.models_dir,
-                                          estimated_checkpoint_bytes(trainer.raw_model, config.clip_weights is not None,
+                                          estimated_checkpoint_bytes(trainer.raw_model, _omits_frozen_tower(config),
                                                                      config.compact_resume)))
     except (DatasetError, OSError, ValueError) as error:  # nothing trained yet: a new session leaves nothing behind
         _log_error(error)

@@ -19,6 +19,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
+from nets.hf_encoder import HFTextEncoder, build_hf_text_encoder
 from nets.interaction import Interactor
 from nets.reconstruction import DualTransformer, conditioned_mask
 from nets.text_encoder import TextTowerShape, build_text_encoder
@@ -43,7 +44,8 @@ class RecLMIS(nn.Module):
     weights, so their checkpoints give the same masks. Losses take logits (``utils/training/losses.py``).
 
     Args:
-        config: reads ``img_size``, ``n_channels``, ``base_channel``, ``token_len``, ``clip_*``, ``frozen_clip``,
+        config: reads ``img_size``, ``n_channels``, ``base_channel``, ``token_len``, ``text_encoder`` (and
+            ``hf_text_model``), ``clip_*``, ``frozen_clip``,
             ``interact_heads``, ``interact_dropout``, ``rec_heads``, ``rec_trans_num_layers1``, ``rec_dropout``,
             the mask settings, ``dropout``/``dropout_value``, ``fix_img_causal_mask``, and the options beyond the
             authors, ``interact_residual`` and ``text_guide`` (off by default: then the parameters, their names
@@ -58,15 +60,20 @@ class RecLMIS(nn.Module):
         self.img_size = config.img_size
         self.grid = config.img_size // 16
         c = config.base_channel
-        self.clip = text_encoder if text_encoder is not None else build_text_encoder(
-            config.clip_weights, random_tower_shape(config))
+        # The text tower keeps the authors' name, clip, whichever it is: their checkpoints load unchanged.
+        if text_encoder is not None:
+            self.clip = text_encoder
+        elif config.text_encoder == "hf":
+            self.clip = build_hf_text_encoder(config.hf_text_model, config.clip_embed_dim)
+        else:
+            self.clip = build_text_encoder(config.clip_weights, random_tower_shape(config))
         if config.token_len > self.clip.shape.context_length:
             raise ValueError(f"token_len {config.token_len} exceeds the text tower's context length "
                              f"{self.clip.shape.context_length}")
         d = self.clip.shape.embed_dim
         self.dim = d
         self.frozen_clip = config.frozen_clip
-        self.clip.requires_grad_(not config.frozen_clip)
+        self.clip.freeze(config.frozen_clip)
 
         self.inc = ConvBatchNorm(config.n_channels, c)
         self.down1 = DownBlock(c, 2 * c)
@@ -123,7 +130,10 @@ class RecLMIS(nn.Module):
             raise ValueError(f"text_tokens must hold integer token ids, got {text_tokens.dtype}")
 
     def encode_text(self, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """CLIP hidden states ``[B, L, D]`` (no graph through a frozen tower)."""
+        """The text tower's hidden states ``[B, L, D]`` (no graph through a frozen CLIP tower; an hf tower's
+        projection trains even when its encoder is frozen)."""
+        if isinstance(self.clip, HFTextEncoder):
+            return self.clip(text_tokens, text_mask)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_clip):
             return self.clip(text_tokens, text_mask)
 

@@ -117,6 +117,10 @@ class CLIPTextEncoder(nn.Module):
         if not self.positional_embedding.is_meta:  # a meta-device build takes its weights from a file
             self._init_weights()
 
+    def freeze(self, frozen: bool) -> None:
+        """Freeze the whole tower (``frozen_clip``, the authors' setting), its temperature included."""
+        self.requires_grad_(not frozen)
+
     def _init_weights(self) -> None:
         """CLIP's initialisation (only used when no weights are loaded)."""
         width, layers = self.shape.width, self.shape.layers

@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 MASK_MODES = ("dist", "topk")
 LR_SCHEDULES = ("cosineLR", "exp")
 GEOMETRIES = ("authors", "report", "none")
+TEXT_ENCODERS = ("clip", "hf")  # text_encoder: CLIP's text tower, or a BERT-family encoder from transformers
 DECODER_STAGES = ("up4", "up3", "up2", "up1")
 # What `variant="improved"` sets (docs/LANGUAGE.md has the experiments behind each field). `variant="faithful"`
 # sets the same fields back to their defaults, the authors' behaviour. Fields given with the variant, or after it
@@ -85,7 +86,9 @@ class Config:
     # ---- network -------------------------------------------------------------------------------------------
     base_channel: int = 64  # U-Net width at full resolution
     clip_weights: Optional[str] = "nets/ViT-B-32.pt"  # OpenAI archive or state dict; None = random text tower
-    frozen_clip: bool = True  # freeze the CLIP text tower and keep it in eval mode
+    frozen_clip: bool = True  # freeze the text tower and keep it in eval mode (hf: its projection still trains)
+    text_encoder: str = "clip"  # the text tower: "clip" (the authors') or "hf", a BERT-family encoder (below)
+    hf_text_model: Optional[str] = None  # text_encoder="hf": a save_pretrained folder or a hub name; its tokenizer too
     # Shape of the randomly initialised text tower (clip_weights=None). With weights, the file decides.
     clip_width: int = 512
     clip_layers: int = 12
@@ -213,6 +216,11 @@ class Config:
         for name in ("train_dataset", "val_dataset", "test_dataset", "train_text", "val_text", "test_text"):
             if not getattr(self, name).strip():
                 raise ValueError(f"{name} must not be empty")
+        if self.text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
+        if self.text_encoder == "hf" and not self.hf_text_model:
+            raise ValueError("text_encoder='hf' needs hf_text_model: a folder written by transformers' save_pretrained "
+                             "or a hub name (docs/TEXT_ENCODERS.md)")
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
         if self.val_text_check_every < 0:

@@ -201,7 +201,7 @@ def check_dataset(cfg, splits: Iterable[str] = SPLITS, decode: Optional[bool] = 
 
     for split in splits:
         samples = report.indexes[split].samples
-        words_cut = tokenize_reports([s.report for s in samples], cfg.token_len, False).words_cut
+        words_cut = tokenize_reports([s.report for s in samples], cfg, pad_short_reports=False).words_cut
         report.splits[split].cut_reports = int(words_cut.sum())
         if decode:
             problems, empty = _check_files(samples, split, max_threads)

@@ -1,4 +1,5 @@
-"""The reports' tokenizer: OpenAI CLIP's byte-pair encoding, as the authors use it.
+"""The reports' tokenizers: OpenAI CLIP's byte-pair encoding, as the authors use it, or an hf encoder's own
+(:class:`HFReportTokenizer`, ``text_encoder="hf"``); :func:`build_tokenizer` picks the config's.
 
 The BPE is this project's own (:mod:`utils.data.bpe`, with CLIP's vocabulary file beside it), checked token for token
 against open_clip's tokenizer in the tests; nothing is downloaded and open_clip is not needed at run time. The
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 
@@ -107,6 +108,89 @@ class ReportTokenizer:
         return TokenizedReports(tokens=tokens, text_mask=(tokens != 0).long(), truncated=truncated)
 
 
+class HFReportTokenizer:
+    """A transformers tokenizer (``text_encoder="hf"``, the encoder's own) behind :class:`ReportTokenizer`'s
+    interface: ``[CLS]``, the word pieces, ``[SEP]``, padding to ``token_len``; a longer report is cut, its last
+    token ``[SEP]``; ``text_mask`` is the attention mask. ``pad_short_reports`` applies the authors' padding too.
+
+    Args:
+        source: the encoder's folder (``save_pretrained``) or hub name: ``hf_text_model``.
+        token_len: the context length ``L``, ``[CLS]`` and ``[SEP]`` included.
+    """
+
+    def __init__(self, source: str, token_len: int, pad_short_reports: bool = True):
+        if token_len < 2:
+            raise ValueError(f"token_len must be >= 2 ([CLS] and [SEP]), got {token_len}")
+        try:  # optional: only text_encoder="hf" needs it
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise ImportError("text_encoder='hf' needs transformers: pip install transformers") from None
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise FileNotFoundError(f"cannot load the tokenizer of hf_text_model={source!r} ({first}); the folder "
+                                    "needs the tokenizer files save_pretrained writes (docs/TEXT_ENCODERS.md)"
+                                    ) from None
+        if self._tokenizer.cls_token_id is None or self._tokenizer.sep_token_id is None:
+            raise ValueError(f"the tokenizer of hf_text_model={source!r} has no [CLS]/[SEP] tokens: a BERT-family "
+                             "tokenizer is expected")
+        self.token_len = token_len
+        self.pad_short_reports = pad_short_reports
+        self.sot_token_id = self._tokenizer.cls_token_id
+        self.eot_token_id = self._tokenizer.sep_token_id
+        self.pad_token_id = self._tokenizer.pad_token_id or 0
+        self.vocab_size = len(self._tokenizer)
+
+    prepare = ReportTokenizer.prepare
+
+    def token_strings(self, tokens: torch.Tensor) -> List[str]:
+        """The word pieces at positions ``1..k`` of one report's ``[L]`` ids (``[SEP]`` at ``k + 1``), with the
+        ``##`` of continued words dropped, for labelling per-token weights."""
+        ids = []
+        for token in tokens.tolist()[1:]:
+            if token in (self.pad_token_id, self.eot_token_id):
+                break
+            ids.append(token)
+        return [piece[2:] if piece.startswith("##") else piece for piece in self._tokenizer.convert_ids_to_tokens(ids)]
+
+    def report_token_strings(self, tokens: torch.Tensor, report: str) -> List[str]:
+        """:meth:`token_strings` without the authors' padding: the pieces of ``report``'s own words."""
+        own = len(self._tokenizer.tokenize(report)) if isinstance(report, str) else 0
+        return self.token_strings(tokens)[:own]
+
+    def __call__(self, texts: Union[str, Sequence[str]]) -> TokenizedReports:
+        if isinstance(texts, str):
+            texts = [texts]
+        prepared = [self.prepare(text) for text in texts]
+        if not prepared:
+            empty = torch.zeros(0, self.token_len, dtype=torch.long)
+            return TokenizedReports(tokens=empty, text_mask=empty.clone(), truncated=torch.zeros(0, dtype=torch.bool))
+        encoded = self._tokenizer(prepared, padding="max_length", truncation=True, max_length=self.token_len,
+                                  return_tensors="pt")
+        lengths = [len(ids) for ids in self._tokenizer(prepared)["input_ids"]]
+        return TokenizedReports(tokens=encoded["input_ids"].long(), text_mask=encoded["attention_mask"].long(),
+                                truncated=torch.tensor([n > self.token_len for n in lengths], dtype=torch.bool))
+
+
+Tokenizer = Union[ReportTokenizer, HFReportTokenizer]
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_tokenizer(text_encoder: str, source: Optional[str], token_len: int, pad_short_reports: bool) -> Tokenizer:
+    """One tokenizer per setting: building one reads a vocabulary (a fraction of a second)."""
+    if text_encoder == "hf":
+        return HFReportTokenizer(source, token_len, pad_short_reports)
+    return ReportTokenizer(token_len, pad_short_reports)
+
+
+def build_tokenizer(cfg, pad_short_reports: Optional[bool] = None) -> Tokenizer:
+    """The tokenizer of ``cfg``'s text tower: CLIP's BPE, or the hf encoder's own (``text_encoder="hf"``), with
+    ``cfg.token_len`` and ``cfg.pad_short_reports`` (or ``pad_short_reports`` when given)."""
+    pad = cfg.pad_short_reports if pad_short_reports is None else pad_short_reports
+    return _cached_tokenizer(cfg.text_encoder, cfg.hf_text_model, cfg.token_len, pad)
+
+
 @dataclass
 class TokenizedSplit:
     """The reports of a split as the network reads them.
@@ -123,32 +207,27 @@ class TokenizedSplit:
     words_cut: torch.Tensor
 
 
-@functools.lru_cache(maxsize=8)
-def _tokenizer(token_len: int, pad_short_reports: bool) -> ReportTokenizer:
-    """One tokenizer per setting: building one loads the BPE vocabulary (a fraction of a second)."""
-    return ReportTokenizer(token_len, pad_short_reports)
-
-
-def tokenize_reports(reports: Sequence[str], token_len: int, pad_short_reports: bool) -> TokenizedSplit:
-    """Tokenise reports with the network's tokenizer (:class:`utils.data.tokenizer.ReportTokenizer`).
+def tokenize_reports(reports: Sequence[str], cfg, pad_short_reports: Optional[bool] = None) -> TokenizedSplit:
+    """Tokenise reports with the network's tokenizer (:func:`build_tokenizer`).
 
     Args:
         reports: N report strings (any Unicode; empty is allowed).
-        token_len: the context length ``L``.
-        pad_short_reports: the authors' " EOF XXX" padding of reports under 9 words.
+        cfg: the config naming the tokenizer, ``token_len`` (``L``) and ``pad_short_reports``.
+        pad_short_reports: overrides the config's (the authors' " EOF XXX" padding of reports under 9 words).
 
     Returns:
         Tokens, text mask and which reports lost words to the cut (:class:`TokenizedSplit`).
     """
     reports = list(reports)
-    tokenized = _tokenizer(token_len, pad_short_reports)(reports) if reports else None
-    if tokenized is None:
-        empty = torch.zeros(0, token_len, dtype=torch.long)
+    pad = cfg.pad_short_reports if pad_short_reports is None else pad_short_reports
+    if not reports:
+        empty = torch.zeros(0, cfg.token_len, dtype=torch.long)
         return TokenizedSplit(empty, empty.clone(), torch.zeros(0, dtype=torch.bool))
-    if pad_short_reports:
+    tokenized = build_tokenizer(cfg, pad)(reports)
+    if pad:
         # With padding on, `truncated` also flags reports whose padding alone overflowed; the words fit iff the
         # unpadded report fits.
-        words_cut = _tokenizer(token_len, False)(reports).truncated
+        words_cut = build_tokenizer(cfg, False)(reports).truncated
     else:
         words_cut = tokenized.truncated
     return TokenizedSplit(tokenized.tokens, tokenized.text_mask, words_cut)

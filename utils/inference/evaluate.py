@@ -18,7 +18,7 @@ from tqdm import tqdm
 from Load_Dataset import ImageToImage2D, ReportsSwapped
 from utils.data.demo import INFO_FILE, DemoCase, demo_cases
 from utils.data.reports import report_cycle
-from utils.data.tokenizer import ReportTokenizer
+from utils.data.tokenizer import build_tokenizer
 from utils.inference.figures import draw_case
 from utils.inference.language import every_blob_logits, interest_shares
 from utils.inference.predictor import Predictor
@@ -89,7 +89,7 @@ def text_ablation(predictor: Predictor, dataset: ImageToImage2D, seed: int, *, p
     """
     sources = {"true": dataset, "shuffled": ReportsSwapped(dataset, report_cycle(len(dataset), seed)),
                "empty": dataset}
-    empty = ReportTokenizer(predictor.tokenizer.token_len, pad_short_reports=False)([""])
+    empty = build_tokenizer(predictor.config, pad_short_reports=False)([""])
     oracle = SegmentationMeter(strict=True, dice="paper")
     shares = []
     results = {}

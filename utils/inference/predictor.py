@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from utils.data.images import read_image
-from utils.data.tokenizer import ReportTokenizer
+from utils.data.tokenizer import build_tokenizer
 from utils.data.transforms import image_to_tensor
 from utils.inference.figures import draw_case
 from utils.inference.speed import (
@@ -148,7 +148,7 @@ class Predictor:
         self._compiled_sizes: List[int] = []
         self.text_cache = TextFeatureCache(cache_text) if cache_text else None
         self.config = model.config
-        self.tokenizer = ReportTokenizer(self.config.token_len, self.config.pad_short_reports)
+        self.tokenizer = build_tokenizer(self.config)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, *, device: Union[str, torch.device] = "auto", precision: str = "fp32",

@@ -22,6 +22,7 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from torch import nn
 
+from nets.hf_encoder import build_hf_text_encoder
 from nets.reclmis import RecLMIS
 from nets.text_encoder import load_clip_text_state
 from nets.weights import check_state_dict, extract_state_dict, text_tower_shape
@@ -188,14 +189,20 @@ def build_model_from_checkpoint(path: str, config=None):
         config = Config.from_dict(saved)
     elif config is None:
         config = Config()
-    shape = text_tower_shape(state)
-    # Heads leave no trace in the tensors: a saved config knows them; else CLIP's rule (width / 64) holds.
-    heads = config.clip_heads if isinstance(saved, Mapping) else shape.heads
-    config = config.replace(clip_weights=None, clip_width=shape.width, clip_layers=shape.layers,
-                            clip_heads=heads, clip_embed_dim=shape.embed_dim,
-                            clip_context_length=shape.context_length, clip_vocab_size=shape.vocab_size)
-    with torch.device("meta"):
-        model = RecLMIS(config)
+    if config.text_encoder == "hf":
+        # The encoder is built from its own config (hf_text_model's config.json) on the CPU, the meta device
+        # being no use for it: transformers keeps some buffers out of the state dict, so the file cannot fill them.
+        tower = build_hf_text_encoder(config.hf_text_model, config.clip_embed_dim, pretrained=False)
+        model = RecLMIS(config, text_encoder=tower)
+    else:
+        shape = text_tower_shape(state)
+        # Heads leave no trace in the tensors: a saved config knows them; else CLIP's rule (width / 64) holds.
+        heads = config.clip_heads if isinstance(saved, Mapping) else shape.heads
+        config = config.replace(clip_weights=None, clip_width=shape.width, clip_layers=shape.layers,
+                                clip_heads=heads, clip_embed_dim=shape.embed_dim,
+                                clip_context_length=shape.context_length, clip_vocab_size=shape.vocab_size)
+        with torch.device("meta"):
+            model = RecLMIS(config)
     check_state_dict(model, state, source=path)
     dtypes = {name: tensor.dtype for name, tensor in model.state_dict().items()}
     if mapped:  # fp16-stored tensors become fp32; the file pages read for the copy are given back
