@@ -27,3 +27,23 @@ def test_the_model_snippet_runs_from_another_folder(tmp_path):
     done = subprocess.run([sys.executable, "-c", _snippet("## The model")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "No module named 'nets'" in done.stderr
+
+
+def test_the_layer_diagram_names_every_module():
+    """README, "How the code is organised": each module of nets/, utils/ and tools/ appears in the diagram, in the
+    line of its folder (its layer)."""
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = readme[readme.index("## How the code is organised"):]
+    diagram = re.search(r"```\n(.*?)```", section, re.S).group(1)
+    entries = {}  # folder -> the diagram text from its name to the next layer number
+    for match in re.finditer(r"((?:nets|utils/\w+|tools)/) \(([^)]*)\)", diagram):
+        entries[match.group(1)] = {name.strip() for name in match.group(2).replace("\n", " ").split(",")}
+    missing = []
+    for folder in ("nets/", "utils/data/", "utils/training/", "utils/inference/", "tools/"):
+        for name in sorted(os.listdir(os.path.join(ROOT, folder))):
+            if name.endswith(".py") and name != "__init__.py" and name[:-3] not in entries.get(folder, set()):
+                missing.append(folder + name)
+    for name in ("config", "misc", "logger", "memory", "weights_io"):
+        if f"utils/{name}.py" not in diagram:
+            missing.append(f"utils/{name}.py")
+    assert missing == []
