@@ -51,11 +51,9 @@ class HFTextEncoder(nn.Module):
         self.shape = TextTowerShape(width=cfg.hidden_size, layers=cfg.num_hidden_layers,
                                     heads=cfg.num_attention_heads, embed_dim=embed_dim,
                                     context_length=cfg.max_position_embeddings, vocab_size=cfg.vocab_size)
-        self.frozen = False
 
     def freeze(self, frozen: bool) -> None:
         """Freeze the encoder and the temperature (``frozen_clip``); the projection stays trainable."""
-        self.frozen = frozen
         self.model.requires_grad_(not frozen)
         self.logit_scale.requires_grad_(not frozen)
         self.proj.requires_grad_(True)
@@ -69,9 +67,8 @@ class HFTextEncoder(nn.Module):
         Returns:
             ``[B, L, D]``: the projected hidden state of every position.
         """
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):  # no graph through a frozen encoder
-            hidden = self.model(input_ids=tokens, attention_mask=text_mask.long()).last_hidden_state  # (B, L, H)
-        return self.proj(hidden)  # (B, L, D)
+        hidden = self.model(input_ids=tokens, attention_mask=text_mask.long()).last_hidden_state  # (B, L, H)
+        return self.proj(hidden)  # (B, L, D); frozen encoder parameters build no graph, the projection does
 
 
 def build_hf_text_encoder(source: str, embed_dim: int, pretrained: bool = True) -> HFTextEncoder:

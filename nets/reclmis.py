@@ -19,7 +19,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from nets.hf_encoder import HFTextEncoder, build_hf_text_encoder
+from nets.hf_encoder import build_hf_text_encoder
 from nets.interaction import Interactor
 from nets.reconstruction import DualTransformer, conditioned_mask
 from nets.text_encoder import TextTowerShape, build_text_encoder
@@ -130,12 +130,9 @@ class RecLMIS(nn.Module):
             raise ValueError(f"text_tokens must hold integer token ids, got {text_tokens.dtype}")
 
     def encode_text(self, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """The text tower's hidden states ``[B, L, D]`` (no graph through a frozen CLIP tower; an hf tower's
-        projection trains even when its encoder is frozen)."""
-        if isinstance(self.clip, HFTextEncoder):
-            return self.clip(text_tokens, text_mask)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_clip):
-            return self.clip(text_tokens, text_mask)
+        """The text tower's hidden states ``[B, L, D]``. No graph is built through frozen parameters (the tokens are
+        integers), so a frozen CLIP tower costs no backward, and an hf tower's projection still trains."""
+        return self.clip(text_tokens, text_mask)
 
     def word_weights(self, text_i: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Words of interest ``[B, L]``: softmax over the valid tokens of ``mlp_woi``; exactly 0 on padding."""

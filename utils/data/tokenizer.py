@@ -162,15 +162,17 @@ class HFReportTokenizer:
     def __call__(self, texts: Union[str, Sequence[str]]) -> TokenizedReports:
         if isinstance(texts, str):
             texts = [texts]
-        prepared = [self.prepare(text) for text in texts]
-        if not prepared:
-            empty = torch.zeros(0, self.token_len, dtype=torch.long)
-            return TokenizedReports(tokens=empty, text_mask=empty.clone(), truncated=torch.zeros(0, dtype=torch.bool))
-        encoded = self._tokenizer(prepared, padding="max_length", truncation=True, max_length=self.token_len,
-                                  return_tensors="pt")
-        lengths = [len(ids) for ids in self._tokenizer(prepared)["input_ids"]]
-        return TokenizedReports(tokens=encoded["input_ids"].long(), text_mask=encoded["attention_mask"].long(),
-                                truncated=torch.tensor([n > self.token_len for n in lengths], dtype=torch.bool))
+        tokens = torch.full((len(texts), self.token_len), self.pad_token_id, dtype=torch.long)
+        text_mask = torch.zeros(len(texts), self.token_len, dtype=torch.long)
+        truncated = torch.zeros(len(texts), dtype=torch.bool)
+        encoded = self._tokenizer([self.prepare(text) for text in texts])["input_ids"] if texts else []
+        for i, ids in enumerate(encoded):  # [CLS] pieces [SEP], uncut: cut as transformers' truncation does
+            if len(ids) > self.token_len:
+                ids = ids[: self.token_len - 1] + [self.eot_token_id]
+                truncated[i] = True
+            tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            text_mask[i, : len(ids)] = 1
+        return TokenizedReports(tokens=tokens, text_mask=text_mask, truncated=truncated)
 
 
 Tokenizer = Union[ReportTokenizer, HFReportTokenizer]

@@ -106,11 +106,6 @@ def _write_png(path: str, array: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def _write_png(path: str, array: np.ndarray) -> None:
-    if not cv2.imwrite(path, array.astype(np.uint8)):
-        raise OSError(f"could not write {path}")
-
-
 class Predictor:
     """Runs a RecLMIS model for inference as fast as the device allows (see the module docstring).
 
@@ -126,6 +121,12 @@ class Predictor:
             large, instead of compiling again.
         cache_text: keep the text tower's features of up to this many reports (:class:`TextFeatureCache`,
             ``self.text_cache``); 0 = off. The tower is frozen, so a report always gives the same features.
+
+    Attributes:
+        config: the model's config; tokenizer: its reports' tokenizer (:func:`utils.data.tokenizer.build_tokenizer`).
+
+    Calls: ``predictor(images, tokens, text_mask)`` gives logits, :meth:`outputs` the output dict (with the
+    interest weights on request), :meth:`predict` one image file or array with its report, as a :class:`Prediction`.
     """
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str = "fp32", *, channels_last: bool = True,

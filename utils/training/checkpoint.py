@@ -172,7 +172,8 @@ def build_model_from_checkpoint(path: str, config=None):
             the authors' files CLIP's ``width / 64``). ``clip_weights`` is read only for a latest checkpoint that
             left the frozen tower out (:func:`checkpoint_payload`): the tower comes from the
             CLIP file it recorded (as given, then as an absolute path), else from ``config.clip_weights``, and
-            must match the recorded SHA-256.
+            must match the recorded SHA-256. An hf text tower (``text_encoder="hf"``) is built from the
+            ``config.json`` of the saved ``hf_text_model`` on the CPU, its weights from the checkpoint.
 
     Returns:
         ``(model, checkpoint)``: the model in eval mode, and the checkpoint dict. The model's tensors stay mapped
