@@ -27,7 +27,8 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "bilateral", "unilateral"
 def tiny_bert(tmp_path_factory) -> str:
     """A 1-layer BERT of width 24 and its WordPiece tokenizer, saved as transformers saves them."""
     folder = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = transformers.BertTokenizer(vocab={word: i for i, word in enumerate(WORDS)})
+    (folder / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    tokenizer = transformers.BertTokenizer(str(folder / "vocab.txt"))  # the vocabulary file: transformers 4 and 5
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=len(WORDS), hidden_size=24, num_hidden_layers=1,
