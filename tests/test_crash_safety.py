@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import train_model
-from tests.tiny import write_clip_file
+from tests.tiny import PATIENCE, write_clip_file
 from utils.data.demo import make_demo_dataset
 from utils.training.checkpoint import BEST_NAME, LATEST_NAME
 from utils.weights_io import read_checkpoint
@@ -73,7 +73,7 @@ def reference(data_root, tmp_path_factory):
 def _start_and_wait_for_first_epoch(data_root, output, workers):
     process = subprocess.Popen(_command("--set", *_settings(data_root, output, workers)), cwd=ROOT, env=_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 120
+    deadline = time.time() + PATIENCE
     while time.time() < deadline:
         latest = list(_sessions_dir(output).glob(f"*/models/{LATEST_NAME}"))
         if latest:
@@ -82,7 +82,7 @@ def _start_and_wait_for_first_epoch(data_root, output, workers):
             raise AssertionError(f"training ended early: {process.stderr.read()[-3000:]}")
         time.sleep(0.01)
     process.kill()
-    raise AssertionError("no checkpoint within 120 s")
+    raise AssertionError(f"no checkpoint within {PATIENCE} s")
 
 
 def _assert_same_checkpoints(session_dir, expected):
@@ -109,7 +109,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(data_root, re
     process, session_dir = _start_and_wait_for_first_epoch(data_root, output, workers=0)
     time.sleep(0.2)  # into the second epoch
     os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=60)
+    process.wait(timeout=PATIENCE)
     log = session_dir / f"{session_dir.name}.log"
     assert "Epoch 2/" not in log.read_text(), "the kill came after the second epoch: make the epoch longer"
     assert read_checkpoint(str(session_dir / "models" / LATEST_NAME))["epoch"] == 0
@@ -131,7 +131,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_equals_an_uninterrupted_run(data_root
     time.sleep(0.2)
     # Ctrl-C as a terminal sends it: to the trainer and its loader workers; SIGTERM as a scheduler sends it.
     os.killpg(process.pid, signum)
-    _, stderr = process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=PATIENCE)
     assert process.returncode == 130, stderr[-3000:]
     assert "continue with --resume " + session_dir.name in stderr
     latest = read_checkpoint(str(session_dir / "models" / LATEST_NAME))

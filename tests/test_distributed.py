@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from tests.tiny import write_clip_file
+from tests.tiny import PATIENCE, write_clip_file
 from utils.data.demo import make_demo_dataset
 from utils.training.checkpoint import BEST_NAME, LATEST_NAME
 from utils.weights_io import read_checkpoint
@@ -34,7 +34,7 @@ def _run(args, processes):
     command = (launcher if processes > 1 else [sys.executable]) + ["train_model.py", "-c", "Config_Demo",
                                                                    "--device", "cpu", "--no_progress", *args]
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=PATIENCE)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
 
@@ -146,7 +146,7 @@ def test_global_batch_must_split_evenly(data_root, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     done = subprocess.run(launcher + ["train_model.py", "-c", "Config_Demo", "--device", "cpu", "--no_progress",
                                       "--set", *settings], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                          capture_output=True, text=True, check=False, timeout=300)
+                          capture_output=True, text=True, check=False, timeout=PATIENCE)
     assert done.returncode != 0
     assert "batch_size 3 (the global batch) must be a multiple of the 2 processes" in done.stderr
 
@@ -203,9 +203,9 @@ def test_sharded_validation_equals_one_process(data_root, tmp_path):
                for r in range(2)]
     for worker in workers:
         worker.start()
-    results = dict((rank, (size, result)) for rank, size, result in (queue.get(timeout=120) for _ in workers))
+    results = dict((rank, (size, result)) for rank, size, result in (queue.get(timeout=PATIENCE) for _ in workers))
     for worker in workers:
-        worker.join(timeout=60)
+        worker.join(timeout=PATIENCE)
     assert [results[r][0] for r in (0, 1)] == [3, 2]
 
     config = _eval_config(root)
@@ -230,7 +230,7 @@ def test_train_sh_starts_one_process_per_gpu_id():
     """``sh train.sh 0,1 ...`` goes through torchrun with 2 processes (each prints the help here and exits)."""
     def helps(devices):
         done = subprocess.run(["sh", "train.sh", devices, "Config_Demo", "--help"], cwd=ROOT, capture_output=True,
-                              text=True, check=False, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+                              text=True, check=False, timeout=PATIENCE, env=dict(os.environ, PYTHONPATH=ROOT))
         assert done.returncode == 0, done.stderr[-2000:]
         return (done.stdout + done.stderr).count("usage: train_model.py")
 
@@ -282,9 +282,10 @@ def test_distributed_batchnorm_matches_one_batchnorm_even_in_bf16(tmp_path):
     workers = [context.Process(target=_batchnorm_shard, args=(r, 2, str(tmp_path / "init"), queue)) for r in (0, 1)]
     for worker in workers:
         worker.start()
-    parts = {rank: [torch.from_numpy(a) for a in rest] for rank, *rest in (queue.get(timeout=120) for _ in workers)}
+    received = (queue.get(timeout=PATIENCE) for _ in workers)
+    parts = {rank: [torch.from_numpy(a) for a in rest] for rank, *rest in received}
     for worker in workers:
-        worker.join(timeout=60)
+        worker.join(timeout=PATIENCE)
     torch.manual_seed(0)
     x = (10 + 0.05 * torch.randn(4, 3, 5, 5)).requires_grad_(True)
     reference = torch.nn.BatchNorm2d(3).train()

@@ -24,6 +24,10 @@ def _has_inductor_compiler() -> bool:
 
 NEEDS_CXX = pytest.mark.skipif(not _has_inductor_compiler(), reason="torch.compile needs a C++ compiler")
 
+# Seconds a test may wait for a training process or a worker: enough for a 2-core machine under heavy load (a first
+# epoch of the crash tests once took over 120 s there); a hung process still fails, later.
+PATIENCE = 600
+
 REPORTS = [
     "Bilateral pulmonary infection, two infected areas, upper left lung and upper right lung.",
     "Unilateral pulmonary infection, one infected area, middle left lung.",
