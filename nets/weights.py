@@ -10,15 +10,12 @@ shape off its tensors, so the file needs no separate ``ViT-B-32.pt``. Reading fi
 
 from __future__ import annotations
 
-import logging
 from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
 
 from nets.text_encoder import TextTowerShape
-
-logger = logging.getLogger(__name__)
 
 _DROPPED_PREFIXES = ("clip.visual.",)
 _DROPPED_KEYS = ("clip.input_resolution", "clip.context_length", "clip.vocab_size")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import random
 
 import numpy as np
 import torch
-
-logger = logging.getLogger(__name__)
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:

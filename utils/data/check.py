@@ -20,7 +20,6 @@ are reported once, under the splits that share the table (``train+val``).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +34,6 @@ from utils.data.images import read_image, read_mask
 from utils.data.records import ERROR, SPLITS, WARNING, DatasetError, Problem, ReportTable, Sample, SplitIndex
 from utils.data.tables import read_report_table
 from utils.data.tokenizer import tokenize_reports
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

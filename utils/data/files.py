@@ -21,7 +21,6 @@ errors remain. Reading the pixels is :mod:`utils.data.images`'s job.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -44,8 +43,6 @@ from utils.data.records import (
     SplitPaths,
 )
 from utils.data.tables import read_report_table
-
-logger = logging.getLogger(__name__)
 
 
 def split_paths(cfg, split: str) -> SplitPaths:
