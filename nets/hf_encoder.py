@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from nets.text_encoder import TextTowerShape
+from utils.weights_io import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def build_hf_text_encoder(source: str, embed_dim: int, pretrained: bool = True) 
         else:
             encoder = transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(source))
     except (OSError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise FileNotFoundError(
             f"cannot load the text encoder hf_text_model={source!r} ({first}). Give a folder written by "
             "transformers' save_pretrained (config.json and the weights), or a hub name while online; "

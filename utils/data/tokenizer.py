@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 
 from utils.data.bpe import ClipBPE
+from utils.weights_io import first_line
 
 PAD_WORD = " EOF XXX"
 MIN_REPORT_WORDS = 9
@@ -128,7 +129,7 @@ class HFReportTokenizer:
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            first = first_line(error)
             raise FileNotFoundError(f"cannot load the tokenizer of hf_text_model={source!r} ({first}); the folder "
                                     "needs the tokenizer files save_pretrained writes (docs/TEXT_ENCODERS.md)"
                                     ) from None

@@ -60,6 +60,7 @@ from utils.inference.speed import (
 )
 from utils.misc import get_device
 from utils.training.checkpoint import build_model_from_checkpoint
+from utils.weights_io import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class Predictor:
         try:
             return self.compiled(*args, **kwargs)
         except torch._dynamo.exc.TorchDynamoException as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            first = first_line(error)
             raise CompileError(f"torch.compile failed on {self.device} ({first}). It needs a working C++ compiler "
                                "on the CPU and Triton on CUDA; run without --compile (compile=False).") from error
 
