@@ -27,7 +27,7 @@ def _transformers():
     try:  # optional: only text_encoder="hf" needs it
         import transformers
     except ImportError:
-        raise ImportError("text_encoder='hf' needs transformers: pip install transformers") from None
+        raise ImportError("text_encoder='hf' needs transformers: pip install -r requirements-hf.txt") from None
     return transformers
 
 

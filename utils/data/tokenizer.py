@@ -125,7 +125,7 @@ class HFReportTokenizer:
         try:  # optional: only text_encoder="hf" needs it
             from transformers import AutoTokenizer
         except ImportError:
-            raise ImportError("text_encoder='hf' needs transformers: pip install transformers") from None
+            raise ImportError("text_encoder='hf' needs transformers: pip install -r requirements-hf.txt") from None
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as error:
