@@ -18,17 +18,10 @@ import torch
 from torch import nn
 
 from nets.text_encoder import TextTowerShape
+from utils.misc import import_transformers
 from utils.weights_io import first_line
 
 logger = logging.getLogger(__name__)
-
-
-def _transformers():
-    try:  # optional: only text_encoder="hf" needs it
-        import transformers
-    except ImportError:
-        raise ImportError("text_encoder='hf' needs transformers: pip install -r requirements-hf.txt") from None
-    return transformers
 
 
 class HFTextEncoder(nn.Module):
@@ -84,7 +77,7 @@ def build_hf_text_encoder(source: str, embed_dim: int, pretrained: bool = True) 
         ImportError: transformers is not installed.
         FileNotFoundError: ``source`` cannot be loaded; the message says what to check.
     """
-    transformers = _transformers()
+    transformers = import_transformers()
     try:
         if pretrained:
             encoder = transformers.AutoModel.from_pretrained(source)

@@ -2,6 +2,7 @@
 width. Tested with a tiny random BERT and a tiny vocabulary written here (transformers is a test dependency)."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -122,6 +123,13 @@ def test_config_errors_name_the_field(tiny_bert, tmp_path):
         build_model(hf_config(str(tmp_path / "nowhere")))
     with pytest.raises(FileNotFoundError, match="tokenizer of hf_text_model"):
         HFReportTokenizer(str(tmp_path / "nowhere"), 12)
+
+
+def test_without_transformers_the_tower_and_tokenizer_name_the_extra(tiny_bert, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now raises ImportError
+    for build in (lambda: build_model(hf_config(tiny_bert)), lambda: HFReportTokenizer(tiny_bert, 12)):
+        with pytest.raises(ImportError, match=r"needs transformers: pip install -r requirements-hf\.txt"):
+            build()
 
 
 def test_train_test_and_text_ablation_end_to_end(tiny_bert, tmp_path, capsys):

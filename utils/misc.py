@@ -1,8 +1,10 @@
-"""Seeding, random-number states and device choice: the one place for each."""
+"""Seeding, random-number states, device choice and the optional transformers import: the one place for each."""
 
 from __future__ import annotations
 
+import importlib
 import random
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -57,3 +59,15 @@ def set_rng_state(state: dict) -> None:
         cuda = cuda[0] if cuda else None
     if cuda is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(cuda)
+
+
+def import_transformers() -> ModuleType:
+    """transformers, an optional dependency that only ``text_encoder="hf"`` (its tower and tokenizer) needs.
+
+    Raises:
+        ImportError: it is not installed; the message names the requirements file that installs it.
+    """
+    try:
+        return importlib.import_module("transformers")
+    except ImportError:
+        raise ImportError("text_encoder='hf' needs transformers: pip install -r requirements-hf.txt") from None

@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 
 from utils.data.bpe import ClipBPE
+from utils.misc import import_transformers
 from utils.weights_io import first_line
 
 PAD_WORD = " EOF XXX"
@@ -122,12 +123,9 @@ class HFReportTokenizer:
     def __init__(self, source: str, token_len: int, pad_short_reports: bool = True):
         if token_len < 2:
             raise ValueError(f"token_len must be >= 2 ([CLS] and [SEP]), got {token_len}")
-        try:  # optional: only text_encoder="hf" needs it
-            from transformers import AutoTokenizer
-        except ImportError:
-            raise ImportError("text_encoder='hf' needs transformers: pip install -r requirements-hf.txt") from None
+        auto_tokenizer = import_transformers().AutoTokenizer
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(source)
+            self._tokenizer = auto_tokenizer.from_pretrained(source)
         except (OSError, ValueError) as error:
             first = first_line(error)
             raise FileNotFoundError(f"cannot load the tokenizer of hf_text_model={source!r} ({first}); the folder "
