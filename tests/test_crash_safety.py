@@ -45,11 +45,15 @@ def _command(*args):
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=ROOT)
+    """One thread per training process, as in the distributed tests: under load (another job on a 2-core machine)
+    two threads wait on each other and a run takes several times longer; the checkpoints compared all come from
+    processes started with this environment."""
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
 
 
 def _train(args):
-    done = subprocess.run(_command(*args), cwd=ROOT, env=_env(), capture_output=True, text=True, check=False)
+    done = subprocess.run(_command(*args), cwd=ROOT, env=_env(), capture_output=True, text=True, check=False,
+                          timeout=PATIENCE)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1]
 
