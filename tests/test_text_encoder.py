@@ -69,6 +69,8 @@ def test_loads_a_plain_state_dict_and_reads_the_shape_from_it(tmp_path, referenc
     torch.testing.assert_close(encoder.text_projection, reference_clip.text_projection)
 
 
+# OpenAI's released CLIP files are TorchScript archives; torch.jit.trace, deprecated since, is how to write one here.
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
 def test_loads_a_torchscript_archive(tmp_path):
     torch.manual_seed(1)
     source = CLIPTextEncoder(SHAPE).eval()
