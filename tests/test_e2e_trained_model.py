@@ -74,6 +74,10 @@ def test_python_api_predicts_at_the_image_size(trained, tmp_path):
     assert result.words == tokenizer.token_strings(tokenizer([report]).tokens[0])
     assert "pulmonary" in result.words and "infection" in result.words
     assert len(result.word_weights) == len(result.words) and 0 < result.word_weights.sum() <= 1 + 1e-6
+    short = predictor.predict(image, "No infection.")  # under 9 words: the model reads it with " EOF XXX" after it
+    padded = tokenizer.token_strings(tokenizer(["No infection."]).tokens[0])
+    assert predictor.config.pad_short_reports and "xxx" in padded
+    assert short.words == ["no", "infection", "."] and len(short.word_weights) == 3  # the padding is no word
     assert result.patch_weights.shape == (2, 2) and result.patch_weights.sum() == pytest.approx(1, abs=1e-5)
     written = result.save(str(tmp_path / "out" / "case"))
     mask = cv2.imread(written[0], cv2.IMREAD_GRAYSCALE)

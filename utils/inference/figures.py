@@ -59,24 +59,19 @@ def relative_patch_weights(patch_weights: np.ndarray) -> np.ndarray:
 
 
 def heat_scale(relative: np.ndarray) -> float:
-    """The top of the colour scale of :func:`patch_heatmap`: at least 2 (twice uniform), so a flat map (all 1)
-    sits mid-scale in one colour instead of being stretched into a rainbow."""
+    """The top of the patches-of-interest colour scale, which starts at 0: at least 2 (twice uniform), so a flat
+    map (all 1) sits mid-scale in one colour instead of being stretched into a rainbow."""
     return max(2.0, float(relative.max()))
 
 
-def patch_heatmap(image_bgr: np.ndarray, patch_weights: np.ndarray) -> np.ndarray:
-    """The ``G x G`` patch weights over the image (BGR), coloured on a fixed scale relative to uniform: from 0
-    (blue) through 1, uniform, to :func:`heat_scale` (red). A flat map comes out in one even colour."""
-    h, w = image_bgr.shape[:2]
-    relative = relative_patch_weights(patch_weights)
-    heat = cv2.resize(relative / heat_scale(relative), (w, h), interpolation=cv2.INTER_NEAREST)
-    coloured = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(image_bgr, 0.55, coloured, 0.45, 0)
+def draw_case(path: str, *args, **kwargs) -> None:
+    """Write :func:`case_figure` ``(*args, **kwargs)`` to ``path`` (PNG)."""
+    case_figure(*args, **kwargs).savefig(path, dpi=100)
 
 
-def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report: str, words: Sequence[str],
-              word_weights: np.ndarray, patch_weights: np.ndarray, truth: Optional[np.ndarray] = None,
-              dice: Optional[float] = None) -> None:
+def case_figure(image_bgr: np.ndarray, probability: np.ndarray, report: str, words: Sequence[str],
+                word_weights: np.ndarray, patch_weights: np.ndarray, truth: Optional[np.ndarray] = None,
+                dice: Optional[float] = None) -> Figure:
     """One figure: the input, the prediction (against the ground truth when given), the probability map, the
     patches of interest on a fixed scale with its colour bar, and a bar per report word (its words-of-interest
     weight) under the report.
@@ -135,10 +130,15 @@ def draw_case(path: str, image_bgr: np.ndarray, probability: np.ndarray, report:
     caption = report if truth is None else f"{report}\nprediction: TP green, FP blue, FN red"
     fig.suptitle(caption, fontsize=8, wrap=True, y=0.995)
     fig.subplots_adjust(left=0.05, right=0.96, top=0.86, bottom=0.14)  # tight_layout cannot place the colour bar
-    fig.savefig(path, dpi=100)
+    return fig
 
 
 def draw_curves(path: str, epochs: Sequence[dict]) -> None:
+    """Write :func:`curves_figure` of ``epochs`` to ``path`` (PNG)."""
+    curves_figure(epochs).savefig(path, dpi=100)
+
+
+def curves_figure(epochs: Sequence[dict]) -> Figure:
     """Training curves: the loss terms, Dice and IoU, the text reliance (validation Dice with shuffled reports and
     the text gain, where logged), and the learning rate per epoch (from :func:`tools.curves.read_epochs`)."""
     x = [e["epoch"] for e in epochs]
@@ -177,9 +177,9 @@ def draw_curves(path: str, epochs: Sequence[dict]) -> None:
                         (rates, "learning rate")):
         axis.set_xlabel("epoch")
         axis.set_ylabel(label)
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs, one epoch too
         axis.grid(alpha=0.3)
     losses.legend(fontsize=7)
     scores.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    return fig
