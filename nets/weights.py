@@ -28,14 +28,16 @@ def extract_state_dict(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
     CLIP's vision tower.
     """
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"a checkpoint must be a dict, got {type(checkpoint).__name__}")
+        raise ValueError(f"a checkpoint is a dict, this is of type {type(checkpoint).__name__}")
     state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, Mapping):
-        raise ValueError(f"checkpoint['state_dict'] must be a dict of tensors, got {type(state).__name__}")
+        raise ValueError(f"checkpoint['state_dict'] must be a dict of tensors, it is of type {type(state).__name__}")
     cleaned = {}
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"checkpoint entry {name!r} is a {type(tensor).__name__}, not a tensor")
+            where = "checkpoint['state_dict']" if "state_dict" in checkpoint else (
+                "it has no 'state_dict' entry, and as a state dict itself it")
+            raise ValueError(f"{where} holds {name!r} of type {type(tensor).__name__}, not a tensor")
         if name.startswith("module."):
             name = name[len("module."):]
         if name.startswith(_DROPPED_PREFIXES) or name in _DROPPED_KEYS:

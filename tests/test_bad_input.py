@@ -358,6 +358,30 @@ def test_every_file_that_is_not_a_checkpoint_gets_one_clear_message(tmp_path, ca
         assert f"{str(path)!r} is not a readable torch checkpoint" in err and "Traceback" not in err, err
 
 
+# Files torch reads that hold something else than a RecLMIS checkpoint: name -> what torch.save wrote.
+NOT_RECLMIS = {
+    "a tensor": lambda: torch.zeros(3),
+    "a list": lambda: [1, 2, 3],
+    "a dict of numbers": lambda: {"epoch": 3},
+    "state_dict of a number": lambda: {"state_dict": 5},
+    "state_dict with a string": lambda: {"state_dict": {"w": "x"}},
+    "another model's state dict": lambda: {"conv.weight": torch.zeros(2, 2)},
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_RECLMIS))
+def test_every_torch_file_that_is_not_a_reclmis_checkpoint_gets_one_clear_message(tmp_path, capsys, kind):
+    path = tmp_path / "model.pth.tar"
+    torch.save(NOT_RECLMIS[kind](), path)
+    for args in (["-c", "Config_Demo", "--checkpoint", str(path)],
+                 ["predict", "--checkpoint", str(path), "--image", str(path), "--text", "x", "--out",
+                  str(tmp_path / "o")]):
+        assert test_cli.main(args) == 2, kind
+        err = capsys.readouterr().err
+        assert f"{str(path)!r} is not a RecLMIS checkpoint: " in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+
+
 def test_old_format_checkpoints_still_load(tmp_path):
     paths = _broken_files(tmp_path)
     assert read_checkpoint(str(tmp_path / "legacy.pth.tar"))["state_dict"]["w"].shape == (4096,)

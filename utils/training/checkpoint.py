@@ -181,7 +181,10 @@ def build_model_from_checkpoint(path: str, config=None):
     """
     mapped = is_mappable(path)
     checkpoint = read_checkpoint(path, mmap=mapped)
-    state = extract_state_dict(checkpoint)
+    try:
+        state = extract_state_dict(checkpoint)
+    except ValueError as error:  # torch reads it, but it holds something else: a tensor, a list, a dict of numbers
+        raise ValueError(f"{path!r} is not a RecLMIS checkpoint: {error}") from None
     omitted = checkpoint.get("frozen_omitted") if isinstance(checkpoint, Mapping) else None
     if omitted:
         state.update(_rebuilt_frozen(path, omitted, getattr(config, "clip_weights", None)))
@@ -196,7 +199,10 @@ def build_model_from_checkpoint(path: str, config=None):
         tower = build_hf_text_encoder(config.hf_text_model, config.clip_embed_dim, pretrained=False)
         model = RecLMIS(config, text_encoder=tower)
     else:
-        shape = text_tower_shape(state)
+        try:
+            shape = text_tower_shape(state)
+        except ValueError as error:
+            raise ValueError(f"{path!r} is not a RecLMIS checkpoint: {error}") from None
         # Heads leave no trace in the tensors: a saved config knows them; else CLIP's rule (width / 64) holds.
         heads = config.clip_heads if isinstance(saved, Mapping) else shape.heads
         config = config.replace(clip_weights=None, clip_width=shape.width, clip_layers=shape.layers,
