@@ -108,6 +108,11 @@ class Trainer:
         self.scheduler = build_scheduler(config, self.optimizer)
         self.amp = config.amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+        if config.amp and device.type == "cpu" and dist.is_main:
+            logger.warning("amp=True on the CPU trains in bf16 autocast, which is faster on some CPUs and slower on "
+                           "others (docs/PERFORMANCE.md: a step took 0.43x the fp32 time on a 2-core AMD EPYC, 1.43x "
+                           "on a 2-core Intel Xeon). Time both here before a long run: python -m tools.benchmark -c "
+                           "<config> --batch_sizes 1 --train_batch %d", config.batch_size)
         self.start_epoch = 0
         self.best_dice = 0.0
         self.best_epoch = 0

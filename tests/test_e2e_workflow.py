@@ -130,6 +130,15 @@ def test_compiled_test_run_writes_the_same_masks(demo_root, tmp_path, capsys):
         assert (folders["compiled"] / name).read_bytes() == (folders["eager"] / name).read_bytes(), name
 
 
+def test_mixed_precision_on_the_cpu_trains_in_bf16_and_says_to_time_it(demo_root, tmp_path, capsys):
+    settings = _settings(demo_root, tmp_path / "runs")
+    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=1", "amp=True", *settings, "--no_progress"]) == 0
+    err = capsys.readouterr().err
+    assert "amp=True on the CPU trains in bf16 autocast" in err and "--train_batch 4" in err
+    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=1", *settings, "--no_progress"]) == 0
+    assert "bf16" not in capsys.readouterr().err
+
+
 def test_two_sessions_in_one_minute_do_not_collide(tmp_path):
     first = create_session_dir(str(tmp_path), "Demo", now=0)
     second = create_session_dir(str(tmp_path), "Demo", now=0)
