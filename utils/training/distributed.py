@@ -26,6 +26,7 @@ What makes a run on N processes equal a single-process run with the same global 
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import Dict, List
@@ -100,7 +101,11 @@ class Distributed:
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
 
     def cleanup(self) -> None:
+        """Destroy the process group. Rank 0's trainer ends in a reference cycle that keeps its DDP model, and so
+        the group, alive after ``destroy_process_group`` until interpreter exit; collecting it first lets every
+        rank take its group down here, in the same way."""
         if self.enabled and dist.is_initialized():
+            gc.collect()
             dist.destroy_process_group()
 
 
