@@ -156,6 +156,15 @@ def check_free_space(folder: str, needed: int) -> None:
                                     "another output_root.")
 
 
+def _read_as_reclmis(path: str, read, content):
+    """``read(content)``; its ``ValueError`` (torch read the file, but it holds a tensor, a list, a dict of numbers,
+    another model's weights) becomes one naming ``path``."""
+    try:
+        return read(content)
+    except ValueError as error:
+        raise ValueError(f"{path!r} is not a RecLMIS checkpoint: {error}") from None
+
+
 def build_model_from_checkpoint(path: str, config=None):
     """Rebuild a RecLMIS model from a checkpoint file alone (ours or the authors'), on the CPU.
 
@@ -181,10 +190,7 @@ def build_model_from_checkpoint(path: str, config=None):
     """
     mapped = is_mappable(path)
     checkpoint = read_checkpoint(path, mmap=mapped)
-    try:
-        state = extract_state_dict(checkpoint)
-    except ValueError as error:  # torch reads it, but it holds something else: a tensor, a list, a dict of numbers
-        raise ValueError(f"{path!r} is not a RecLMIS checkpoint: {error}") from None
+    state = _read_as_reclmis(path, extract_state_dict, checkpoint)
     omitted = checkpoint.get("frozen_omitted") if isinstance(checkpoint, Mapping) else None
     if omitted:
         state.update(_rebuilt_frozen(path, omitted, getattr(config, "clip_weights", None)))
@@ -199,10 +205,7 @@ def build_model_from_checkpoint(path: str, config=None):
         tower = build_hf_text_encoder(config.hf_text_model, config.clip_embed_dim, pretrained=False)
         model = RecLMIS(config, text_encoder=tower)
     else:
-        try:
-            shape = text_tower_shape(state)
-        except ValueError as error:
-            raise ValueError(f"{path!r} is not a RecLMIS checkpoint: {error}") from None
+        shape = _read_as_reclmis(path, text_tower_shape, state)
         # Heads leave no trace in the tensors: a saved config knows them; else CLIP's rule (width / 64) holds.
         heads = config.clip_heads if isinstance(saved, Mapping) else shape.heads
         config = config.replace(clip_weights=None, clip_width=shape.width, clip_layers=shape.layers,
