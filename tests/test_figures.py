@@ -1,6 +1,10 @@
 """Pictures that show what they claim: flat interest maps look flat, padding is not drawn as words, one-epoch
 curves are visible, TensorBoard columns are named."""
 
+import os
+import subprocess
+import sys
+
 import matplotlib
 import numpy as np
 import pytest
@@ -97,8 +101,39 @@ def test_curves_draw_a_single_epoch_with_markers_labels_and_whole_epoch_ticks(tm
         low, high = axis.get_xlim()
         ticks = [t for t in axis.get_xticks() if low <= t <= high]
         assert ticks == [1.0], axis.get_title()  # the one epoch, no 0.95, 0.975, ...
+    losses = fig.axes[0]
+    low, high = losses.get_ylim()  # under one decade (1.0 to 2.1): plain labels on the log scale, no mathtext
+    labels = [t.get_text() for t in losses.yaxis.get_majorticklabels() + losses.yaxis.get_minorticklabels()
+              if low <= t.get_position()[1] <= high]
+    assert labels and all(float(label) for label in labels if label) and "1" in labels
     draw_curves(str(tmp_path / "c.png"), [epoch])
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CALLER_OUTLIVES_DRAWING = """
+import gc, sys, weakref
+from utils.inference.figures import draw_curves
+class Trainer: pass
+def run(path):
+    trainer = Trainer()
+    epoch = {"epoch": 1, "lr": 1e-3, "train": {"total": 2.0, "dice": 0.4, "iou": 0.3},
+             "val": {"loss": 0.05, "dice": 0.5, "iou": 0.4}}
+    draw_curves(path, [epoch, dict(epoch, epoch=2, val=dict(epoch["val"], loss=30.0))])
+    return weakref.ref(trainer)
+gc.disable()
+alive = run(sys.argv[1])() is not None
+print("alive" if alive else "freed")
+"""
+
+
+def test_drawing_the_curves_leaves_no_cycle_that_keeps_the_caller_alive(tmp_path):
+    """Training draws the curves at its end, on rank 0; a reference cycle through the caller's frames (mathtext
+    tick labels raise and catch exceptions while parsing) kept the DDP trainer and its process group alive until
+    interpreter exit. A fresh interpreter, because mathtext caches what it parsed."""
+    done = subprocess.run([sys.executable, "-c", CALLER_OUTLIVES_DRAWING, str(tmp_path / "c.png")], cwd=ROOT,
+                          capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "freed"
 
 
 def test_tensorboard_grid_header_names_each_column():

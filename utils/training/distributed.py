@@ -101,10 +101,10 @@ class Distributed:
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
 
     def cleanup(self) -> None:
-        """Destroy the process group. On rank 0, drawing the training curves leaves a reference cycle inside
-        matplotlib's ``savefig`` (frames that reach back to the trainer), which keeps the DDP model, and so the
-        group, alive after ``destroy_process_group`` until interpreter exit; collecting it first lets every rank
-        take its group down here, in the same way."""
+        """Destroy the process group, after collecting garbage: an object in a reference cycle that reaches the
+        DDP model keeps the model, and so the group, alive past ``destroy_process_group`` until interpreter exit,
+        on one rank and not the others. Drawing the training curves on rank 0 made such a cycle (mathtext tick
+        labels; fixed in :func:`utils.inference.figures.curves_figure`); the collection guards against the next."""
         if self.enabled and dist.is_initialized():
             gc.collect()
             dist.destroy_process_group()
