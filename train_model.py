@@ -57,6 +57,7 @@ from utils.training.checkpoint import (
 from utils.training.distributed import Distributed, convert_sync_batchnorm, gather_with_grad, init_distributed
 from utils.training.engine import NonFiniteLossError, TrainingInterrupted, evaluate, evaluate_dice, train_one_epoch
 from utils.training.losses import RecLMISCriterion
+from utils.training.precision import time_amp_step
 from utils.training.schedulers import build_optimizer, build_scheduler
 from utils.training.sessions import create_session_dir, resolve_session
 from utils.weights_io import is_mappable, read_checkpoint
@@ -108,17 +109,32 @@ class Trainer:
         self.scheduler = build_scheduler(config, self.optimizer)
         self.amp = config.amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
-        if config.amp and device.type == "cpu" and dist.is_main:
-            logger.warning("amp=True on the CPU trains in bf16 autocast, which is faster on some CPUs and slower on "
-                           "others (docs/PERFORMANCE.md: a step took 0.43x the fp32 time on a 2-core AMD EPYC, 1.43x "
-                           "on a 2-core Intel Xeon). Time both here before a long run: python -m tools.benchmark -c "
-                           "<config> --batch_sizes 1 --train_batch %d", config.batch_size)
+        if config.amp and device.type == "cpu":
+            self._check_cpu_amp()
         self.start_epoch = 0
         self.best_dice = 0.0
         self.best_epoch = 0
         self.partial = None  # an interrupted epoch to continue: {"epoch", "batches_done", "meters"}
         self.last_val = {"total": float("nan"), "dice": float("nan")}
         self.writer = None
+
+    def _check_cpu_amp(self) -> None:
+        """bf16 autocast is faster on some CPUs and slower on others: time one step both ways here (one process) and
+        warn when bf16 is the slower; a distributed run warns without timing."""
+        if self.dist.enabled:
+            if self.dist.is_main:
+                logger.warning("amp=True on the CPU trains in bf16 autocast, which is faster on some CPUs and slower "
+                               "on others (docs/PERFORMANCE.md). Time both here before a long run: python -m "
+                               "tools.benchmark -c <config> --batch_sizes 1 --train_batch %d", self.config.batch_size)
+            return
+        batch = next(iter(self.loaders["val"]))
+        fp32, bf16 = time_amp_step(self.raw_model, self.criterion, batch, self.device)
+        timed = (f"a training step on a validation batch of {len(batch['name'])} took {fp32:.3g} s in fp32 and "
+                 f"{bf16:.3g} s in bf16 autocast ({bf16 / fp32:.2f}x), timed on copies of the model")
+        if bf16 > fp32:
+            logger.warning("amp=True is slower on this CPU: %s. Set amp=False to train faster here.", timed)
+        else:
+            logger.info("amp=True: %s.", timed)
 
     def _build_loaders(self) -> dict:
         """Loaders of this process's share (``batch_size / world_size`` per step); in a distributed run, rank 0

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -130,11 +131,26 @@ def test_compiled_test_run_writes_the_same_masks(demo_root, tmp_path, capsys):
         assert (folders["compiled"] / name).read_bytes() == (folders["eager"] / name).read_bytes(), name
 
 
-def test_mixed_precision_on_the_cpu_trains_in_bf16_and_says_to_time_it(demo_root, tmp_path, capsys):
+def test_mixed_precision_on_the_cpu_times_bf16_against_fp32_warns_when_slower_and_trains_the_same(
+        demo_root, tmp_path, capsys, monkeypatch):
     settings = _settings(demo_root, tmp_path / "runs")
-    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=1", "amp=True", *settings, "--no_progress"]) == 0
-    err = capsys.readouterr().err
-    assert "amp=True on the CPU trains in bf16 autocast" in err and "--train_batch 4" in err
+    weights = []
+    for timing in ("measured", "slower"):
+        if timing == "slower":
+            monkeypatch.setattr(train_model, "time_amp_step", lambda *args: (2.0, 3.0))
+        assert train_model.main(["-c", "Config_Demo", "--set", "epochs=1", "amp=True", *settings,
+                                 "--no_progress"]) == 0
+        out, err = capsys.readouterr()
+        session = tmp_path / "runs" / "Demo" / "RecLMIS" / out.strip().splitlines()[-1]
+        weights.append(read_checkpoint(str(session / "models" / LATEST_NAME))["state_dict"])
+        if timing == "measured":
+            assert re.search(r"a training step on a validation batch of \d+ took [\d.e-]+ s in fp32 and [\d.e-]+ s "
+                             r"in bf16 autocast \([\d.]+x\)", err)
+        else:
+            assert "amp=True is slower on this CPU" in err and "(1.50x)" in err and "Set amp=False" in err
+    for key, value in weights[0].items():  # timing on copies changed nothing the run trained
+        assert torch.equal(weights[1][key], value), key
+    monkeypatch.setattr(train_model, "time_amp_step", lambda *args: pytest.fail("timed without amp=True"))
     assert train_model.main(["-c", "Config_Demo", "--set", "epochs=1", *settings, "--no_progress"]) == 0
     assert "bf16" not in capsys.readouterr().err
 
@@ -211,3 +227,16 @@ def test_compact_resume_halves_the_moments_and_resumes_close(demo_root, tmp_path
     keys = [k for k in a if a[k].is_floating_point()]
     difference = torch.cat([(a[k].float() - b[k].float()).flatten() for k in keys]).norm()
     assert 0 < difference < 2e-4 * torch.cat([a[k].float().flatten() for k in keys]).norm()  # 6.5e-5 here
+
+
+def test_a_distributed_run_with_amp_on_the_cpu_warns_without_timing(caplog, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(train_model, "time_amp_step", lambda *args: pytest.fail("a distributed run timed the step"))
+    for is_main, warned in ((True, 1), (False, 0)):
+        caplog.clear()
+        trainer = SimpleNamespace(dist=SimpleNamespace(enabled=True, is_main=is_main),
+                                  config=SimpleNamespace(batch_size=4))
+        train_model.Trainer._check_cpu_amp(trainer)
+        found = [r for r in caplog.records if "faster on some CPUs and slower on others" in r.getMessage()]
+        assert len(found) == warned and all("--train_batch 4" in r.getMessage() for r in found)
