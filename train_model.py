@@ -57,7 +57,7 @@ from utils.training.checkpoint import (
 from utils.training.distributed import Distributed, convert_sync_batchnorm, gather_with_grad, init_distributed
 from utils.training.engine import NonFiniteLossError, TrainingInterrupted, evaluate, evaluate_dice, train_one_epoch
 from utils.training.losses import RecLMISCriterion
-from utils.training.precision import time_amp_step
+from utils.training.precision import check_cpu_amp
 from utils.training.schedulers import build_optimizer, build_scheduler
 from utils.training.sessions import create_session_dir, resolve_session
 from utils.weights_io import is_mappable, read_checkpoint
@@ -109,8 +109,6 @@ class Trainer:
         self.scheduler = build_scheduler(config, self.optimizer)
         self.amp = config.amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
-        if config.amp and device.type == "cpu":
-            self._check_cpu_amp()
         self.start_epoch = 0
         self.best_dice = 0.0
         self.best_epoch = 0
@@ -118,23 +116,18 @@ class Trainer:
         self.last_val = {"total": float("nan"), "dice": float("nan")}
         self.writer = None
 
-    def _check_cpu_amp(self) -> None:
-        """bf16 autocast is faster on some CPUs and slower on others: time one step both ways here (one process) and
-        warn when bf16 is the slower; a distributed run warns without timing."""
-        if self.dist.enabled:
-            if self.dist.is_main:
-                logger.warning("amp=True on the CPU trains in bf16 autocast, which is faster on some CPUs and slower "
-                               "on others (docs/PERFORMANCE.md). Time both here before a long run: python -m "
-                               "tools.benchmark -c <config> --batch_sizes 1 --train_batch %d", self.config.batch_size)
+    def check_amp(self) -> None:
+        """With ``amp=True`` on the CPU, where bf16 is faster on some CPUs and slower on others: time a step both
+        ways (one process; :func:`utils.training.precision.check_cpu_amp`), or warn (a distributed run, whose
+        copies would join the processes' collectives)."""
+        if not (self.amp and self.device.type == "cpu"):
             return
-        batch = next(iter(self.loaders["val"]))
-        fp32, bf16 = time_amp_step(self.raw_model, self.criterion, batch, self.device)
-        timed = (f"a training step on a validation batch of {len(batch['name'])} took {fp32:.3g} s in fp32 and "
-                 f"{bf16:.3g} s in bf16 autocast ({bf16 / fp32:.2f}x), timed on copies of the model")
-        if bf16 > fp32:
-            logger.warning("amp=True is slower on this CPU: %s. Set amp=False to train faster here.", timed)
-        else:
-            logger.info("amp=True: %s.", timed)
+        if not self.dist.enabled:
+            check_cpu_amp(self.raw_model, self.criterion, next(iter(self.loaders["val"])), self.device)
+        elif self.dist.is_main:
+            logger.warning("amp=True on the CPU trains in bf16 autocast, which is faster on some CPUs and slower on "
+                           "others (docs/PERFORMANCE.md). Time both here before a long run: python -m "
+                           "tools.benchmark -c <config> --batch_sizes 1 --train_batch %d", self.config.batch_size)
 
     def _build_loaders(self) -> dict:
         """Loaders of this process's share (``batch_size / world_size`` per step); in a distributed run, rank 0
@@ -395,6 +388,13 @@ class StopOnInterrupt:
             signal.signal(signum, handler)
 
 
+def _discard_untrained(session_dir: str, resumed: bool, dist: Distributed) -> None:
+    """Remove a new session folder that nothing was trained in (a resumed one is kept)."""
+    if not resumed and dist.is_main:
+        discard_session(session_dir)
+        logger.error("nothing was trained: the new session folder %s was removed", session_dir)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
@@ -490,12 +490,14 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
         trainer.on_main(functools.partial(check_free_space, trainer.models_dir,
                                           estimated_checkpoint_bytes(trainer.raw_model, _omits_frozen_tower(config),
                                                                      config.compact_resume)))
+        trainer.check_amp()
     except (DatasetError, OSError, ValueError) as error:  # nothing trained yet: a new session leaves nothing behind
         _log_error(error)
-        if not args.resume and dist.is_main:
-            discard_session(session_dir)
-            logger.error("nothing was trained: the new session folder %s was removed", session_dir)
+        _discard_untrained(session_dir, args.resume, dist)
         return 1
+    except KeyboardInterrupt:
+        _discard_untrained(session_dir, args.resume, dist)
+        return 130
     try:
         if args.resume:
             if dist.is_main:

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import test as test_cli
 import train_model
 from tests.tiny import NEEDS_CXX, write_clip_file
 from utils.data.demo import make_demo_dataset
+from utils.training import precision
 from utils.training.checkpoint import BEST_NAME, LATEST_NAME, save_checkpoint
 from utils.training.sessions import create_session_dir
 from utils.weights_io import read_checkpoint
@@ -137,20 +139,20 @@ def test_mixed_precision_on_the_cpu_times_bf16_against_fp32_warns_when_slower_an
     weights = []
     for timing in ("measured", "slower"):
         if timing == "slower":
-            monkeypatch.setattr(train_model, "time_amp_step", lambda *args: (2.0, 3.0))
+            monkeypatch.setattr(precision, "time_amp_step", lambda *args: (2.0, 3.0))
         assert train_model.main(["-c", "Config_Demo", "--set", "epochs=1", "amp=True", *settings,
                                  "--no_progress"]) == 0
         out, err = capsys.readouterr()
         session = tmp_path / "runs" / "Demo" / "RecLMIS" / out.strip().splitlines()[-1]
         weights.append(read_checkpoint(str(session / "models" / LATEST_NAME))["state_dict"])
         if timing == "measured":
-            assert re.search(r"a training step on a validation batch of \d+ took [\d.e-]+ s in fp32 and [\d.e-]+ s "
-                             r"in bf16 autocast \([\d.]+x\)", err)
+            assert re.search(r"forward, losses and backward on a validation batch of \d+ took [\d.e-]+ s in fp32 "
+                             r"and [\d.e-]+ s in bf16 autocast \([\d.]+x; median of 2", err)
         else:
-            assert "amp=True is slower on this CPU" in err and "(1.50x)" in err and "Set amp=False" in err
+            assert "amp=True is slower on this CPU" in err and "(1.50x;" in err and "Set amp=False" in err
     for key, value in weights[0].items():  # timing on copies changed nothing the run trained
         assert torch.equal(weights[1][key], value), key
-    monkeypatch.setattr(train_model, "time_amp_step", lambda *args: pytest.fail("timed without amp=True"))
+    monkeypatch.setattr(precision, "time_amp_step", lambda *args: pytest.fail("timed without amp=True"))
     assert train_model.main(["-c", "Config_Demo", "--set", "epochs=1", *settings, "--no_progress"]) == 0
     assert "bf16" not in capsys.readouterr().err
 
@@ -230,13 +232,22 @@ def test_compact_resume_halves_the_moments_and_resumes_close(demo_root, tmp_path
 
 
 def test_a_distributed_run_with_amp_on_the_cpu_warns_without_timing(caplog, monkeypatch):
-    from types import SimpleNamespace
-
-    monkeypatch.setattr(train_model, "time_amp_step", lambda *args: pytest.fail("a distributed run timed the step"))
+    monkeypatch.setattr(precision, "time_amp_step", lambda *args: pytest.fail("a distributed run timed the step"))
     for is_main, warned in ((True, 1), (False, 0)):
         caplog.clear()
-        trainer = SimpleNamespace(dist=SimpleNamespace(enabled=True, is_main=is_main),
-                                  config=SimpleNamespace(batch_size=4))
-        train_model.Trainer._check_cpu_amp(trainer)
+        trainer = SimpleNamespace(amp=True, device=torch.device("cpu"), config=SimpleNamespace(batch_size=4),
+                                  dist=SimpleNamespace(enabled=True, is_main=is_main))
+        train_model.Trainer.check_amp(trainer)
         found = [r for r in caplog.records if "faster on some CPUs and slower on others" in r.getMessage()]
         assert len(found) == warned and all("--train_batch 4" in r.getMessage() for r in found)
+
+
+def test_ctrl_c_while_timing_amp_removes_the_new_session_and_returns_130(demo_root, tmp_path, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(precision, "time_amp_step", interrupted)
+    output = tmp_path / "runs"
+    settings = _settings(demo_root, output)
+    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=1", "amp=True", *settings, "--no_progress"]) == 130
+    assert not list((output / "Demo" / "RecLMIS").iterdir())

@@ -7,7 +7,7 @@ from nets import build_model
 from tests.tiny import batch, tiny_config
 from utils.training import precision
 from utils.training.losses import RecLMISCriterion
-from utils.training.precision import time_amp_step
+from utils.training.precision import SLOWER, check_cpu_amp, time_amp_step
 
 
 def _setup(mask_mode="dist"):
@@ -48,3 +48,16 @@ def test_each_precision_runs_once_untimed_then_alternates(monkeypatch):
     assert (fp32, bf16) == (2.0 + 5, 1.0 + 6)  # medians of calls 3, 5, 7 and 4, 6, 8
     with pytest.raises(ValueError, match="repeats must be at least 1"):
         time_amp_step(model, criterion, data, torch.device("cpu"), repeats=0)
+    with pytest.raises(ValueError, match="on the CPU, not on cuda"):
+        time_amp_step(model, criterion, data, torch.device("cuda"))
+
+
+@pytest.mark.parametrize("bf16, warned", [(2.0 * SLOWER * 0.99, False), (2.0 * SLOWER * 1.01, True), (1.0, False)])
+def test_bf16_is_called_slower_only_beyond_the_noise_margin(monkeypatch, caplog, bf16, warned):
+    monkeypatch.setattr(precision, "time_amp_step", lambda *args: (2.0, bf16))
+    caplog.set_level("INFO")
+    ratio = check_cpu_amp(None, None, {"name": ["a.png", "b.png"]}, torch.device("cpu"))
+    assert ratio == pytest.approx(bf16 / 2.0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "validation batch of 2" in messages[0] and f"({bf16 / 2.0:.2f}x;" in messages[0]
+    assert ("amp=True is slower on this CPU" in messages[0]) == warned

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure  # no pyplot: drawing changes no global backend or figure state
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 TP, FP, FN = (0, 200, 0), (255, 80, 0), (0, 0, 255)  # BGR: green, blue, red
 
@@ -138,10 +138,15 @@ def draw_curves(path: str, epochs: Sequence[dict]) -> None:
     curves_figure(epochs).savefig(path, dpi=100)
 
 
-def _minor_log_label(axis, value: float) -> str:
-    """Label the minor ticks of a log axis only when it spans less than one decade (no major tick may show)."""
-    low, high = axis.get_ylim()
-    return f"{value:g}" if 0 < low and high / low < 10 else ""
+class PlainLogFormatter(LogFormatter):
+    """matplotlib's choice of which log-axis ticks to label, written as plain numbers (``0.2``, ``1``, ``10``).
+
+    The default log labels are mathtext (``10^{-1}``), whose parser raises and catches exceptions; their
+    tracebacks hold the caller's frames in a reference cycle. Drawn at the end of training, that cycle kept the DDP
+    trainer, and its process group, alive after the group was destroyed, on rank 0 only."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:g}" if super().__call__(x, pos) else ""
 
 
 def curves_figure(epochs: Sequence[dict]) -> Figure:
@@ -156,10 +161,8 @@ def curves_figure(epochs: Sequence[dict]) -> Figure:
     losses.plot(x, [e["val"]["loss"] for e in epochs], "ko--", ms=3, label="val total")
     losses.set_title("losses")
     losses.set_yscale("log")
-    # Plain tick labels ("0.1", not mathtext's 10^-1): parsing mathtext raises and catches exceptions whose
-    # tracebacks form reference cycles with the caller's frames, which kept a DDP trainer alive after training.
-    losses.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    losses.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: _minor_log_label(losses, value)))
+    losses.yaxis.set_major_formatter(PlainLogFormatter())
+    losses.yaxis.set_minor_formatter(PlainLogFormatter())
     for split, style in (("train", "-"), ("val", "--")):
         for key, colour in (("dice", "tab:blue"), ("iou", "tab:orange")):
             scores.plot(x, [e[split][key] for e in epochs], "o" + style, ms=3, color=colour, label=f"{split} {key}")
