@@ -4,6 +4,8 @@ import csv
 import json
 import os
 import re
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -12,13 +14,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import test as test_cli
 import train_model
-from tests.tiny import NEEDS_CXX, write_clip_file
+from tests.tiny import NEEDS_CXX, PATIENCE, write_clip_file
 from utils.data.demo import make_demo_dataset
 from utils.training import precision
 from utils.training.checkpoint import BEST_NAME, LATEST_NAME, save_checkpoint
 from utils.training.sessions import create_session_dir
 from utils.weights_io import read_checkpoint
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
         "rec_trans_num_layers1=1", "batch_size=4", "num_workers=0", "tensorboard_images=2", "demo_data=False"]
 
@@ -251,3 +254,31 @@ def test_ctrl_c_while_timing_amp_removes_the_new_session_and_returns_130(demo_ro
     settings = _settings(demo_root, output)
     assert train_model.main(["-c", "Config_Demo", "--set", "epochs=1", "amp=True", *settings, "--no_progress"]) == 130
     assert not list((output / "Demo" / "RecLMIS").iterdir())
+
+
+FREED_WITHOUT_COLLECTION = """
+import gc, sys
+import train_model
+run = train_model.Trainer.run
+def run_without_collection(trainer):
+    gc.collect()  # what setting up left (torch's first import of dynamo holds its own frame)
+    gc.disable()
+    return run(trainer)
+train_model.Trainer.run = run_without_collection
+assert train_model.main(sys.argv[1:]) == 0
+print(sum(type(o).__name__ in ("Trainer", "RecLMIS") for o in gc.get_objects()))
+"""
+
+
+def test_a_finished_training_frees_its_trainer_without_garbage_collection(demo_root, tmp_path):
+    """In a distributed run the trainer holds the DDP model and, through it, the process group; a reference cycle
+    made while it runs (drawing the curves once made one) keeps the group alive past its destruction until a later
+    collection or interpreter exit, on one process only. A fresh interpreter, since matplotlib caches what it
+    parsed."""
+    settings = _settings(demo_root, tmp_path / "runs")
+    done = subprocess.run([sys.executable, "-c", FREED_WITHOUT_COLLECTION, "-c", "Config_Demo", "--set", "epochs=1",
+                           *settings, "--no_progress"], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, check=False, timeout=PATIENCE)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "training curves:" in done.stderr  # the curves were drawn
+    assert done.stdout.strip().splitlines()[-1] == "0"
