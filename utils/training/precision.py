@@ -42,7 +42,7 @@ def time_amp_step(model: nn.Module, criterion: nn.Module, batch: dict, device: t
     autocast, on the CPU.
 
     Each precision runs once untimed, then ``repeats`` times, alternating so that a change of machine load falls on
-    both. Runs on deep copies in training mode inside :func:`torch.random.fork_rng` (no optimizer step).
+    both. Runs on deep copies in training mode inside :func:`torch.random.fork_rng`.
 
     Returns:
         ``(fp32_seconds, bf16_seconds)``.
