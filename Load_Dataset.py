@@ -35,7 +35,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ from utils.data.check import CheckReport, check_dataset
 from utils.data.demo import ensure_demo_dataset, make_demo_dataset
 from utils.data.files import load_split_index
 from utils.data.images import read_image, read_mask
-from utils.data.records import ERROR, SPLITS, DatasetError, SplitIndex
+from utils.data.records import ERROR, SPLITS, DatasetError, Sample, SplitIndex
 from utils.data.sampling import EpochSampler, seed_worker
 from utils.data.tokenizer import build_tokenizer, tokenize_reports
 from utils.data.transforms import image_to_tensor, train_augment
@@ -55,6 +55,18 @@ from utils.data.transforms import image_to_tensor, train_augment
 __all__ = ["DatasetError", "ImageToImage2D", "build_dataloader", "build_dataloaders", "seed_worker", "main"]
 
 logger = logging.getLogger(__name__)
+
+
+SUBSET_SEED = 20240402  # fixed, not cfg.seed: every run of a recipe trains on the same images
+
+
+def fixed_subset(samples: List[Sample], size: int) -> List[Sample]:
+    """``size`` of ``samples`` (all of them when ``size`` is 0 or not smaller), drawn with :data:`SUBSET_SEED`
+    and kept in their sorted order; the same list gives the same subset on every machine and for every ``seed``."""
+    if size <= 0 or size >= len(samples):
+        return samples
+    keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(samples), size, replace=False))
+    return [samples[i] for i in keep]
 
 
 class ImageToImage2D(Dataset):
@@ -100,7 +112,7 @@ class ImageToImage2D(Dataset):
                 raise DatasetError(f"cannot load the {split} split ({index.paths.folder}): {len(errors)} error(s)\n"
                                    f"{lines}{more}\nRun `python Load_Dataset.py --check <data set folder> -c <config>`"
                                    " for the full report.")
-        self.samples = list(index.samples)
+        self.samples = fixed_subset(list(index.samples), getattr(cfg, f"{split}_subset", 0))
         tokenized = tokenize_reports([s.report for s in self.samples], cfg)
         self.text_tokens = tokenized.tokens
         self.text_masks = tokenized.text_mask

@@ -36,7 +36,7 @@ from nets.weights import load_weights
 from tools.curves import draw_session_curves
 from utils.config import Config, load_config, parse_override
 from utils.data.records import DatasetError
-from utils.data.reports import report_cycle
+from utils.data.reports import text_derangement
 from utils.inference.figures import column_header
 from utils.logger import setup_logging
 from utils.memory import tune_cpu_allocator
@@ -140,8 +140,11 @@ class Trainer:
         loaders = self._checked_loaders(share)
         if cfg.val_text_check_every:  # the validation split with its reports deranged, sharded alike
             val = loaders["val"].dataset
-            loaders["val_shuffled"] = build_dataloader(share, "val", self.device,
-                                                       ReportsSwapped(val, report_cycle(len(val), cfg.seed)),
+            donor, unchanged = text_derangement([s.report for s in val.samples], cfg.seed)
+            if dist.is_main:
+                logger.info("val/dice_shuffled: reports deranged over different texts; %d of %d images (%.1f%%) "
+                            "could not be given another text", unchanged, len(val), 100 * unchanged / len(val))
+            loaders["val_shuffled"] = build_dataloader(share, "val", self.device, ReportsSwapped(val, donor),
                                                        dist.world_size, dist.rank)
         return loaders
 

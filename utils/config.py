@@ -70,6 +70,10 @@ class Config:
     num_workers: int = 2  # DataLoader worker processes
     augment: bool = True  # training augmentation of spec 1.6 (blur, photometric, rot/flip/rotate); never val/test
     test_batch_size: int = 1  # the authors test one image at a time
+    # A fixed subset of N samples of a split (0 = all), the same for every seed (Load_Dataset.fixed_subset): for
+    # recipes that must fit a CPU. The test split is always scored whole.
+    train_subset: int = 0
+    val_subset: int = 0
     check_images: bool = True  # the pre-training data check decodes every image and mask (sizes, binary masks)
     demo_data: bool = False  # write the synthetic demo set (utils/data/demo.py) at the split folders when missing
     # Geometric augmentation: "authors" (rot90 + flip or a small rotation; the report is not changed), "report"
@@ -211,6 +215,8 @@ class Config:
             raise ValueError(f"blur_mode must be 'rows' (the authors') or '2d', got {self.blur_mode!r}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.train_subset < 0 or self.val_subset < 0:
+            raise ValueError("train_subset and val_subset must be >= 0 (0 = the whole split)")
         if self.test_batch_size < 1:
             raise ValueError(f"test_batch_size must be >= 1, got {self.test_batch_size}")
         for name in ("train_dataset", "val_dataset", "test_dataset", "train_text", "val_text", "test_text"):

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from Load_Dataset import ImageToImage2D, ReportsSwapped
 from utils.data.demo import INFO_FILE, DemoCase, demo_cases
-from utils.data.reports import report_cycle
+from utils.data.reports import text_derangement
 from utils.data.tokenizer import build_tokenizer
 from utils.inference.figures import draw_case
 from utils.inference.language import every_blob_logits, interest_shares
@@ -80,15 +80,16 @@ def demo_cases_of(test_folder: str) -> Optional[Dict[str, DemoCase]]:
 def text_ablation(predictor: Predictor, dataset: ImageToImage2D, seed: int, *, progress: bool = True,
                   cases: Optional[Dict[str, DemoCase]] = None) -> dict:
     """The split scored (both protocols) with its true reports, with the reports shuffled between images
-    (:class:`Load_Dataset.ReportsSwapped` over :func:`utils.data.reports.report_cycle`: no image keeps its own) and
+    (:class:`Load_Dataset.ReportsSwapped` over :func:`utils.data.reports.text_derangement`: no image keeps its own
+    report text where another text exists; ``"shuffled"`` holds ``unchanged``, the images that could not) and
     with an empty report (start and end tokens only, without the authors' short-report padding) for every image.
 
     With ``cases`` (:func:`demo_cases_of`), the true-report pass also gives the demo's measures under ``"demo"``:
     the every-blob oracle's scores and the mean interest-map shares of
     :func:`utils.inference.language.interest_shares`.
     """
-    sources = {"true": dataset, "shuffled": ReportsSwapped(dataset, report_cycle(len(dataset), seed)),
-               "empty": dataset}
+    donor, unchanged = text_derangement([s.report for s in dataset.samples], seed)
+    sources = {"true": dataset, "shuffled": ReportsSwapped(dataset, donor), "empty": dataset}
     empty = build_tokenizer(predictor.config, pad_short_reports=False)([""])
     oracle = SegmentationMeter(strict=True, dice="paper")
     shares = []
@@ -112,6 +113,7 @@ def text_ablation(predictor: Predictor, dataset: ImageToImage2D, seed: int, *, p
                                                   out["word_weights"][0], out["patch_weights"][0], case.zones,
                                                   dataset.img_size))
             results[kind] = {**meter.compute(), "images": meter.images}
+    results["shuffled"]["unchanged"] = unchanged
     if cases is not None:
         means = {key: float(np.mean([row[key] for row in shares])) for key in shares[0]}
         results["demo"] = {"oracle_every_blob": {**oracle.compute(), "images": oracle.images}, **means}
