@@ -113,7 +113,9 @@ class ImageToImage2D(Dataset):
                                    f"{lines}{more}\nRun `python Load_Dataset.py --check <data set folder> -c <config>`"
                                    " for the full report.")
         self.samples = fixed_subset(list(index.samples), getattr(cfg, f"{split}_subset", 0))
-        tokenized = tokenize_reports([s.report for s in self.samples], cfg)
+        # The no-language control (use_report=False) reads one constant, empty report for every image.
+        self.reports = [s.report if cfg.use_report else "" for s in self.samples]
+        tokenized = tokenize_reports(self.reports, cfg)
         self.text_tokens = tokenized.tokens
         self.text_masks = tokenized.text_mask
         self.words_cut = tokenized.words_cut
@@ -146,11 +148,11 @@ class ImageToImage2D(Dataset):
     def __getitem__(self, i: int) -> Dict[str, object]:
         image, mask = self.load_arrays(i)
         sample = self.samples[i]
-        report, tokens, text_mask = sample.report, self.text_tokens[i], self.text_masks[i]
+        report, tokens, text_mask = self.reports[i], self.text_tokens[i], self.text_masks[i]
         if self.augment:
             image, mask, report = train_augment(image, mask, np.random.default_rng([self.epoch_seed, i]),
                                                 self.blur_mode, self.geometry, report)
-            if report != sample.report:  # mirrored with the image (geometry="report"): tokenise after the swap
+            if report != self.reports[i]:  # mirrored with the image (geometry="report"): tokenise after the swap
                 tokenized = self.tokenizer([report])
                 tokens, text_mask = tokenized.tokens[0], tokenized.text_mask[0]
         return {
@@ -184,7 +186,7 @@ class ReportsSwapped(Dataset):
         item = self.dataset[i]
         j = int(self.donor[i])
         item.update(text_token=self.dataset.text_tokens[j], text_mask=self.dataset.text_masks[j],
-                    text=self.dataset.samples[j].report)
+                    text=self.dataset.reports[j])
         return item
 
 
@@ -254,6 +256,23 @@ def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None
             for split in splits}
 
 
+def fit_token_len(cfg):
+    """``cfg`` with ``token_len`` raised to the longest report of its training split (the ``train_subset`` it
+    trains on), counted in tokens with the start and end tokens and without the authors' padding, so that no
+    training report is cut; never lowered, and at most ``clip_context_length``."""
+    index, _ = load_split_index(cfg, "train")
+    reports = [s.report for s in fixed_subset(list(index.samples), cfg.train_subset)]
+    if not reports:
+        return cfg
+    wide = cfg.replace(token_len=cfg.clip_context_length)
+    longest = int(tokenize_reports(reports, wide, pad_short_reports=False).text_mask.sum(1).max())
+    if longest > cfg.token_len:
+        logger.info("fit_token_len: token_len %d -> %d, the longest of %d training reports", cfg.token_len, longest,
+                    len(reports))
+        return cfg.replace(token_len=longest)
+    return cfg
+
+
 def build_test_split(data_cfg, model_cfg, device=None):
     """The test split of ``data_cfg``'s data set, prepared for a model built with ``model_cfg``: checked, then
     loaded one image at a time. The data (folders, tables, pairing) come from ``data_cfg``; the sizes that shape
@@ -268,7 +287,8 @@ def build_test_split(data_cfg, model_cfg, device=None):
     """
     cfg = data_cfg.replace(img_size=model_cfg.img_size, token_len=model_cfg.token_len,
                            pad_short_reports=model_cfg.pad_short_reports, text_encoder=model_cfg.text_encoder,
-                           hf_text_model=model_cfg.hf_text_model, test_batch_size=1)
+                           hf_text_model=model_cfg.hf_text_model, use_report=model_cfg.use_report,
+                           test_batch_size=1)
     report = check_dataset(cfg, ["test"])
     report.raise_if_errors()
     dataset = ImageToImage2D(cfg, "test", index=report.indexes["test"])

@@ -197,6 +197,9 @@ def print_summary(summary: dict, out_dir: str) -> None:
         ablation = summary["text_ablation"]
         print("text ablation, Dice per image (pooled):  " + "  ".join(
             f"{kind} {ablation[kind]['dice']:.4f} ({ablation[kind]['dice_pooled']:.4f})" for kind in ABLATIONS))
+        shuffled = ablation["shuffled"]
+        print(f"shuffled: reports deranged over different texts; {shuffled['unchanged']} of {shuffled['images']} "
+              "images kept their own text (no other text could be given)")
         if "demo" in ablation:
             demo = ablation["demo"]
             oracle = demo["oracle_every_blob"]

@@ -30,7 +30,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
-from Load_Dataset import ReportsSwapped, build_dataloader, build_dataloaders
+from Load_Dataset import ReportsSwapped, build_dataloader, build_dataloaders, fit_token_len
 from nets import build_model
 from nets.weights import load_weights
 from tools.curves import draw_session_curves
@@ -140,7 +140,7 @@ class Trainer:
         loaders = self._checked_loaders(share)
         if cfg.val_text_check_every:  # the validation split with its reports deranged, sharded alike
             val = loaders["val"].dataset
-            donor, unchanged = text_derangement([s.report for s in val.samples], cfg.seed)
+            donor, unchanged = text_derangement(val.reports, cfg.seed)
             if dist.is_main:
                 logger.info("val/dice_shuffled: reports deranged over different texts; %d of %d images (%.1f%%) "
                             "could not be given another text", unchanged, len(val), 100 * unchanged / len(val))
@@ -420,6 +420,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _open_session(args, config: Config, dist: Distributed):
     """``(session_dir, config, error)``: the session to train in (created by rank 0, or the one resumed)."""
     session_dir, error = None, None
+    if not args.resume and config.fit_token_len:  # a resumed session keeps the token_len it was fitted to
+        config = fit_token_len(config)
     if args.resume:
         try:
             session_dir = resolve_session(args.resume, config.output_root, config.task_name)
@@ -487,6 +489,10 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
         tower = f"CLIP {os.path.abspath(config.clip_weights)}" if config.clip_weights else "none (random CLIP tower)"
     logger.info("working directory %s; data %s, %s, %s; text tower %s", os.getcwd(),
                 *(os.path.abspath(getattr(config, f"{split}_dataset")) for split in ("train", "val", "test")), tower)
+    logger.info("token_len %d%s%s", config.token_len,
+                " (fitted to the training reports)" if config.fit_token_len else "",
+                "; use_report=False: the no-language control, every image reads one empty report"
+                if not config.use_report else "")
     set_seed(config.seed, config.deterministic)
     try:
         trainer = Trainer(config, session_dir, device, progress=not args.no_progress, dist=dist)

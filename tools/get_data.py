@@ -11,7 +11,6 @@ passes, with ``manifest.json``. The source folder is only read. Exit 0: written;
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import List, Optional

@@ -40,7 +40,8 @@ _EPOCH_SECONDS = re.compile(r"^Epoch \d+/\d+ .*\| ([\d.]+)s\s*$")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(command: List[str], env: dict, log_path: str) -> str:
+def run_logged(command: List[str], env: dict, log_path: str) -> str:
+    """Run ``command`` in the repository with stderr to ``log_path``; its stdout, or RuntimeError on failure."""
     with open(log_path, "w") as log:
         done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     if done.returncode != 0:
@@ -57,11 +58,11 @@ def run_one(row: str, seed: int, out: str, epochs: Optional[int], threads: int, 
         settings.append(f"epochs={epochs}")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     started = time.time()
-    train_out = _run([sys.executable, "train_model.py", "-c", "Config_Demo", "--no_progress", "--set", *settings],
+    train_out = run_logged([sys.executable, "train_model.py", "-c", "Config_Demo", "--no_progress", "--set", *settings],
                      env, os.path.join(out, f"{name}.train.log"))
     minutes = (time.time() - started) / 60
     session = train_out.strip().splitlines()[-1]
-    _run([sys.executable, "test.py", "-c", "Config_Demo", "-t", session, "--text_ablation", "--no_progress",
+    run_logged([sys.executable, "test.py", "-c", "Config_Demo", "-t", session, "--text_ablation", "--no_progress",
           "--set", f"output_root={output_root}"], env, os.path.join(out, f"{name}.test.log"))
     session_dir = os.path.join(output_root, "Demo", "RecLMIS", session)
     with open(os.path.join(session_dir, "test_summary.json")) as handle:
@@ -86,7 +87,7 @@ COLUMNS = [("dice_true", "Dice true", 3), ("dice_shuffled", "shuffled", 3), ("di
            ("minutes", "minutes", 1)]
 
 
-def _mean_spread(values: List[float], digits: int = 3) -> str:
+def mean_spread(values: List[float], digits: int = 3) -> str:
     """``mean ± sample standard deviation``; the mean alone for one value or values that are all the same."""
     mean = sum(values) / len(values)
     if len(values) == 1 or max(values) == min(values):
@@ -103,9 +104,9 @@ def table(records: List[dict], rows: Sequence[str]) -> str:
         mine = [r for r in records if r["row"] == row]
         if not mine:
             continue
-        cells = [_mean_spread([float(r[key]) for r in mine], digits) for key, _, digits in COLUMNS]
-        gain = _mean_spread([r["dice_true"] - r["dice_shuffled"] for r in mine])
-        over = _mean_spread([r["dice_true"] - r["dice_oracle"] for r in mine])
+        cells = [mean_spread([float(r[key]) for r in mine], digits) for key, _, digits in COLUMNS]
+        gain = mean_spread([r["dice_true"] - r["dice_shuffled"] for r in mine])
+        over = mean_spread([r["dice_true"] - r["dice_oracle"] for r in mine])
         seeds = ",".join(str(r["seed"]) for r in sorted(mine, key=lambda r: r["seed"]))
         lines.append(f"| {row} | {seeds} | " + " | ".join(cells) + f" | {gain} | {over} |")
     chance = sorted({round(r["poi_chance"], 3) for r in records})

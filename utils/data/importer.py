@@ -30,8 +30,17 @@ import pandas as pd
 from utils.config import Config
 from utils.data.check import check_dataset
 from utils.data.images import read_image, read_mask
-from utils.data.records import (ERROR, IMAGE_COLUMN, IMG_DIR, MASK_DIR, QATA_MASK_PREFIX, REPORT_COLUMN, WARNING,
-                                DatasetError, Problem)
+from utils.data.records import (
+    ERROR,
+    IMAGE_COLUMN,
+    IMG_DIR,
+    MASK_DIR,
+    QATA_MASK_PREFIX,
+    REPORT_COLUMN,
+    WARNING,
+    DatasetError,
+    Problem,
+)
 from utils.data.sources import SourcePair, SourceRead
 
 logger = logging.getLogger(__name__)
@@ -166,7 +175,8 @@ def write_layout(read: SourceRead, target: Path, source: str, kind: str,
         counts = Counter(entry["split"] for entry in files)
         manifest = {
             "dataset": "QaTa-COV19 with LViT's reports",
-            "layout": "LViT (Train_Folder/Val_Folder/Test_Folder, img/, labelcol/, Train_Val_text.xlsx, Test_text.xlsx)",
+            "layout": "LViT: Train_Folder, Val_Folder, Test_Folder with img/ and labelcol/; Train_Val_text.xlsx, "
+                      "Test_text.xlsx",
             "source_kind": kind,
             "source": source,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

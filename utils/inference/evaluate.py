@@ -88,7 +88,7 @@ def text_ablation(predictor: Predictor, dataset: ImageToImage2D, seed: int, *, p
     the every-blob oracle's scores and the mean interest-map shares of
     :func:`utils.inference.language.interest_shares`.
     """
-    donor, unchanged = text_derangement([s.report for s in dataset.samples], seed)
+    donor, unchanged = text_derangement(dataset.reports, seed)
     sources = {"true": dataset, "shuffled": ReportsSwapped(dataset, donor), "empty": dataset}
     empty = build_tokenizer(predictor.config, pad_short_reports=False)([""])
     oracle = SegmentationMeter(strict=True, dice="paper")
