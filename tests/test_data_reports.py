@@ -1,8 +1,10 @@
-"""Mirroring a report's position words: real QaTa, MosMed and demo phrasings, case and punctuation kept."""
+"""Mirroring a report's position words (real QaTa, MosMed and demo phrasings, case and punctuation kept), and giving
+images other reports' texts."""
 
 import pytest
+import torch
 
-from utils.data.reports import POSITION_WORDS, mirror_report
+from utils.data.reports import POSITION_WORDS, mirror_report, report_cycle, text_derangement
 
 QATA = "Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung."
 
@@ -37,3 +39,33 @@ def test_mirroring_twice_gives_the_report_back():
 def test_position_words_include_every_swapped_word_and_middle():
     assert {"left", "right", "upper", "lower", "middle", "apical", "basal"} <= POSITION_WORDS
     assert "lung" not in POSITION_WORDS
+
+
+def _same_text(reports, donor):
+    return sum(reports[i] == reports[int(donor[i])] for i in range(len(reports)))
+
+
+@pytest.mark.parametrize("n", [2, 7, 50])
+def test_text_derangement_of_distinct_reports_is_the_plain_cycle(n):
+    reports = [f"report {i}" for i in range(n)]
+    donor, unchanged = text_derangement(reports, seed=5)
+    assert torch.equal(donor, report_cycle(n, 5)) and unchanged == 0  # numbers quoted with the cycle still hold
+
+
+@pytest.mark.parametrize("n, texts", [(12, 3), (61, 5), (200, 2)])
+def test_text_derangement_gives_every_image_another_text_when_no_text_holds_the_majority(n, texts):
+    reports = [f"text {i % texts}" for i in range(n)]
+    assert _same_text(reports, report_cycle(n, 1)) > 0  # a plain cycle hands some images their own text
+    donor, unchanged = text_derangement(reports, seed=1)
+    assert sorted(donor.tolist()) == list(range(n))  # a permutation: every report is given once
+    assert unchanged == 0 and _same_text(reports, donor) == 0
+    again, _ = text_derangement(reports, seed=1)
+    assert torch.equal(donor, again)  # the same every validation
+
+
+def test_text_derangement_counts_the_images_it_cannot_change():
+    reports = ["a"] * 7 + ["b"] * 3  # "a" holds 7 of 10: only 3 "a" images can read "b"
+    donor, unchanged = text_derangement(reports, seed=0)
+    assert unchanged == 4 == _same_text(reports, donor)
+    assert sorted(donor.tolist()) == list(range(10))
+    assert text_derangement(["x"], seed=0)[1] == 1

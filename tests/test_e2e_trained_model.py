@@ -178,7 +178,7 @@ def test_text_ablation_scores_true_shuffled_and_empty_reports(trained, capsys):
     expected = []
     for case in demo_cases(trained["root"], "test").values():
         truth = cv2.resize(case.mask, (32, 32), interpolation=cv2.INTER_LINEAR) > 0
-        blobs = cv2.resize(case.blobs.astype(np.uint8), (32, 32), interpolation=cv2.INTER_LINEAR) > 0
+        blobs = cv2.resize(case.blobs.astype(np.uint8) * 255, (32, 32), interpolation=cv2.INTER_LINEAR) > 0
         expected.append(2 * (truth & blobs).sum() / (truth.sum() + blobs.sum() + 1e-5))
     assert demo["oracle_every_blob"]["dice"] == pytest.approx(np.mean(expected), abs=1e-6)
     assert 0 <= demo["woi_position"] <= 1 and 0 <= demo["poi_in_zones"] <= 1 and 0 < demo["poi_chance"] < 1

@@ -203,3 +203,43 @@ def test_config_checks_the_data_fields(qata_set):
                     dict(val_text=" ")):
         with pytest.raises(ValueError, match=next(iter(changes))):
             qata_set.replace(**changes)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_train_and_val_subsets_are_fixed_sorted_and_the_same_for_every_seed(tmp_path, size):
+    cfg = write_dataset(tmp_path / "Covid19", "qata", counts={"train": 8, "val": 6, "test": 2})
+    whole = [s.name for s in ImageToImage2D(cfg, "train").samples]
+    names = [s.name for s in ImageToImage2D(cfg.replace(train_subset=size, seed=1), "train").samples]
+    assert len(names) == size and names == sorted(names) and set(names) <= set(whole)
+    assert names == [s.name for s in ImageToImage2D(cfg.replace(train_subset=size, seed=99), "train").samples]
+    assert len(ImageToImage2D(cfg.replace(val_subset=2), "val")) == 2
+    assert len(ImageToImage2D(cfg.replace(train_subset=100), "train")) == 8  # larger than the split: all of it
+    assert len(ImageToImage2D(cfg.replace(train_subset=size), "test")) == 2  # the test split is always whole
+
+
+def test_the_no_language_control_reads_one_empty_report_everywhere(qata_set):
+    control = qata_set.replace(use_report=False)
+    train, val = ImageToImage2D(control, "train"), ImageToImage2D(control, "val")
+    empty = ReportTokenizer(control.token_len)([""]).tokens[0]
+    for dataset in (train, val):
+        assert set(dataset.reports) == {""}
+        assert all(torch.equal(tokens, empty) for tokens in dataset.text_tokens)
+        assert dataset[0]["text"] == ""
+    swapped = Load_Dataset.ReportsSwapped(val, torch.tensor([1, 0]))
+    assert swapped[0]["text"] == "" and torch.equal(swapped[0]["text_token"], empty)
+    # The true reports are still there for the samples (tables, checks), and reach the network when on.
+    assert ImageToImage2D(qata_set, "val")[0]["text"] == val.samples[0].report != ""
+
+
+def test_fit_token_len_raises_token_len_to_the_longest_training_report(tmp_path):
+    root = tmp_path / "Covid19"
+    cfg = write_dataset(root, "qata")
+    long = ("bilateral pulmonary infection, six infected areas, upper middle lower left lung and upper middle lower "
+            "right lung.")
+    _set_reports(cfg, root, [long, "short one.", "two words", "three little words"])
+    tokens = int(ReportTokenizer(77, pad_short_reports=False)([long]).text_mask.sum())
+    assert tokens == 22  # the most common QaTa report, which token_len 18 cuts
+    fitted = Load_Dataset.fit_token_len(cfg)
+    assert fitted.token_len == tokens and not ImageToImage2D(fitted, "train").words_cut.any()
+    assert ImageToImage2D(cfg, "train").words_cut[0]  # 18 cuts it
+    assert Load_Dataset.fit_token_len(cfg.replace(token_len=30)).token_len == 30  # never lowered

@@ -93,7 +93,7 @@ def run_one(config: str, row: str, seed: int, out: str, extra: Sequence[str]) ->
         session = finished_session(output_root, task)
     started_test = time.time()
     run_logged([sys.executable, "test.py", "-c", config, "-t", os.path.basename(session), "--text_ablation",
-                "--no_progress", "--set", f"output_root={output_root}"], dict(os.environ),
+                "--no_progress", "--set", f"output_root={output_root}", *extra], dict(os.environ),
                os.path.join(out, f"{name}.test.log"))
     test_minutes = (time.time() - started_test) / 60
     with open(os.path.join(session, "test_summary.json")) as handle:

@@ -15,6 +15,18 @@ and left out of the mask, so that a model has to read the report to segment well
 
 Left and right follow the radiological convention: the patient's left lung is on the image's right.
 
+Two layouts (``layout`` of :func:`make_demo_dataset`, recorded in ``demo.json``):
+
+- ``"fixed"`` (the default, the set the README's numbers were measured on): the lungs lie at the same place in
+  every image, so the six zones are fixed boxes (:func:`zone_boxes`), and each blob is kept inside its zone.
+- ``"varied"``: each image's chest is shifted and scaled, and each lung moved a little more and tilted, so a
+  zone is a third of that image's (tilted) lung ellipse, cut across its long axis (:class:`DemoLayout`), and a
+  model cannot find a zone by its pixel coordinates alone. A blob is kept inside its lung only, so it may cross
+  a zone line; the zone that the report names is the one holding the blob's centre (the mean of its pixels).
+
+Either way each :class:`DemoCase` carries its :class:`DemoLayout` and its lesions' centres, which
+:func:`zones_in_mask` and :func:`utils.inference.language.interest_shares` take.
+
 Reports of one or two zones fit the authors' 18 tokens; those of three zones lose only their final full stop.
 Everything is drawn with vectorised numpy/OpenCV and seeded per image from ``(seed, split, index)``, so a set is
 identical for a seed, and a split's images do not depend on the other splits' sizes. About 300 images at 224 px
@@ -30,7 +42,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -57,7 +69,120 @@ _BODY = ((0.50, 0.56), (0.46, 0.52))
 _N_ZONES_P = (0.40, 0.45, 0.15)  # probability of 1, 2, 3 infected zones
 _DISTRACTOR_P = 0.8
 DEMO_VERSION = 2  # 1: 40% of images with distractors (before 2026-11-28); 2: 80%
-INFO_FILE = "demo.json"  # the set's version, seed, size and split counts, at the set's root
+INFO_FILE = "demo.json"  # the set's version, seed, size, split counts and (unless fixed) layout, at the set's root
+LAYOUTS = ("fixed", "varied")
+# The varied layout: the chest's shift (each way) and scale about the image's centre, then each lung's own shift,
+# the spread of its half-axes and its tilt in degrees. The lungs stay inside the image and apart (see the tests).
+_CHEST_SHIFT, _CHEST_SCALE = 0.06, (0.85, 1.1)
+_LUNG_SHIFT, _LUNG_STRETCH, _LUNG_TILT = 0.02, 0.08, 12.0
+_BLOB_TRIES = 50  # draws of a varied-layout blob until its centre lies in its zone (about 5% of draws miss)
+
+
+@dataclass(frozen=True)
+class Lung:
+    """One lung field: an ellipse, in fractions of the image side.
+
+    Attributes:
+        x, y: its centre (x from the image's left edge, y from its top; pixel ``(i, j)`` is at ``(j / S, i / S)``).
+        half_width, half_height: its half-axes across and along the lung.
+        tilt: its long axis turned from the vertical, in degrees; positive moves its base towards the image's right.
+    """
+
+    x: float
+    y: float
+    half_width: float
+    half_height: float
+    tilt: float = 0.0
+
+    def frame(self, x, y) -> Tuple[np.ndarray, np.ndarray]:
+        """Points ``(x, y)`` (fractions, arrays or floats) in the lung's own frame, in half-axes: ``u`` across (to
+        the image's right when untilted) and ``v`` along, from the apex (-1) to the base (+1). The lung is
+        ``u**2 + v**2 <= 1``."""
+        t = np.deg2rad(self.tilt)
+        dx, dy = np.subtract(x, self.x), np.subtract(y, self.y)
+        return ((dx * np.cos(t) - dy * np.sin(t)) / self.half_width,
+                (dx * np.sin(t) + dy * np.cos(t)) / self.half_height)
+
+    def contains(self, x, y) -> np.ndarray:
+        u, v = self.frame(x, y)
+        return u ** 2 + v ** 2 <= 1.0
+
+
+def _level_index(v):
+    """The zone level (0 upper, 1 middle, 2 lower) of a lung-frame ``v`` in [-1, 1]: thirds of the long axis."""
+    return np.clip(np.floor((np.asarray(v) + 1.0) * len(LEVELS) / 2), 0, len(LEVELS) - 1).astype(int)
+
+
+@dataclass(frozen=True)
+class DemoLayout:
+    """Where one image's lungs lie, and so where its six zones are: each lung cut in three across its long axis,
+    upper (apex) to lower (base).
+
+    With ``boxes`` (the fixed layout; untilted lungs only), a zone is that third of its lung's bounding box in
+    whole pixels, as :func:`zone_boxes` has always given it; otherwise it is that third of the lung's ellipse.
+
+    Attributes:
+        right, left: the patient's right lung (on the image's left) and left lung.
+        boxes: zones are bounding-box thirds rather than ellipse thirds.
+    """
+
+    right: Lung
+    left: Lung
+    boxes: bool = False
+
+    def __post_init__(self):
+        if self.boxes and (self.right.tilt or self.left.tilt):
+            raise ValueError(f"box zones need untilted lungs, got tilts {self.right.tilt}, {self.left.tilt}")
+
+    def lung(self, side: str) -> Lung:
+        return {"right": self.right, "left": self.left}[side]
+
+    def zone_boxes(self, img_size: int) -> Dict[Zone, Tuple[int, int, int, int]]:
+        """Each zone's pixel box ``(y0, y1, x0, x1)`` (half-open, disjoint), for a layout with ``boxes``."""
+        if not self.boxes:
+            raise ValueError("only the fixed layout's zones are boxes; use zone_regions")
+        boxes = {}
+        for side in SIDES:
+            lung = self.lung(side)
+            cx, cy, ax, ay = lung.x, lung.y, lung.half_width, lung.half_height
+            x0, x1 = round((cx - ax) * img_size), round((cx + ax) * img_size) + 1
+            edges = np.round(np.linspace(cy - ay, cy + ay, len(LEVELS) + 1) * img_size).astype(int)
+            edges[-1] += 1
+            for i, level in enumerate(LEVELS):
+                boxes[(level, side)] = (int(edges[i]), int(edges[i + 1]), x0, x1)
+        return boxes
+
+    def zone_regions(self, img_size: int) -> Dict[Zone, np.ndarray]:
+        """Each zone's pixels, ``[S, S]`` bool (disjoint), at the image side ``img_size``."""
+        regions = {}
+        if self.boxes:
+            for zone, (y0, y1, x0, x1) in self.zone_boxes(img_size).items():
+                regions[zone] = np.zeros((img_size, img_size), bool)
+                regions[zone][y0:y1, x0:x1] = True
+            return regions
+        yy, xx = np.mgrid[0:img_size, 0:img_size].astype(np.float64) / img_size
+        for side in SIDES:
+            u, v = self.lung(side).frame(xx, yy)
+            inside, level = u ** 2 + v ** 2 <= 1.0, _level_index(v)
+            for i, name in enumerate(LEVELS):
+                regions[(name, side)] = inside & (level == i)
+        return regions
+
+    def zone_at(self, x: float, y: float, img_size: int) -> Optional[Zone]:
+        """The zone holding the point ``(x, y)`` in pixels (column, row; a fraction of a pixel allowed) of an image
+        of side ``img_size``, or None outside every zone. The same test as :meth:`zone_regions` at whole pixels."""
+        if self.boxes:
+            return next((zone for zone, (y0, y1, x0, x1) in self.zone_boxes(img_size).items()
+                         if y0 <= y <= y1 - 1 and x0 <= x <= x1 - 1), None)
+        for side in SIDES:
+            u, v = self.lung(side).frame(x / img_size, y / img_size)
+            if u ** 2 + v ** 2 <= 1.0:
+                return (LEVELS[int(_level_index(v))], side)
+        return None
+
+
+FIXED_LAYOUT = DemoLayout(right=Lung(*_LUNG_CENTRE["right"], *_LUNG_AXES),
+                          left=Lung(*_LUNG_CENTRE["left"], *_LUNG_AXES), boxes=True)
 
 
 @dataclass
@@ -71,6 +196,9 @@ class DemoCase:
         zones: the zones named by the report (and present in the mask).
         distractors: zones holding blobs that are in the image only.
         report: the QaTa-style sentence.
+        layout: where this image's lungs, and so its zones, lie.
+        centres: each lesion's centre (the mean of its pixels) as ``(x, y)`` in pixels, by the zone it was drawn
+            for (named or distractor); that zone holds it (``layout.zone_at(x, y, S)``).
     """
 
     image: np.ndarray
@@ -79,6 +207,8 @@ class DemoCase:
     zones: FrozenSet[Zone]
     distractors: FrozenSet[Zone]
     report: str
+    layout: DemoLayout
+    centres: Dict[Zone, Tuple[float, float]]
 
 
 def demo_report(zones) -> str:
@@ -107,22 +237,16 @@ def parse_demo_report(report: str) -> FrozenSet[Zone]:
 
 
 def zone_boxes(img_size: int) -> Dict[Zone, Tuple[int, int, int, int]]:
-    """Each zone's pixel box ``(y0, y1, x0, x1)`` (half-open, disjoint) for a demo image of side ``img_size``."""
-    boxes = {}
-    for side in SIDES:
-        cx, cy = _LUNG_CENTRE[side]
-        ax, ay = _LUNG_AXES
-        x0, x1 = round((cx - ax) * img_size), round((cx + ax) * img_size) + 1
-        edges = np.round(np.linspace(cy - ay, cy + ay, len(LEVELS) + 1) * img_size).astype(int)
-        edges[-1] += 1
-        for i, level in enumerate(LEVELS):
-            boxes[(level, side)] = (int(edges[i]), int(edges[i + 1]), x0, x1)
-    return boxes
+    """Each zone's pixel box ``(y0, y1, x0, x1)`` (half-open, disjoint) for a fixed-layout demo image of side
+    ``img_size``."""
+    return FIXED_LAYOUT.zone_boxes(img_size)
 
 
-def zones_in_mask(mask: np.ndarray) -> FrozenSet[Zone]:
-    """The zones in which ``mask`` (``[S, S]``, non-zero = lesion) has foreground."""
-    return frozenset(z for z, (y0, y1, x0, x1) in zone_boxes(mask.shape[0]).items() if mask[y0:y1, x0:x1].any())
+def zones_in_mask(mask: np.ndarray, layout: DemoLayout = FIXED_LAYOUT) -> FrozenSet[Zone]:
+    """The zones of ``layout`` (the image's :attr:`DemoCase.layout`) in which ``mask`` (``[S, S]``, non-zero =
+    lesion) has foreground. In the fixed layout these are the zones the report names; in the varied one a lesion
+    that crosses a zone line adds the zone it reaches into."""
+    return frozenset(z for z, region in layout.zone_regions(mask.shape[0]).items() if mask[region].any())
 
 
 class _Canvas:
@@ -171,17 +295,109 @@ def _blob(canvas: _Canvas, zone: Zone, rng: np.random.Generator) -> np.ndarray:
     return blob
 
 
-def render_demo_case(rng: np.random.Generator, img_size: int = 224) -> DemoCase:
+class _VariedCanvas:
+    """The anatomy of one varied-layout image: the fixed layout's chest shifted and scaled, its lungs placed by
+    ``layout``. It has the attributes of :class:`_Canvas` that :func:`render_demo_case` reads, and the points that
+    :func:`_crossing_blob` centres its blobs on."""
+
+    def __init__(self, size: int, layout: DemoLayout, shift: Tuple[float, float], scale: float):
+        self.size, self.layout = size, layout
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        self.yy = yy
+        # The chest's own coordinates: where each pixel was before the chest was shifted and scaled.
+        cx, cy = 0.5 + (xx - 0.5 - shift[0]) / scale, 0.5 + (yy - 0.5 - shift[1]) / scale
+
+        def ellipse(centre, axes):
+            return ((cx - centre[0]) / axes[0]) ** 2 + ((cy - centre[1]) / axes[1]) ** 2 <= 1.0
+
+        self.body = ellipse(*_BODY)
+        self.heart = ellipse(*_HEART)
+        self.spine = (np.abs(cx - 0.5) < 0.045) & self.body
+        grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float64) / size  # as DemoLayout.zone_regions
+        self.lung = {side: layout.lung(side).contains(grid_x, grid_y) & ~self.heart for side in SIDES}
+        self.field = self.lung["left"] | self.lung["right"]
+        self.rib_phase = (cy - 0.14 - 0.10 * ((cx - 0.5) / 0.35) ** 2) / 0.085
+        # A blob's first ellipse is centred on a point of its zone kept off the lung's outline (so that the blob is
+        # not mostly cut off), but not off the zone lines: the blob may cross one.
+        margin = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(0.08 * size)) | 1,) * 2)
+        inner = {side: cv2.erode(lung.astype(np.uint8), margin).astype(bool) for side, lung in self.lung.items()}
+        self.anchors = {}
+        for zone, region in layout.zone_regions(size).items():
+            for candidates in (region & inner[zone[1]], region & self.lung[zone[1]]):
+                if candidates.any():
+                    self.anchors[zone] = np.nonzero(candidates)
+                    break
+            else:
+                raise ValueError(f"the {zone} zone of {layout} has no lung pixels at {size} px")
+
+
+def _varied_layout(rng: np.random.Generator) -> Tuple[DemoLayout, Tuple[float, float], float]:
+    """Draw a varied layout: ``(layout, chest shift (x, y), chest scale)``."""
+    shift = tuple(float(d) for d in rng.uniform(-_CHEST_SHIFT, _CHEST_SHIFT, 2))
+    scale = float(rng.uniform(*_CHEST_SCALE))
+    lungs = {}
+    for side in SIDES:
+        (cx, cy), (ax, ay) = _LUNG_CENTRE[side], _LUNG_AXES
+        dx, dy = rng.uniform(-_LUNG_SHIFT, _LUNG_SHIFT, 2)
+        sx, sy = rng.uniform(1 - _LUNG_STRETCH, 1 + _LUNG_STRETCH, 2)
+        lungs[side] = Lung(x=float(0.5 + scale * (cx - 0.5) + shift[0] + dx),
+                           y=float(0.5 + scale * (cy - 0.5) + shift[1] + dy),
+                           half_width=float(scale * ax * sx), half_height=float(scale * ay * sy),
+                           tilt=float(rng.uniform(-_LUNG_TILT, _LUNG_TILT)))
+    return DemoLayout(right=lungs["right"], left=lungs["left"]), shift, scale
+
+
+def _crossing_blob(canvas: _VariedCanvas, zone: Zone, rng: np.random.Generator) -> np.ndarray:
+    """A lesion-like blob for the varied layout: 2-3 overlapping random ellipses, the first centred on a point of
+    ``zone``, kept inside the zone's lung only. Drawn again until its centre lies in ``zone``, so that the report
+    naming ``zone`` is true of it.
+
+    Raises:
+        RuntimeError: no draw of :data:`_BLOB_TRIES` had its centre in ``zone`` (not seen in practice).
+    """
+    size, lung = canvas.size, canvas.lung[zone[1]]
+    ys, xs = canvas.anchors[zone]
+    for _ in range(_BLOB_TRIES):
+        pick = rng.integers(len(ys))
+        blob = np.zeros((size, size), np.uint8)
+        for k in range(int(rng.integers(2, 4))):
+            # The first ellipse covers the picked point, so the blob is never empty after the cut to the lung.
+            offset = (0.0, 0.0) if k == 0 else rng.normal(0, 0.02 * size, 2)
+            centre = (int(xs[pick] + offset[0]), int(ys[pick] + offset[1]))
+            axes = tuple(int(max(2, rng.uniform(0.025, 0.06) * size)) for _ in range(2))
+            cv2.ellipse(blob, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, thickness=-1)
+        blob = blob.astype(bool) & lung
+        if canvas.layout.zone_at(*_centre(blob), size) == zone:
+            return blob
+    raise RuntimeError(f"no blob of {_BLOB_TRIES} drawn for {zone} had its centre in that zone")
+
+
+def _centre(blob: np.ndarray) -> Tuple[float, float]:
+    """The mean ``(x, y)`` of a non-empty blob's pixels, in pixels (column, row)."""
+    ys, xs = np.nonzero(blob)
+    return float(xs.mean()), float(ys.mean())
+
+
+def render_demo_case(rng: np.random.Generator, img_size: int = 224, layout: str = "fixed") -> DemoCase:
     """Draw one synthetic radiograph, its lesion mask and its report.
 
     Args:
         rng: the random source (one per image for reproducible sets).
         img_size: the side ``S`` of the square image.
+        layout: "fixed" (the lungs at the same place in every image, blobs kept inside their zone boxes) or
+            "varied" (each image's lungs shifted, scaled and tilted, blobs kept inside their lung); see the
+            module's docstring.
 
     Returns:
         A :class:`DemoCase`.
     """
-    canvas = _canvas(img_size)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "fixed":
+        canvas, geometry = _canvas(img_size), FIXED_LAYOUT
+    else:
+        geometry, shift, scale = _varied_layout(rng)
+        canvas = _VariedCanvas(img_size, geometry, shift, scale)
     s = img_size
     image = np.full((s, s), rng.uniform(8, 25), np.float32)
     image[canvas.body] = rng.uniform(105, 135) + 25 * canvas.yy[canvas.body]
@@ -203,8 +419,10 @@ def render_demo_case(rng: np.random.Generator, img_size: int = 224) -> DemoCase:
     mask = np.zeros((s, s), bool)
     blobs = np.zeros((s, s), bool)
     opacity = np.zeros((s, s), np.float32)
+    centres = {}
     for zone in zones + distractors:
-        blob = _blob(canvas, zone, rng)
+        blob = _blob(canvas, zone, rng) if layout == "fixed" else _crossing_blob(canvas, zone, rng)
+        centres[zone] = _centre(blob)
         blobs |= blob
         if zone in zones:
             mask |= blob
@@ -215,7 +433,8 @@ def render_demo_case(rng: np.random.Generator, img_size: int = 224) -> DemoCase:
     image += rng.normal(0, rng.uniform(3, 7), (s, s)).astype(np.float32)
     image = cv2.GaussianBlur(image, (0, 0), sigmaX=0.6)
     return DemoCase(image=np.clip(image, 0, 255).astype(np.uint8), mask=mask.astype(np.uint8) * 255, blobs=blobs,
-                    zones=frozenset(zones), distractors=frozenset(distractors), report=demo_report(zones))
+                    zones=frozenset(zones), distractors=frozenset(distractors), report=demo_report(zones),
+                    layout=geometry, centres=centres)
 
 
 _CANVASES: Dict[int, _Canvas] = {}
@@ -232,7 +451,7 @@ def _write_table(path: Path, rows: List[Tuple[str, str]]) -> None:
 
 
 def make_demo_dataset(root, n_train: int = 200, n_val: int = 50, n_test: int = 50, img_size: int = 224,
-                      seed: int = 0) -> Path:
+                      seed: int = 0, layout: str = "fixed") -> Path:
     """Write the demo set at ``root`` in the QaTa-COV19 layout (``pairing="qata"``).
 
     ``root/{Train_Folder,Val_Folder,Test_Folder}/{img,labelcol}`` hold ``<split>_<i>.png`` and
@@ -245,6 +464,9 @@ def make_demo_dataset(root, n_train: int = 200, n_val: int = 50, n_test: int = 5
         n_train, n_val, n_test: images per split (each >= 1).
         img_size: side of the square images, >= 32.
         seed: the set's seed; image i of a split is drawn from ``default_rng([seed, split number, i])``.
+        layout: "fixed" or "varied" (:func:`render_demo_case`). A varied set is recorded in ``demo.json`` as
+            ``"layout": "varied"``; a fixed set's ``demo.json`` has no ``layout``, as before layouts existed, so
+            that a fixed set is the same, byte for byte, as one written before.
 
     Returns:
         ``root``.
@@ -255,6 +477,8 @@ def make_demo_dataset(root, n_train: int = 200, n_val: int = 50, n_test: int = 5
     counts = {"train": n_train, "val": n_val, "test": n_test}
     if min(counts.values()) < 1 or img_size < 32:
         raise ValueError(f"need at least one image per split and img_size >= 32, got {counts}, {img_size}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -266,7 +490,7 @@ def make_demo_dataset(root, n_train: int = 200, n_val: int = 50, n_test: int = 5
             (folder / "img").mkdir(parents=True)
             (folder / "labelcol").mkdir()
             for i in range(count):
-                case = render_demo_case(np.random.default_rng([seed, split_no, i]), img_size)
+                case = render_demo_case(np.random.default_rng([seed, split_no, i]), img_size, layout)
                 name = f"{split}_{i:04d}.png"
                 cv2.imwrite(str(folder / "img" / name), case.image)
                 cv2.imwrite(str(folder / "labelcol" / f"mask_{name}"), case.mask)
@@ -274,6 +498,8 @@ def make_demo_dataset(root, n_train: int = 200, n_val: int = 50, n_test: int = 5
         _write_table(tmp / SPLIT_FOLDERS["train"] / TRAIN_VAL_TABLE, tables["train_val"])
         _write_table(tmp / SPLIT_FOLDERS["test"] / TEST_TABLE, tables["test"])
         info = {"version": DEMO_VERSION, "seed": seed, "img_size": img_size, "counts": counts}
+        if layout != "fixed":  # a fixed set's demo.json stays as it was before layouts existed
+            info["layout"] = layout
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         try:
             os.replace(tmp, root)
@@ -285,13 +511,17 @@ def make_demo_dataset(root, n_train: int = 200, n_val: int = 50, n_test: int = 5
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    logger.info("wrote the demo data set (%d/%d/%d images, %d px, seed %d) to %s", n_train, n_val, n_test,
-                img_size, seed, root.resolve())
+    logger.info("wrote the demo data set (%d/%d/%d images, %d px, seed %d, %s layout) to %s", n_train, n_val, n_test,
+                img_size, seed, layout, root.resolve())
     return root
 
 
 def ensure_demo_dataset(cfg) -> Path:
     """Create the demo set where ``cfg``'s split folders point, unless it is already there.
+
+    A missing set is written in the fixed layout. To train on the varied layout, write that set first,
+    ``make_demo_dataset(root, layout="varied")``, and point the config's folders at it: a set that is present is
+    used as it is, whatever its layout (its ``demo.json`` says which; :func:`demo_cases` follows it).
 
     Args:
         cfg: a config whose ``train_dataset``, ``val_dataset`` and ``test_dataset`` are ``<root>/Train_Folder``,
@@ -319,11 +549,13 @@ def ensure_demo_dataset(cfg) -> Path:
 
 
 def read_demo_info(root) -> dict:
-    """The ``demo.json`` of the demo set at ``root``: version, seed, image size and split counts.
+    """The ``demo.json`` of the demo set at ``root``: version, seed, image size, split counts and, for a set that
+    is not in the fixed layout, ``layout`` (see :func:`demo_layout`).
 
     Raises:
-        DatasetError: no such file (not a demo set, or one written before version 2), or another version; the
-            message says to delete the folder so that the current set is written.
+        DatasetError: no such file (not a demo set, or one written before version 2), another version, or a
+            layout this code does not draw; the message says to delete the folder so that the current set is
+            written.
     """
     path = Path(root) / INFO_FILE
     renew = f"delete {root} and the current demo set (version {DEMO_VERSION}) is written on the next run"
@@ -337,16 +569,25 @@ def read_demo_info(root) -> dict:
     if not isinstance(info, dict) or info.get("version") != DEMO_VERSION:
         raise DatasetError(f"{path} says version {info.get('version') if isinstance(info, dict) else '?'}, this "
                            f"code writes version {DEMO_VERSION}; {renew}")
+    if demo_layout(info) not in LAYOUTS:
+        raise DatasetError(f"{path} says layout {demo_layout(info)!r}, this code draws {LAYOUTS}; {renew}")
     return info
+
+
+def demo_layout(info: dict) -> str:
+    """The layout of the set whose ``demo.json`` is ``info``: its ``layout``, or "fixed" where it has none (the
+    fixed layout is written without one, as every set was before layouts existed)."""
+    return info.get("layout", "fixed")
 
 
 def demo_cases(root, split: str) -> Dict[str, DemoCase]:
     """The cases of one split of the demo set at ``root``, drawn again from its seed: image file name -> case.
 
-    The image and mask on disk are the case's; the case also knows its zones, distractors and blobs.
+    The image and mask on disk are the case's; the case also knows its zones, distractors, blobs, layout and
+    lesion centres.
     """
     info = read_demo_info(root)
     split_no = list(SPLIT_FOLDERS).index(split)
     return {f"{split}_{i:04d}.png": render_demo_case(np.random.default_rng([info["seed"], split_no, i]),
-                                                          info["img_size"])
+                                                          info["img_size"], demo_layout(info))
             for i in range(info["counts"][split])}

@@ -111,7 +111,7 @@ def text_ablation(predictor: Predictor, dataset: ImageToImage2D, seed: int, *, p
                     oracle.update(every_blob_logits(case.blobs, dataset.img_size), label)
                     shares.append(interest_shares(predictor.tokenizer.token_strings(sample["text_token"]),
                                                   out["word_weights"][0], out["patch_weights"][0], case.zones,
-                                                  dataset.img_size))
+                                                  dataset.img_size, layout=case.layout))
             results[kind] = {**meter.compute(), "images": meter.images}
     results["shuffled"]["unchanged"] = unchanged
     if cases is not None:
