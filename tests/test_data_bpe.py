@@ -7,7 +7,8 @@ import pytest
 from open_clip.tokenizer import SimpleTokenizer
 
 from utils.data.bpe import ClipBPE, byte_characters
-from utils.data.demo import ZONES, demo_report
+from utils.data.demo import demo_report
+from utils.data.demo_layout import ZONES
 
 REPORTS = [
     "Bilateral pulmonary infection, two infected areas, upper left lung and lower right lung.",

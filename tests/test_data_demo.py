@@ -14,11 +14,6 @@ from conftest import read_rows
 from utils.config import Config
 from utils.data.check import check_dataset
 from utils.data.demo import (
-    FIXED_LAYOUT,
-    LEVELS,
-    ZONES,
-    DemoLayout,
-    Lung,
     demo_cases,
     demo_report,
     ensure_demo_dataset,
@@ -26,9 +21,8 @@ from utils.data.demo import (
     parse_demo_report,
     read_demo_info,
     render_demo_case,
-    zone_boxes,
-    zones_in_mask,
 )
+from utils.data.demo_layout import FIXED_LAYOUT, LEVELS, ZONES, DemoLayout, Lung, zone_boxes, zones_in_mask
 from utils.data.records import DatasetError
 from utils.data.tokenizer import ReportTokenizer
 

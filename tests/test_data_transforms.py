@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from utils.data.demo import parse_demo_report, zone_boxes
+from utils.data.demo import parse_demo_report
+from utils.data.demo_layout import zone_boxes
 from utils.data.transforms import (
     gaussian_blur_2d,
     gaussian_blur_rows,

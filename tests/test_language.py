@@ -7,7 +7,8 @@ import torch
 
 from Load_Dataset import ImageToImage2D, ReportsSwapped
 from utils.config import Config
-from utils.data.demo import demo_cases, make_demo_dataset, render_demo_case, zone_boxes
+from utils.data.demo import demo_cases, make_demo_dataset, render_demo_case
+from utils.data.demo_layout import zone_boxes
 from utils.data.reports import report_cycle
 from utils.data.tokenizer import ReportTokenizer
 from utils.inference.language import every_blob_logits, interest_shares, zone_coverage

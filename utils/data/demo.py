@@ -15,22 +15,29 @@ and left out of the mask, so that a model has to read the report to segment well
 
 Left and right follow the radiological convention: the patient's left lung is on the image's right.
 
-Two layouts (``layout`` of :func:`make_demo_dataset`, recorded in ``demo.json``):
+Two layouts (``layout`` of :func:`make_demo_dataset`, recorded in ``demo.json``; their geometry, the lungs and
+zones, is :mod:`utils.data.demo_layout`):
 
 - ``"fixed"`` (the default, the set the README's numbers were measured on): the lungs lie at the same place in
-  every image, so the six zones are fixed boxes (:func:`zone_boxes`), and each blob is kept inside its zone.
+  every image, so the six zones are fixed boxes (:func:`utils.data.demo_layout.zone_boxes`), and each blob is kept
+  inside its zone.
 - ``"varied"``: each image's chest is shifted and scaled, and each lung moved a little more and tilted, so a
-  zone is a third of that image's (tilted) lung ellipse, cut across its long axis (:class:`DemoLayout`), and a
-  model cannot find a zone by its pixel coordinates alone. A blob is kept inside its lung only, so it may cross
-  a zone line; the zone that the report names is the one holding the blob's centre (the mean of its pixels).
+  zone is a third of that image's (tilted) lung ellipse, cut across its long axis
+  (:class:`utils.data.demo_layout.DemoLayout`), and a model cannot find a zone by its pixel coordinates alone. A
+  blob is kept inside its lung only, so it may cross a zone line; the zone that the report names is the one holding
+  the blob's centre (the mean of its pixels).
 
-Either way each :class:`DemoCase` carries its :class:`DemoLayout` and its lesions' centres, which
-:func:`zones_in_mask` and :func:`utils.inference.language.interest_shares` take.
+Either way each :class:`DemoCase` carries its :class:`utils.data.demo_layout.DemoLayout` and its lesions' centres,
+which :func:`utils.data.demo_layout.zones_in_mask` and :func:`utils.inference.language.interest_shares` take.
 
 Reports of one or two zones fit the authors' 18 tokens; those of three zones lose only their final full stop.
 Everything is drawn with vectorised numpy/OpenCV and seeded per image from ``(seed, split, index)``, so a set is
 identical for a seed, and a split's images do not depend on the other splits' sizes. About 300 images at 224 px
 are written in a few seconds.
+
+Over 400 lines on purpose: drawing a case and writing the set share one seeding rule, and :func:`demo_cases`
+draws a written set again with it, so the two stay in one module; the lung and zone geometry is
+:mod:`utils.data.demo_layout`.
 """
 
 from __future__ import annotations
@@ -42,148 +49,42 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Tuple
 
 import cv2
 import numpy as np
 import pandas as pd
 
+from utils.data.demo_layout import (
+    FIXED_LAYOUT,
+    LAYOUTS,
+    LEVELS,
+    LUNG_AXES,
+    LUNG_CENTRE,
+    SIDES,
+    ZONES,
+    DemoLayout,
+    Zone,
+    varied_layout,
+    zone_boxes,
+)
 from utils.data.records import DatasetError
 
 logger = logging.getLogger(__name__)
 
-LEVELS = ("upper", "middle", "lower")
-SIDES = ("left", "right")  # the patient's sides
-Zone = Tuple[str, str]  # (level, side), e.g. ("upper", "left")
-ZONES: Tuple[Zone, ...] = tuple((level, side) for side in SIDES for level in LEVELS)
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
 SPLIT_FOLDERS = {"train": "Train_Folder", "val": "Val_Folder", "test": "Test_Folder"}
 TRAIN_VAL_TABLE = "Train_Val_text.xlsx"
 TEST_TABLE = "Test_text.xlsx"
 
-# Geometry as fractions of the image side. Lung centres (x, y) and half-axes, by the patient's side.
-_LUNG_CENTRE = {"right": (0.31, 0.48), "left": (0.69, 0.48)}
-_LUNG_AXES = (0.13, 0.30)
+# The chest's anatomy as fractions of the image side: heart and body ellipses (centre, half-axes).
 _HEART = ((0.56, 0.70), (0.11, 0.09))
 _BODY = ((0.50, 0.56), (0.46, 0.52))
 _N_ZONES_P = (0.40, 0.45, 0.15)  # probability of 1, 2, 3 infected zones
 _DISTRACTOR_P = 0.8
 DEMO_VERSION = 2  # 1: 40% of images with distractors (before 2026-11-28); 2: 80%
 INFO_FILE = "demo.json"  # the set's version, seed, size, split counts and (unless fixed) layout, at the set's root
-LAYOUTS = ("fixed", "varied")
-# The varied layout: the chest's shift (each way) and scale about the image's centre, then each lung's own shift,
-# the spread of its half-axes and its tilt in degrees. The lungs stay inside the image and apart (see the tests).
-_CHEST_SHIFT, _CHEST_SCALE = 0.06, (0.85, 1.1)
-_LUNG_SHIFT, _LUNG_STRETCH, _LUNG_TILT = 0.02, 0.08, 12.0
 _BLOB_TRIES = 50  # draws of a varied-layout blob until its centre lies in its zone (about 5% of draws miss)
-
-
-@dataclass(frozen=True)
-class Lung:
-    """One lung field: an ellipse, in fractions of the image side.
-
-    Attributes:
-        x, y: its centre (x from the image's left edge, y from its top; pixel ``(i, j)`` is at ``(j / S, i / S)``).
-        half_width, half_height: its half-axes across and along the lung.
-        tilt: its long axis turned from the vertical, in degrees; positive moves its base towards the image's right.
-    """
-
-    x: float
-    y: float
-    half_width: float
-    half_height: float
-    tilt: float = 0.0
-
-    def frame(self, x, y) -> Tuple[np.ndarray, np.ndarray]:
-        """Points ``(x, y)`` (fractions, arrays or floats) in the lung's own frame, in half-axes: ``u`` across (to
-        the image's right when untilted) and ``v`` along, from the apex (-1) to the base (+1). The lung is
-        ``u**2 + v**2 <= 1``."""
-        t = np.deg2rad(self.tilt)
-        dx, dy = np.subtract(x, self.x), np.subtract(y, self.y)
-        return ((dx * np.cos(t) - dy * np.sin(t)) / self.half_width,
-                (dx * np.sin(t) + dy * np.cos(t)) / self.half_height)
-
-    def contains(self, x, y) -> np.ndarray:
-        u, v = self.frame(x, y)
-        return u ** 2 + v ** 2 <= 1.0
-
-
-def _level_index(v):
-    """The zone level (0 upper, 1 middle, 2 lower) of a lung-frame ``v`` in [-1, 1]: thirds of the long axis."""
-    return np.clip(np.floor((np.asarray(v) + 1.0) * len(LEVELS) / 2), 0, len(LEVELS) - 1).astype(int)
-
-
-@dataclass(frozen=True)
-class DemoLayout:
-    """Where one image's lungs lie, and so where its six zones are: each lung cut in three across its long axis,
-    upper (apex) to lower (base).
-
-    With ``boxes`` (the fixed layout; untilted lungs only), a zone is that third of its lung's bounding box in
-    whole pixels, as :func:`zone_boxes` has always given it; otherwise it is that third of the lung's ellipse.
-
-    Attributes:
-        right, left: the patient's right lung (on the image's left) and left lung.
-        boxes: zones are bounding-box thirds rather than ellipse thirds.
-    """
-
-    right: Lung
-    left: Lung
-    boxes: bool = False
-
-    def __post_init__(self):
-        if self.boxes and (self.right.tilt or self.left.tilt):
-            raise ValueError(f"box zones need untilted lungs, got tilts {self.right.tilt}, {self.left.tilt}")
-
-    def lung(self, side: str) -> Lung:
-        return {"right": self.right, "left": self.left}[side]
-
-    def zone_boxes(self, img_size: int) -> Dict[Zone, Tuple[int, int, int, int]]:
-        """Each zone's pixel box ``(y0, y1, x0, x1)`` (half-open, disjoint), for a layout with ``boxes``."""
-        if not self.boxes:
-            raise ValueError("only the fixed layout's zones are boxes; use zone_regions")
-        boxes = {}
-        for side in SIDES:
-            lung = self.lung(side)
-            cx, cy, ax, ay = lung.x, lung.y, lung.half_width, lung.half_height
-            x0, x1 = round((cx - ax) * img_size), round((cx + ax) * img_size) + 1
-            edges = np.round(np.linspace(cy - ay, cy + ay, len(LEVELS) + 1) * img_size).astype(int)
-            edges[-1] += 1
-            for i, level in enumerate(LEVELS):
-                boxes[(level, side)] = (int(edges[i]), int(edges[i + 1]), x0, x1)
-        return boxes
-
-    def zone_regions(self, img_size: int) -> Dict[Zone, np.ndarray]:
-        """Each zone's pixels, ``[S, S]`` bool (disjoint), at the image side ``img_size``."""
-        regions = {}
-        if self.boxes:
-            for zone, (y0, y1, x0, x1) in self.zone_boxes(img_size).items():
-                regions[zone] = np.zeros((img_size, img_size), bool)
-                regions[zone][y0:y1, x0:x1] = True
-            return regions
-        yy, xx = np.mgrid[0:img_size, 0:img_size].astype(np.float64) / img_size
-        for side in SIDES:
-            u, v = self.lung(side).frame(xx, yy)
-            inside, level = u ** 2 + v ** 2 <= 1.0, _level_index(v)
-            for i, name in enumerate(LEVELS):
-                regions[(name, side)] = inside & (level == i)
-        return regions
-
-    def zone_at(self, x: float, y: float, img_size: int) -> Optional[Zone]:
-        """The zone holding the point ``(x, y)`` in pixels (column, row; a fraction of a pixel allowed) of an image
-        of side ``img_size``, or None outside every zone. The same test as :meth:`zone_regions` at whole pixels."""
-        if self.boxes:
-            return next((zone for zone, (y0, y1, x0, x1) in self.zone_boxes(img_size).items()
-                         if y0 <= y <= y1 - 1 and x0 <= x <= x1 - 1), None)
-        for side in SIDES:
-            u, v = self.lung(side).frame(x / img_size, y / img_size)
-            if u ** 2 + v ** 2 <= 1.0:
-                return (LEVELS[int(_level_index(v))], side)
-        return None
-
-
-FIXED_LAYOUT = DemoLayout(right=Lung(*_LUNG_CENTRE["right"], *_LUNG_AXES),
-                          left=Lung(*_LUNG_CENTRE["left"], *_LUNG_AXES), boxes=True)
-
 
 @dataclass
 class DemoCase:
@@ -236,19 +137,6 @@ def parse_demo_report(report: str) -> FrozenSet[Zone]:
     return frozenset((level, side) for levels, side in _ZONE_PHRASE.findall(report) for level in levels.split())
 
 
-def zone_boxes(img_size: int) -> Dict[Zone, Tuple[int, int, int, int]]:
-    """Each zone's pixel box ``(y0, y1, x0, x1)`` (half-open, disjoint) for a fixed-layout demo image of side
-    ``img_size``."""
-    return FIXED_LAYOUT.zone_boxes(img_size)
-
-
-def zones_in_mask(mask: np.ndarray, layout: DemoLayout = FIXED_LAYOUT) -> FrozenSet[Zone]:
-    """The zones of ``layout`` (the image's :attr:`DemoCase.layout`) in which ``mask`` (``[S, S]``, non-zero =
-    lesion) has foreground. In the fixed layout these are the zones the report names; in the varied one a lesion
-    that crosses a zone line adds the zone it reaches into."""
-    return frozenset(z for z, region in layout.zone_regions(mask.shape[0]).items() if mask[region].any())
-
-
 class _Canvas:
     """Coordinate grids and anatomy masks for one image size, shared by all images of that size."""
 
@@ -259,7 +147,7 @@ class _Canvas:
         self.body = self._ellipse(*_BODY)
         self.heart = self._ellipse(*_HEART)
         self.spine = (np.abs(xx - 0.5) < 0.045) & self.body
-        self.lung = {side: self._ellipse(_LUNG_CENTRE[side], _LUNG_AXES) & ~self.heart for side in SIDES}
+        self.lung = {side: self._ellipse(LUNG_CENTRE[side], LUNG_AXES) & ~self.heart for side in SIDES}
         self.field = self.lung["left"] | self.lung["right"]
         self.zone_field = {}
         for (level, side), (y0, y1, x0, x1) in zone_boxes(size).items():
@@ -331,22 +219,6 @@ class _VariedCanvas:
                 raise ValueError(f"the {zone} zone of {layout} has no lung pixels at {size} px")
 
 
-def _varied_layout(rng: np.random.Generator) -> Tuple[DemoLayout, Tuple[float, float], float]:
-    """Draw a varied layout: ``(layout, chest shift (x, y), chest scale)``."""
-    shift = tuple(float(d) for d in rng.uniform(-_CHEST_SHIFT, _CHEST_SHIFT, 2))
-    scale = float(rng.uniform(*_CHEST_SCALE))
-    lungs = {}
-    for side in SIDES:
-        (cx, cy), (ax, ay) = _LUNG_CENTRE[side], _LUNG_AXES
-        dx, dy = rng.uniform(-_LUNG_SHIFT, _LUNG_SHIFT, 2)
-        sx, sy = rng.uniform(1 - _LUNG_STRETCH, 1 + _LUNG_STRETCH, 2)
-        lungs[side] = Lung(x=float(0.5 + scale * (cx - 0.5) + shift[0] + dx),
-                           y=float(0.5 + scale * (cy - 0.5) + shift[1] + dy),
-                           half_width=float(scale * ax * sx), half_height=float(scale * ay * sy),
-                           tilt=float(rng.uniform(-_LUNG_TILT, _LUNG_TILT)))
-    return DemoLayout(right=lungs["right"], left=lungs["left"]), shift, scale
-
-
 def _crossing_blob(canvas: _VariedCanvas, zone: Zone, rng: np.random.Generator) -> np.ndarray:
     """A lesion-like blob for the varied layout: 2-3 overlapping random ellipses, the first centred on a point of
     ``zone``, kept inside the zone's lung only. Drawn again until its centre lies in ``zone``, so that the report
@@ -396,7 +268,7 @@ def render_demo_case(rng: np.random.Generator, img_size: int = 224, layout: str 
     if layout == "fixed":
         canvas, geometry = _canvas(img_size), FIXED_LAYOUT
     else:
-        geometry, shift, scale = _varied_layout(rng)
+        geometry, shift, scale = varied_layout(rng)
         canvas = _VariedCanvas(img_size, geometry, shift, scale)
     s = img_size
     image = np.full((s, s), rng.uniform(8, 25), np.float32)

@@ -5,8 +5,9 @@ One place for the vocabulary that report-consistent augmentation (``geometry="re
 phrasing of QaTa-COV19 ("upper left lung and lower right lung"), MosMedData+ and the demo set, and the usual radiology
 synonyms (top/bottom, apical/basal, superior/inferior).
 
-Left and right are the patient's sides: a left-right mirror of the image puts the patient's left lung where the
-right one was, so the words swap. An up-down mirror swaps upper and lower. "Middle", "bilateral" and
+A left-right mirror of the image puts what was on one side on the other, so "left" and "right" swap, whichever
+side a data set's words mean (the demo's are the patient's; QaTa-COV19's "left" is the image's left, docs/QATA.md).
+An up-down mirror swaps upper and lower. "Middle", "bilateral" and
 "unilateral" stay true under both mirrors.
 
 :func:`report_cycle` is a fixed derangement of a split's reports (no image keeps its own report file);

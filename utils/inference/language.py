@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from utils.data.demo import FIXED_LAYOUT, DemoLayout, Zone
+from utils.data.demo_layout import FIXED_LAYOUT, DemoLayout, Zone
 from utils.data.reports import POSITION_WORDS
 
 ORACLE_LOGIT = 20.0  # the oracle's logits: +20 on its blobs, -20 elsewhere (probability 1 - 2e-9)
