@@ -97,7 +97,8 @@ def test_ensure_creates_once_and_refuses_partial_sets(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(demo, "make_demo_dataset",
-                        lambda root: calls.append(root) or make_demo_dataset(root, 2, 1, 1, img_size=64))
+                        lambda root, layout: calls.append(root) or make_demo_dataset(root, 2, 1, 1, img_size=64,
+                                                                                     layout=layout))
     cfg = demo_config(tmp_path / "datasets" / "Demo")
     root = demo.ensure_demo_dataset(cfg)
     assert root == tmp_path / "datasets" / "Demo" and (root / "Val_Folder" / "labelcol").is_dir()
@@ -277,3 +278,14 @@ def test_a_varied_set_is_recorded_and_drawn_again(tmp_path):
     (root / "demo.json").write_text(json.dumps({**info, "layout": "tilted"}))
     with pytest.raises(DatasetError, match="layout 'tilted'.*delete"):
         read_demo_info(root)
+
+
+def test_ensure_writes_the_configured_layout_and_refuses_a_set_of_the_other(tmp_path):
+    cfg = demo_config(tmp_path / "datasets" / "Demo").replace(demo_layout="varied")
+    import utils.data.demo as demo
+
+    root = tmp_path / "datasets" / "Demo"
+    make_demo_dataset(root, 2, 1, 1, img_size=64, layout="varied")
+    assert demo.ensure_demo_dataset(cfg) == root  # present in the asked layout: used
+    with pytest.raises(DatasetError, match="layout 'varied', the config asks for 'fixed'"):
+        demo.ensure_demo_dataset(cfg.replace(demo_layout="fixed"))

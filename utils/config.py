@@ -76,6 +76,7 @@ class Config:
     val_subset: int = 0
     check_images: bool = True  # the pre-training data check decodes every image and mask (sizes, binary masks)
     demo_data: bool = False  # write the synthetic demo set (utils/data/demo.py) at the split folders when missing
+    demo_layout: str = "fixed"  # the demo's lungs: "fixed" places (its zones are fixed boxes) or "varied" per image
     # Geometric augmentation: "authors" (rot90 + flip or a small rotation; the report is not changed), "report"
     # (only mirrors the report can follow, its left/right and upper/lower words mirrored alike), "none".
     geometry: str = "authors"
@@ -233,6 +234,8 @@ class Config:
         if self.text_encoder == "hf" and not self.hf_text_model:
             raise ValueError("text_encoder='hf' needs hf_text_model: a folder written by transformers' save_pretrained "
                              "or a hub name (docs/TEXT_ENCODERS.md)")
+        if self.demo_layout not in ("fixed", "varied"):
+            raise ValueError(f"demo_layout must be 'fixed' or 'varied', got {self.demo_layout!r}")
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
         if self.val_text_check_every < 0:

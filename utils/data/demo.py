@@ -391,9 +391,8 @@ def make_demo_dataset(root, n_train: int = 200, n_val: int = 50, n_test: int = 5
 def ensure_demo_dataset(cfg) -> Path:
     """Create the demo set where ``cfg``'s split folders point, unless it is already there.
 
-    A missing set is written in the fixed layout. To train on the varied layout, write that set first,
-    ``make_demo_dataset(root, layout="varied")``, and point the config's folders at it: a set that is present is
-    used as it is, whatever its layout (its ``demo.json`` says which; :func:`demo_cases` follows it).
+    A missing set is written in ``cfg.demo_layout``; a set that is present must have been written in that layout
+    (its ``demo.json`` says which), or it is an error: a run never trains on the other layout unawares.
 
     Args:
         cfg: a config whose ``train_dataset``, ``val_dataset`` and ``test_dataset`` are ``<root>/Train_Folder``,
@@ -412,12 +411,15 @@ def ensure_demo_dataset(cfg) -> Path:
         if folder.parent != root or folder.name != SPLIT_FOLDERS[split]:
             raise DatasetError(f"the demo set needs {split}_dataset = {root / SPLIT_FOLDERS[split]}, got {folder}")
     if all(folder.is_dir() for folder in folders.values()):
-        read_demo_info(root)  # an older demo set is an error that says how to renew it
+        info = read_demo_info(root)  # an older demo set is an error that says how to renew it
+        if info.get("layout", "fixed") != cfg.demo_layout:
+            raise DatasetError(f"{root} holds a demo set of layout {info.get('layout', 'fixed')!r}, the config asks "
+                               f"for {cfg.demo_layout!r}; delete {root} or point the config at another folder")
         return root
     if root.exists():
         raise DatasetError(f"{root} exists but lacks some of {list(SPLIT_FOLDERS.values())}; delete {root} to have the "
                            "demo set written again")
-    return make_demo_dataset(root)
+    return make_demo_dataset(root, layout=cfg.demo_layout)
 
 
 def read_demo_info(root) -> dict:
