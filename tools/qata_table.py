@@ -35,6 +35,7 @@ ROWS: Dict[str, List[str]] = {
     "improved": ["variant=improved"],
     "faithful, no report": ["variant=faithful", "use_report=False"],
     "improved, no report": ["variant=improved", "use_report=False"],
+    "improved, token_len 18": ["variant=improved", "fit_token_len=False"],  # what reading the whole report changes
 }
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One epoch line of the training log (train_model.Trainer): the validation Dice, text gain and seconds.
