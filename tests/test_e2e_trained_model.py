@@ -168,6 +168,8 @@ def test_text_ablation_scores_true_shuffled_and_empty_reports(trained, capsys):
     summary = json.loads((trained["session"] / "test_summary.json").read_text())
     ablation = summary["text_ablation"]
     assert set(ablation) == {"true", "shuffled", "empty", "demo"}  # a demo set: the oracle and interest shares too
+    assert ablation["shuffled"]["unchanged"] == 0  # the demo's reports allow another text for every image
+    assert "shuffled: reports deranged over different texts; 0 of 5 images kept their own text" in printed
     assert ablation["true"]["dice"] == pytest.approx(summary["dice"], abs=1e-6)  # the same model, the same reports
     assert all(ablation[k]["images"] == 5 for k in ("true", "shuffled", "empty"))
     demo = ablation["demo"]
