@@ -28,20 +28,24 @@ import torch
 
 from Load_Dataset import build_test_split
 from utils.config import Config, load_config
+from utils.data.files import split_paths
+from utils.data.importer import manifest_hash
 from utils.data.records import DatasetError
 from utils.inference.evaluate import ABLATIONS, PROTOCOL, demo_cases_of, score_split, text_ablation
 from utils.inference.folder import predict_folder
-from utils.inference.predictor import Predictor
+from utils.inference.predictor import Predictor, prediction_paths
 from utils.inference.speed import AUTO, PRECISIONS, TEXT_CACHE, CompileError
 from utils.logger import setup_logging
 from utils.memory import tune_cpu_allocator
 from utils.misc import get_device
+from utils.outputs import OutputRefused, check_writable, keep_previous, refuse_inside, refuse_overwrite
 from utils.training.checkpoint import BEST_NAME
 from utils.training.sessions import resolve_session
 
 logger = logging.getLogger("test")
 SUMMARY_NAME = "test_summary.json"  # scores of the latest test run
-ABLATION_NAME = "test_text_ablation.json"  # the latest --text_ablation's scores, kept by later plain runs
+ABLATION_NAME = "test_text_ablation.json"  # the latest --text_ablation's scores
+PER_IMAGE_NAME = "test_per_image.csv"
 
 
 def str2bool(value: str) -> bool:
@@ -100,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("-v", "--test_vis", nargs="?", const=True, default=False, type=str2bool, metavar="BOOL",
                       help="draw a figure per image (a flag; the authors' --test_vis True/False also works)")
     test.add_argument("--save_pred", metavar="DIR", help="write each predicted mask as a 0/255 PNG")
+    test.add_argument("--out", metavar="DIR", help="the folder for the results (default: the session, or a folder "
+                                                   "beside --checkpoint); earlier results there move to "
+                                                   "previous_tests/")
+    test.add_argument("--overwrite", action="store_true", help="let --save_pred replace masks already there")
     test.add_argument("--text_ablation", action="store_true",
                       help="also score with reports shuffled between images and with empty reports")
     predict = commands.add_parser("predict", help="predict masks for new images and reports",
@@ -111,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--images", help="a folder of images ...")
     predict.add_argument("--table", help="... with a .xlsx/.csv of Image (file name) and Description (report)")
     predict.add_argument("--out", required=True, help="output prefix (one image) or folder (--images)")
+    predict.add_argument("--overwrite", action="store_true", help="replace output files already there")
     return parser
 
 
@@ -164,12 +173,25 @@ def run_test(args, data_config: Config, checkpoint: str, out_dir: str, device: t
                                           compile=args.compile, cache_text=args.text_cache)
     # The data come from -c/--set; the sizes that shape the inputs come from the model.
     cfg, dataset, loader = build_test_split(data_config, predictor.config, device)
-    vis_dir = os.path.join(out_dir, f"{cfg.task_name}_visualize_test") if args.test_vis else None
+    vis_name = f"{cfg.task_name}_visualize_test"
+    vis_dir = os.path.join(out_dir, vis_name) if args.test_vis else None
+    split = split_paths(cfg, "test")
+    inputs = {"the test split's images": split.img_dir, "the test split's masks": split.mask_dir}
+    refuse_inside(out_dir, inputs, "--out")
+    if args.save_pred:
+        refuse_inside(args.save_pred, inputs, "--save_pred")
+        refuse_overwrite([os.path.join(args.save_pred, os.path.splitext(s.mask_path.name)[0] + ".png")
+                          for s in dataset.samples], args.overwrite)
+    # Earlier results in the folder (and their figures) move aside together: nothing is replaced or mixed.
+    for path in keep_previous(out_dir, [SUMMARY_NAME, ABLATION_NAME, PER_IMAGE_NAME, vis_name]):
+        logger.info("kept the earlier result %s", path)
     for folder in filter(None, [args.save_pred, vis_dir]):
         os.makedirs(folder, exist_ok=True)
     scores, rows = score_split(predictor, dataset, loader, save_pred=args.save_pred, vis_dir=vis_dir,
                                progress=not args.no_progress)
-    summary = {"checkpoint": checkpoint, "precision": predictor.precision, "compiled": args.compile,
+    data = {"test_dataset": os.path.abspath(cfg.test_dataset), "images": len(dataset),
+            "data_sha256": manifest_hash(cfg.test_dataset)}
+    summary = {"checkpoint": checkpoint, "data": data, "precision": predictor.precision, "compiled": args.compile,
                "text_cache": _cache_counts(predictor), **scores, "protocol": PROTOCOL}
     if args.text_ablation:
         summary["text_ablation"] = text_ablation(predictor, dataset, cfg.seed, progress=not args.no_progress,
@@ -177,7 +199,7 @@ def run_test(args, data_config: Config, checkpoint: str, out_dir: str, device: t
     if predictor.text_cache is not None:
         logger.info("text features: %d report(s) computed, %d reused from the cache", predictor.text_cache.misses,
                     predictor.text_cache.hits)
-    with open(os.path.join(out_dir, "test_per_image.csv"), "w", newline="") as handle:
+    with open(os.path.join(out_dir, PER_IMAGE_NAME), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["name", "mask", "report", "dice", "iou"])
         writer.writeheader()
         writer.writerows(rows)
@@ -185,8 +207,8 @@ def run_test(args, data_config: Config, checkpoint: str, out_dir: str, device: t
         json.dump(summary, handle, indent=2)
     if "text_ablation" in summary:  # its own file too: a later plain run rewrites the summary, not this
         with open(os.path.join(out_dir, ABLATION_NAME), "w") as handle:
-            json.dump({"checkpoint": checkpoint, "precision": predictor.precision, **summary["text_ablation"]}, handle,
-                      indent=2)
+            json.dump({"checkpoint": checkpoint, "data": data, "precision": predictor.precision,
+                       **summary["text_ablation"]}, handle, indent=2)
     return summary
 
 
@@ -220,8 +242,8 @@ def test_main(args) -> int:
         else:
             checkpoint = args.checkpoint
         device = choose_device(args)
-        out_dir = output_dir_for(args, session_dir)
-        os.makedirs(out_dir, exist_ok=True)
+        out_dir = args.out or output_dir_for(args, session_dir)
+        check_writable(out_dir)
         summary = run_test(args, config, checkpoint, out_dir, device)
     except (FileNotFoundError, KeyError, TypeError, ValueError, DatasetError, CompileError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -236,10 +258,17 @@ def predict_main(args) -> int:
                                               precision=args.precision, config=load_config(args.config, args.set),
                                               compile=args.compile, cache_text=args.text_cache)
         if args.image:
+            outputs = prediction_paths(args.out)
+            if any(os.path.realpath(path) == os.path.realpath(args.image) for path in outputs):
+                raise OutputRefused(f"--out {args.out} would write over the input image {args.image}; choose another "
+                                    "prefix")
+            refuse_overwrite(outputs, args.overwrite)
             written = predictor.predict(args.image, args.text).save(args.out)
             print("\n".join(written))
         else:
-            done = predict_folder(predictor, args.images, args.table, args.out, not args.no_progress)
+            refuse_inside(args.out, {"the --images folder": args.images}, "--out")
+            done = predict_folder(predictor, args.images, args.table, args.out, not args.no_progress,
+                                  overwrite=args.overwrite)
             print(f"{len(done)} image(s) predicted: {args.out}")
     except (FileNotFoundError, KeyError, TypeError, ValueError, OSError, DatasetError, CompileError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -2,6 +2,7 @@
 and the training curves, on a tiny model trained on a generated set (CPU)."""
 
 import argparse
+import hashlib
 import json
 import os
 
@@ -186,13 +187,16 @@ def test_text_ablation_scores_true_shuffled_and_empty_reports(trained, capsys):
     assert 0 <= demo["woi_position"] <= 1 and 0 <= demo["poi_in_zones"] <= 1 and 0 < demo["poi_chance"] < 1
 
 
-def test_a_plain_run_after_the_ablation_keeps_its_numbers(trained, capsys):
+def test_a_plain_run_after_the_ablation_keeps_its_numbers_aside(trained, capsys):
     args = ["-c", "Config_Demo", "--set", *trained["settings"], "--checkpoint", trained["checkpoint"], "--no_progress"]
     assert test_cli.main(args + ["--text_ablation"]) == 0
     kept = json.loads((trained["session"] / test_cli.ABLATION_NAME).read_text())
     assert test_cli.main(args) == 0
     assert "text_ablation" not in json.loads((trained["session"] / test_cli.SUMMARY_NAME).read_text())
-    again = json.loads((trained["session"] / test_cli.ABLATION_NAME).read_text())
+    # Not left beside the new summary, whose run did not make it: moved aside with the summary it belongs to.
+    assert not (trained["session"] / test_cli.ABLATION_NAME).exists()
+    latest = sorted((trained["session"] / "previous_tests").iterdir())[-1]
+    again = json.loads((latest / test_cli.ABLATION_NAME).read_text())
     assert again == kept and set(kept) >= {"true", "shuffled", "empty", "checkpoint"}
 
 
@@ -258,3 +262,61 @@ def test_empty_reports_of_the_ablation_hold_no_padding(trained, monkeypatch):
     assert len(seen) == 3 * len(dataset) and results["true"]["images"] == len(dataset)
     assert seen[-1][0, :3].tolist() == [tokenizer.sot_token_id, tokenizer.eot_token_id, 0]
     assert torch.equal(seen[0], dataset.text_tokens[:1])  # the true pass reads the stored tokens
+
+
+# Writing results: never into the inputs, never over a file without --overwrite, earlier results kept -------------
+
+def _digests(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_save_pred_never_writes_into_the_test_masks_and_never_overwrites(trained, tmp_path, capsys):
+    labels = trained["root"] / "Test_Folder" / "labelcol"
+    before = _digests(labels)
+    args = ["-c", "Config_Demo", "--set", *trained["settings"], "--checkpoint", trained["checkpoint"], "--no_progress"]
+    assert test_cli.main(args + ["--save_pred", str(labels)]) == 2
+    assert "is inside the test split's masks" in capsys.readouterr().err
+    assert _digests(labels) == before  # the ground truth is untouched
+    out = tmp_path / "preds"
+    assert test_cli.main(args + ["--save_pred", str(out)]) == 0
+    assert test_cli.main(args + ["--save_pred", str(out)]) == 2
+    assert "5 file(s) would be overwritten" in capsys.readouterr().err
+    assert test_cli.main(args + ["--save_pred", str(out), "--overwrite"]) == 0
+
+
+def test_a_second_test_keeps_the_first_ones_results_and_says_which_data_it_scored(trained, tmp_path, capsys):
+    out = tmp_path / "results"
+    args = ["-c", "Config_Demo", "--set", *trained["settings"], "--checkpoint", trained["checkpoint"], "--no_progress",
+            "--out", str(out)]
+    assert test_cli.main(args + ["--text_ablation"]) == 0
+    first = json.loads((out / test_cli.SUMMARY_NAME).read_text())
+    assert first["data"] == {"test_dataset": str(trained["root"] / "Test_Folder"), "images": 5, "data_sha256": None}
+    assert test_cli.main(args) == 0  # a plain run: the ablation file of the first must not be left beside it
+    archived = list((out / "previous_tests").iterdir())
+    assert len(archived) == 1 and sorted(p.name for p in archived[0].iterdir()) == sorted(
+        [test_cli.SUMMARY_NAME, test_cli.ABLATION_NAME, test_cli.PER_IMAGE_NAME])
+    assert json.loads((archived[0] / test_cli.SUMMARY_NAME).read_text()) == first
+    assert sorted(p.name for p in out.iterdir()) == sorted(["previous_tests", test_cli.SUMMARY_NAME,
+                                                             test_cli.PER_IMAGE_NAME])
+
+
+def test_predict_never_writes_into_its_images_folder_or_over_a_file(trained, tmp_path, capsys):
+    reports = {"case1.png": "x", "a.png": "y", "a_mask.png": "z"}
+    images = tmp_path / "images"
+    assert _predict_folder(trained, tmp_path, reports, images) == 2  # --out is the --images folder
+    assert "is inside the --images folder" in capsys.readouterr().err
+    assert sorted(os.listdir(images)) == sorted(reports)  # nothing written there
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "case1_mask.png").write_bytes(b"a mask of mine")
+    table = tmp_path / "reports.csv"
+    assert test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--images", str(images), "--table",
+                          str(table), "--out", str(out), "--no_progress"]) == 2
+    assert "1 file(s) would be overwritten" in capsys.readouterr().err
+    assert os.listdir(out) == ["case1_mask.png"]  # refused before any prediction
+    image = images / "a_mask.png"
+    single = ["predict", "--checkpoint", trained["checkpoint"], "--image", str(image), "--text", "x"]
+    assert test_cli.main(single + ["--out", str(images / "a"), "--overwrite"]) == 2  # a_mask.png is the input
+    assert "would write over the input image" in capsys.readouterr().err
+    assert test_cli.main(single + ["--out", str(out / "case1")]) == 2
+    assert test_cli.main(single + ["--out", str(out / "case1"), "--overwrite"]) == 0

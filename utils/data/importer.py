@@ -61,6 +61,16 @@ def layout_config(root: Path) -> Config:
                             test_text=TEST_TABLE, pairing="qata")
 
 
+def manifest_hash(split_folder: Path) -> Optional[str]:
+    """The ``data_sha256`` of the manifest beside a split folder (``<root>/manifest.json`` for
+    ``<root>/Test_Folder``), or None when the data set has no readable manifest."""
+    path = Path(split_folder).resolve().parent / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("data_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def plan_problems(pairs: List[SourcePair], expected: Optional[Dict[str, int]]) -> List[Problem]:
     """What stands in the way of writing ``pairs``: names twice in a split, in two splits or differing only in
     case (they would collide on a case-insensitive file system), empty reports, and counts other than

@@ -10,17 +10,20 @@ from tqdm import tqdm
 
 from utils.data.records import ERROR
 from utils.data.tables import read_report_table
-from utils.inference.predictor import Predictor
+from utils.inference.predictor import Predictor, prediction_paths
+from utils.outputs import refuse_overwrite
 
 
 def predict_folder(predictor: Predictor, images: str, table: str, out_dir: str,
-                   progress: bool = True) -> List[str]:
+                   progress: bool = True, overwrite: bool = False) -> List[str]:
     """Predict every image named in ``table`` (``.xlsx``/``.csv`` with ``Image`` and ``Description`` columns) from
-    the folder ``images``; writes each image's three files to ``out_dir``. Returns the image names done.
+    the folder ``images``; writes each image's three files to ``out_dir``, none of which may exist unless
+    ``overwrite``. Returns the image names done.
 
     Raises:
         FileNotFoundError: no such folder or table.
-        ValueError: the table cannot be read, names an unsafe path, or names an image that is not there.
+        ValueError: the table cannot be read, names an unsafe path, or names an image that is not there;
+            :class:`utils.outputs.OutputRefused` when an output file exists (checked before any prediction).
     """
     folder = Path(images)
     if not folder.is_dir():
@@ -39,6 +42,8 @@ def predict_folder(predictor: Predictor, images: str, table: str, out_dir: str,
     if clashes:
         raise ValueError(f"images whose outputs would overwrite each other (same name before the extension): "
                          f"{clashes[:5]}; rename them")
+    refuse_overwrite([path for name in parsed.reports
+                      for path in prediction_paths(os.path.join(out_dir, Path(name).stem))], overwrite)
     done = []
     for name, report in tqdm(sorted(parsed.reports.items()), desc="predict", disable=not progress):
         result = predictor.predict(folder / name, report)

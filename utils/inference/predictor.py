@@ -94,12 +94,17 @@ class Prediction:
         ``<prefix>_overlay.png`` (input, prediction, probability, patches and words of interest)."""
         folder = os.path.dirname(os.path.abspath(prefix))
         os.makedirs(folder, exist_ok=True)
-        paths = [f"{prefix}_mask.png", f"{prefix}_prob.png", f"{prefix}_overlay.png"]
+        paths = prediction_paths(prefix)
         _write_png(paths[0], self.mask * 255)
         _write_png(paths[1], np.round(self.probability * 255).astype(np.uint8))
         draw_case(paths[2], self.image, self.probability, self.report, self.words, self.word_weights,
                   self.patch_weights)
         return paths
+
+
+def prediction_paths(prefix: str) -> List[str]:
+    """The files :meth:`Prediction.save` writes for ``prefix``: the mask, the probability and the overlay."""
+    return [f"{prefix}_mask.png", f"{prefix}_prob.png", f"{prefix}_overlay.png"]
 
 
 def _write_png(path: str, array: np.ndarray) -> None:
