@@ -27,7 +27,7 @@ from typing import List, Optional
 import torch
 
 from Load_Dataset import build_test_split
-from utils.config import Config, load_config
+from utils.config import Config, add_set_flag, load_config
 from utils.data.files import split_paths
 from utils.data.importer import manifest_hash
 from utils.data.records import DatasetError
@@ -38,7 +38,7 @@ from utils.inference.speed import AUTO, PRECISIONS, TEXT_CACHE, CompileError
 from utils.logger import setup_logging
 from utils.memory import tune_cpu_allocator
 from utils.misc import get_device
-from utils.outputs import OutputRefused, check_writable, keep_previous, refuse_inside, refuse_overwrite
+from utils.outputs import OutputRefused, check_writable, csv_cell, keep_previous, refuse_inside, refuse_overwrite
 from utils.training.checkpoint import BEST_NAME
 from utils.training.sessions import resolve_session
 
@@ -73,7 +73,7 @@ def _add_common(parser: argparse.ArgumentParser, config_help: str) -> None:
     """The flags that ``train_model.py``, ``test.py`` and the tools spell the same way."""
     parser.add_argument("-c", "--config", "--cfg_path", dest="config", default="Config_QaTa",
                         help=f"{config_help} (default Config_QaTa; --cfg_path is the authors' spelling)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    add_set_flag(parser)
     parser.add_argument("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", choices=PRECISIONS + (AUTO,), default="fp32",
                         help="fp32 (default), or opt-in bf16 (CPU/CUDA) / fp16 (CUDA) autocast: masks may differ in a "
@@ -202,7 +202,8 @@ def run_test(args, data_config: Config, checkpoint: str, out_dir: str, device: t
     with open(os.path.join(out_dir, PER_IMAGE_NAME), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["name", "mask", "report", "dice", "iou"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: csv_cell(value) if isinstance(value, str) else value for key, value in row.items()}
+                         for row in rows)
     with open(os.path.join(out_dir, SUMMARY_NAME), "w") as handle:
         json.dump(summary, handle, indent=2)
     if "text_ablation" in summary:  # its own file too: a later plain run rewrites the summary, not this

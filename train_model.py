@@ -34,7 +34,7 @@ from Load_Dataset import ReportsSwapped, build_dataloader, build_dataloaders, fi
 from nets import build_model
 from nets.weights import load_weights
 from tools.curves import draw_session_curves
-from utils.config import Config, load_config, parse_override
+from utils.config import Config, add_set_flag, load_config, parse_override
 from utils.data.records import DatasetError
 from utils.data.reports import text_derangement
 from utils.inference.figures import column_header
@@ -70,7 +70,7 @@ LOGGED_TERMS = ("total", "seg", "dice_loss", "bce", "ccl", "text_rec", "img_rec"
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train RecLMIS.")
     parser.add_argument("-c", "--config", default="Config_QaTa", help="config module or file (default Config_QaTa)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    add_set_flag(parser)
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:1, ... (overrides the config's device)")
     parser.add_argument("--resume", metavar="SESSION", help="continue a session (id or folder) from its latest epoch")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars (logs only)")
@@ -417,6 +417,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         dist.cleanup()
 
 
+# Fields a resumed run cannot take from --set: the optimizer, schedule and data order continue from the checkpoint.
+RESUME_FIXED = frozenset({"learning_rate", "lr", "weight_decay", "batch_size", "seed"})
+
+
 def _open_session(args, config: Config, dist: Distributed):
     """``(session_dir, config, error)``: the session to train in (created by rank 0, or the one resumed)."""
     session_dir, error = None, None
@@ -428,7 +432,12 @@ def _open_session(args, config: Config, dist: Distributed):
             latest = os.path.join(session_dir, "models", LATEST_NAME)
             saved = read_checkpoint(latest, mmap=is_mappable(latest))  # the config only: no tensor is read here
             # The session's own config, with this command's --set on top (e.g. epochs=... to train longer).
-            config = Config.from_dict(saved["config"]).replace(**dict(parse_override(item) for item in args.set))
+            overrides = dict(parse_override(item) for item in args.set)
+            fixed = sorted(set(overrides) & RESUME_FIXED)
+            if fixed:
+                raise ValueError(f"--set {', '.join(fixed)} cannot change on --resume: the optimizer and schedule "
+                                 "continue from the checkpoint's state; start a new session to change them")
+            config = Config.from_dict(saved["config"]).replace(**overrides)
             if dist.is_main:
                 ensure_writable(os.path.join(session_dir, "models"))
         except OSError as failure:

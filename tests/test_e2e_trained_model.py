@@ -2,6 +2,7 @@
 and the training curves, on a tiny model trained on a generated set (CPU)."""
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -320,3 +321,19 @@ def test_predict_never_writes_into_its_images_folder_or_over_a_file(trained, tmp
     assert "would write over the input image" in capsys.readouterr().err
     assert test_cli.main(single + ["--out", str(out / "case1")]) == 2
     assert test_cli.main(single + ["--out", str(out / "case1"), "--overwrite"]) == 0
+
+
+def test_reports_that_a_spreadsheet_would_run_are_written_as_text(trained, tmp_path):
+    from conftest import read_rows, write_dataset, write_table
+
+    write_dataset(tmp_path / "Covid19", "qata")
+    table = tmp_path / "Covid19" / "Test_Folder" / "Test_text.xlsx"
+    write_table(table, [(name, "@SUM(1+1)*cmd" if i == 0 else report)
+                        for i, (name, report) in enumerate(read_rows(table))])
+    out = tmp_path / "results"
+    assert test_cli.main(["-c", "Config_Demo", "--set", *trained["settings"],
+                          f"test_dataset={tmp_path / 'Covid19' / 'Test_Folder'}", "--checkpoint",
+                          trained["checkpoint"], "--out", str(out), "--no_progress"]) == 0
+    with open(out / test_cli.PER_IMAGE_NAME) as handle:
+        reports = [row["report"] for row in csv.DictReader(handle)]
+    assert reports[0] == "'@SUM(1+1)*cmd" and not reports[1].startswith("'")

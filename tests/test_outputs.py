@@ -6,7 +6,15 @@ import os
 
 import pytest
 
-from utils.outputs import PREVIOUS, OutputRefused, check_writable, keep_previous, refuse_inside, refuse_overwrite
+from utils.outputs import (
+    PREVIOUS,
+    OutputRefused,
+    check_writable,
+    csv_cell,
+    keep_previous,
+    refuse_inside,
+    refuse_overwrite,
+)
 
 
 def test_an_output_in_or_under_an_input_folder_is_refused(tmp_path):
@@ -57,3 +65,11 @@ def test_an_unwritable_results_folder_is_refused_before_the_work(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputRefused, match="cannot write results to .*file.*--out"):
         check_writable(tmp_path / "file" / "results")  # a folder under a file cannot be made
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"), ("+1", "'+1"), ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("\tx", "'\tx"), ("Bilateral pulmonary infection.", "Bilateral pulmonary infection."), ("", ""),
+])
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(text, expected):
+    assert csv_cell(text) == expected

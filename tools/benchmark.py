@@ -50,7 +50,7 @@ from tools.bench_timing import (
     environment,
     model_counts,
 )
-from utils.config import load_config
+from utils.config import add_set_flag, load_config
 from utils.data.records import DatasetError
 from utils.inference.predictor import Predictor
 from utils.inference.speed import PRECISIONS, autocast_for
@@ -123,7 +123,7 @@ def format_report(result: dict) -> str:
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Measure RecLMIS's speed, memory and size on this machine.")
     parser.add_argument("-c", "--config", default="Config_QaTa", help="config module or file (default Config_QaTa)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    add_set_flag(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8], help="inference batch sizes")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, help="inference precisions (default fp32 "

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
-from utils.config import load_config
+from utils.config import add_set_flag, load_config
 from utils.data.demo import ensure_demo_dataset
 
 # Each row: the overrides of Config_Demo that define it. Config_Demo itself is variant="improved".
@@ -124,7 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--epochs", type=int, help="epochs (default: Config_Demo's)")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1)")
     parser.add_argument("--threads", type=int, help="threads per run (default: the cores divided by --jobs)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for every row")
+    add_set_flag(parser, "more overrides for every row")
     args = parser.parse_args(argv)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     args.out = os.path.abspath(args.out)

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from tools.language_table import mean_spread, run_logged
+from utils.config import add_set_flag, load_config
 
 ROWS: Dict[str, List[str]] = {
     "faithful": ["variant=faithful"],
@@ -83,9 +84,7 @@ def run_one(config: str, row: str, seed: int, out: str, extra: Sequence[str]) ->
     name = re.sub(r"[^a-z0-9]+", "_", row.lower()).strip("_") + f"_seed{seed}"
     output_root = os.path.join(out, "sessions", name)
     settings = [*ROWS[row], f"seed={seed}", f"output_root={output_root}", *extra]
-    task = json.loads(run_logged([sys.executable, "-c", "import json, sys; from utils.config import load_config; "
-                                  "print(json.dumps(load_config(sys.argv[1], sys.argv[2:]).task_name))", config,
-                                  *settings], dict(os.environ), os.path.join(out, f"{name}.config.log")))
+    task = load_config(config, settings).task_name
     session = finished_session(output_root, task)
     started = time.time()
     if session is None:
@@ -150,7 +149,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rows", nargs="*", default=list(ROWS)[:3], choices=list(ROWS), metavar="ROW",
                         help=f"rows to run (default the first three): {', '.join(repr(r) for r in ROWS)}")
     parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2])
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for every row")
+    add_set_flag(parser, "more overrides for every row")
     args = parser.parse_args(argv)
     args.out = os.path.abspath(args.out)
     os.chdir(ROOT)  # the recipes' data paths are relative to the repository, as for train_model.py

@@ -17,6 +17,7 @@ import glob
 import importlib
 import importlib.util
 import os
+import traceback
 import typing
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -198,6 +199,14 @@ class Config:
             raise ValueError(f"token_len must leave room for the start and end tokens (>= 2), got {self.token_len}")
         if self.epochs < 1 or self.batch_size < 1 or self.early_stopping_patience < 1:
             raise ValueError("epochs, batch_size and early_stopping_patience must be >= 1")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if (not self.task_name.strip() or self.task_name in (".", "..") or "/" in self.task_name
+                or "\\" in self.task_name):
+            raise ValueError(f"task_name must be a plain folder name (sessions go to <output_root>/<task_name>/), got "
+                             f"{self.task_name!r}")
         if self.lr not in LR_SCHEDULES:
             raise ValueError(f"lr (the schedule) must be one of {LR_SCHEDULES}, got {self.lr!r}")
         if self.n_labels != 1:
@@ -307,6 +316,11 @@ def parse_override(item: str) -> tuple:
     return key.strip(), value
 
 
+def add_set_flag(parser, help: str = "override config fields") -> None:
+    """``--set KEY=VALUE ...`` on an argparse parser, the same in every command; repeated ``--set`` add up."""
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help=help)
+
+
 def load_config(name: str = "Config_QaTa", overrides: Sequence[str] = ()) -> Config:
     """Load a config module and apply ``key=value`` overrides.
 
@@ -319,24 +333,52 @@ def load_config(name: str = "Config_QaTa", overrides: Sequence[str] = ()) -> Con
         FileNotFoundError: no such config; the message lists the config modules there are.
         KeyError, TypeError, ValueError: a bad override (see :meth:`Config.replace`).
     """
-    if name.endswith(".py") or "/" in name or os.sep in name:
-        if not os.path.isfile(name):
-            raise FileNotFoundError(f"config file {name!r} does not exist; known configs: {', '.join(known_configs())}")
-        spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(name))[0], name)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-            raise FileNotFoundError(f"unknown config {name!r}; known configs: {', '.join(known_configs())}") from None
+    module = _import_config(name)
     config = getattr(module, "config", None)
     if not isinstance(config, Config):
         raise TypeError(f"config module {name!r} must define `config = Config().replace(...)`")
     changes = dict(parse_override(item) for item in overrides)
     return config.replace(**changes) if changes else config
+
+
+def _import_config(name: str):
+    """The config module ``name`` (a module name or a ``.py`` file), imported.
+
+    A config is user code: an error while importing it (a syntax error, a bad ``replace``, any exception) is
+    reported as one ``ValueError`` naming the file and line, not as a traceback; set ``RECLMIS_DEBUG=1`` to see the
+    traceback instead.
+    """
+    if name.endswith(".py") or "/" in name or os.sep in name:
+        if os.path.isdir(name):
+            raise FileNotFoundError(f"config {name!r} is a folder; give a config file (Config_Mine.py) or a module "
+                                    f"name; known configs: {', '.join(known_configs())}")
+        if not os.path.isfile(name):
+            raise FileNotFoundError(f"config file {name!r} does not exist; known configs: {', '.join(known_configs())}")
+        spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(name))[0], name)
+        module = importlib.util.module_from_spec(spec)
+        loader, path = (lambda: spec.loader.exec_module(module)), os.path.abspath(name)
+    else:
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:  # a dotted name whose package is missing
+            spec = None
+        if spec is None:
+            raise FileNotFoundError(f"unknown config {name!r}; known configs: {', '.join(known_configs())}")
+        loader, path = (lambda: importlib.import_module(name)), os.path.abspath(spec.origin or name)
+    try:
+        imported = loader()
+    except SyntaxError as error:
+        if os.environ.get("RECLMIS_DEBUG"):
+            raise
+        raise ValueError(f"config {error.filename or path}, line {error.lineno}: syntax error: {error.msg}") from None
+    except Exception as error:  # user code may raise anything; one line that names where, unless debugging
+        if os.environ.get("RECLMIS_DEBUG"):
+            raise
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == path]
+        where = f"{path}, line {frames[-1].lineno}" if frames else path
+        raise ValueError(f"config {where}: {type(error).__name__}: {error} (RECLMIS_DEBUG=1 shows the traceback)"
+                         ) from None
+    return module if name.endswith(".py") or "/" in name or os.sep in name else imported
 
 
 def known_configs() -> list:

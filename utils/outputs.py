@@ -21,6 +21,7 @@ from typing import Dict, Iterable, List, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 PREVIOUS = "previous_tests"
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class OutputRefused(ValueError):
@@ -70,6 +71,13 @@ def keep_previous(folder: PathLike, names: Iterable[str], now: Optional[datetime
         os.replace(os.path.join(folder, name), archive / name)
         moved.append(str(archive / name))
     return moved
+
+
+def csv_cell(text: str) -> str:
+    """``text`` safe in a CSV cell that a spreadsheet opens: a cell starting with ``=``, ``+``, ``-``, ``@``, a tab
+    or a carriage return would run as a formula, so it gets a leading apostrophe (shown as text, as spreadsheets
+    do for typed text). Reports and file names are user text."""
+    return "'" + text if text[:1] in FORMULA_STARTS else text
 
 
 def check_writable(folder: PathLike) -> None:
