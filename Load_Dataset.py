@@ -290,6 +290,7 @@ def build_test_split(data_cfg, model_cfg, device=None):
                            hf_text_model=model_cfg.hf_text_model, use_report=model_cfg.use_report,
                            test_batch_size=1)
     report = check_dataset(cfg, ["test"])
+    log_report(report)  # the warnings too: a mask of values 0/3, an empty report, a row naming no file
     report.raise_if_errors()
     dataset = ImageToImage2D(cfg, "test", index=report.indexes["test"])
     return cfg, dataset, build_dataloader(cfg, "test", device, dataset)

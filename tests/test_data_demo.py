@@ -112,9 +112,14 @@ def test_ensure_creates_once_and_refuses_partial_sets(tmp_path, monkeypatch):
     with pytest.raises(FileExistsError):
         make_demo_dataset(root)
     (root / "Test_Folder_old").rename(root / "Test_Folder")
-    (root / "demo.json").unlink()  # a set written before version 2 (40% distractors) has none
-    with pytest.raises(DatasetError, match="older version.*delete"):
+    (root / "demo.json").unlink()  # the user's own data, or a set written before version 2: never "delete"
+    with pytest.raises(DatasetError, match="not a demo set written by this program.*demo_data=False") as caught:
         demo.ensure_demo_dataset(cfg)
+    assert "delete" not in str(caught.value)
+    (root / "Test_Folder").rename(root / "Test_Folder_old")  # the user's data, a split short
+    with pytest.raises(DatasetError, match="demo_data=False") as caught:
+        demo.ensure_demo_dataset(cfg)
+    assert "delete" not in str(caught.value)
 
 
 def test_demo_cases_are_drawn_again_from_the_sets_seed(tmp_path):

@@ -337,3 +337,20 @@ def test_reports_that_a_spreadsheet_would_run_are_written_as_text(trained, tmp_p
     with open(out / test_cli.PER_IMAGE_NAME) as handle:
         reports = [row["report"] for row in csv.DictReader(handle)]
     assert reports[0] == "'@SUM(1+1)*cmd" and not reports[1].startswith("'")
+
+
+def test_the_test_command_shows_the_data_checks_warnings(trained, tmp_path, capsys):
+    from conftest import read_rows, write_dataset, write_table
+
+    write_dataset(tmp_path / "Covid19", "qata")
+    test_folder = tmp_path / "Covid19" / "Test_Folder"
+    mask = next((test_folder / "labelcol").iterdir())
+    truth = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 0
+    cv2.imwrite(str(mask), np.where(truth, 255, 3).astype(np.uint8))  # a background of 3: all of it foreground
+    table = test_folder / "Test_text.xlsx"
+    write_table(table, [(name, "" if i == 1 else report) for i, (name, report) in enumerate(read_rows(table))])
+    assert test_cli.main(["-c", "Config_Demo", "--set", *trained["settings"], f"test_dataset={test_folder}",
+                          "--checkpoint", trained["checkpoint"], "--out", str(tmp_path / "results"),
+                          "--no_progress"]) == 0
+    err = capsys.readouterr().err
+    assert "data [test] non_binary_mask" in err and "data [test] empty_report" in err

@@ -137,9 +137,9 @@ class CheckReport:
                     lines.append(f"  [{split}] {code}: ... and {len(group) - len(shown)} more like this")
         n_err, n_warn = len(self.errors), len(self.warnings)
         if n_err:
-            lines.append(f"FAILED: {n_err} error(s), {n_warn} warning(s); the data set cannot be trained on as it is.")
+            lines.append(f"FAILED: {n_err} error(s), {n_warn} warning(s); these splits cannot be used as they are.")
         else:
-            lines.append(f"OK: {n_warn} warning(s); the data set can be trained on.")
+            lines.append(f"OK: {n_warn} warning(s); these splits can be used.")
         return "\n".join(lines)
 
     def raise_if_errors(self) -> None:

@@ -417,8 +417,12 @@ def ensure_demo_dataset(cfg) -> Path:
                                f"for {cfg.demo_layout!r}; delete {root} or point the config at another folder")
         return root
     if root.exists():
-        raise DatasetError(f"{root} exists but lacks some of {list(SPLIT_FOLDERS.values())}; delete {root} to have the "
-                           "demo set written again")
+        if (root / INFO_FILE).is_file():  # a demo set this program wrote, with a split missing
+            raise DatasetError(f"{root} exists but lacks some of {list(SPLIT_FOLDERS.values())}; delete {root} to have "
+                               "the demo set written again")
+        raise DatasetError(f"{root} exists and is not a demo set written by this program (no {INFO_FILE}); to train "
+                           "on your own data there, --set demo_data=False, or point the config's split folders "
+                           "elsewhere")
     return make_demo_dataset(root, layout=cfg.demo_layout)
 
 
@@ -434,8 +438,11 @@ def read_demo_info(root) -> dict:
     path = Path(root) / INFO_FILE
     renew = f"delete {root} and the current demo set (version {DEMO_VERSION}) is written on the next run"
     if not path.is_file():
-        raise DatasetError(f"{root} has no {INFO_FILE}: it is not a demo set, or one written by an older version "
-                           f"(40% of images with distractors); {renew}")
+        # Possibly the user's own data: never advise deleting a folder this program may not have written.
+        raise DatasetError(f"{root} has no {INFO_FILE}, so it is not a demo set written by this program (or one from "
+                           f"before version 2). To train on your own data there, --set demo_data=False (or use a "
+                           f"config of your own); if it is an old demo set, move it away and the current one is "
+                           "written on the next run")
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError) as error:
