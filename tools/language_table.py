@@ -18,12 +18,12 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
+from tools.experiments import ROOT, mean_spread, read_records, run_logged
 from utils.config import add_set_flag, load_config
 from utils.data.demo import ensure_demo_dataset
 
@@ -37,16 +37,6 @@ ROWS: Dict[str, List[str]] = {
     "improved": ["variant=improved"],
 }
 _EPOCH_SECONDS = re.compile(r"^Epoch \d+/\d+ .*\| ([\d.]+)s\s*$")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_logged(command: List[str], env: dict, log_path: str) -> str:
-    """Run ``command`` in the repository with stderr to ``log_path``; its stdout, or RuntimeError on failure."""
-    with open(log_path, "w") as log:
-        done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed with status {done.returncode}; see {log_path}")
-    return done.stdout
 
 
 def run_one(row: str, seed: int, out: str, epochs: Optional[int], threads: int, extra: Sequence[str]) -> dict:
@@ -87,15 +77,6 @@ COLUMNS = [("dice_true", "Dice true", 3), ("dice_shuffled", "shuffled", 3), ("di
            ("minutes", "minutes", 1)]
 
 
-def mean_spread(values: List[float], digits: int = 3) -> str:
-    """``mean ± sample standard deviation``; the mean alone for one value or values that are all the same."""
-    mean = sum(values) / len(values)
-    if len(values) == 1 or max(values) == min(values):
-        return f"{mean:.{digits}f}"
-    spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
-
-
 def table(records: List[dict], rows: Sequence[str]) -> str:
     """Markdown: one line per row, mean ± sample standard deviation over its seeds."""
     lines = ["| row | seeds | " + " | ".join(title for _, title, _ in COLUMNS) + " | text gain | over oracle |",
@@ -131,10 +112,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.chdir(ROOT)  # Config_Demo's data paths are relative to the repository, as for train_model.py
     os.makedirs(args.out, exist_ok=True)
     results = os.path.join(args.out, "runs.jsonl")
-    records = []
-    if os.path.isfile(results):
-        with open(results) as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
+    records = read_records(results)
     done = {(r["row"], r["seed"]) for r in records}
     todo = [(row, seed) for row in args.rows for seed in args.seeds if (row, seed) not in done]
     print(f"{len(todo)} run(s) to do, {len(done)} already in {results}", flush=True)

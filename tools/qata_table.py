@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from tools.language_table import mean_spread, run_logged
+from tools.experiments import ROOT, mean_spread, read_records, run_logged
 from utils.config import add_set_flag, load_config
 
 ROWS: Dict[str, List[str]] = {
@@ -38,7 +38,6 @@ ROWS: Dict[str, List[str]] = {
     "improved, no report": ["variant=improved", "use_report=False"],
     "improved, token_len 18": ["variant=improved", "fit_token_len=False"],  # what reading the whole report changes
 }
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One epoch line of the training log (train_model.Trainer): the validation Dice, text gain and seconds.
 _EPOCH = re.compile(r"^Epoch (\d+)/\d+ .*\| val: .*?\bdice=([\d.]+)(?:.*?text_gain=(-?[\d.]+))?.*\| ([\d.]+)s\s*$")
 _TOKEN_LEN = re.compile(r"^token_len (\d+)")
@@ -155,10 +154,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.chdir(ROOT)  # the recipes' data paths are relative to the repository, as for train_model.py
     os.makedirs(args.out, exist_ok=True)
     results = os.path.join(args.out, "runs.jsonl")
-    records = []
-    if os.path.isfile(results):
-        with open(results) as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
+    records = read_records(results)
     done = {(r["row"], r["seed"]) for r in records}
     # Seed-major order: every row gets its first seed before any gets its second.
     todo = [(row, seed) for seed in args.seeds for row in args.rows if (row, seed) not in done]
