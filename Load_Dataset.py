@@ -112,7 +112,8 @@ class ImageToImage2D(Dataset):
                 raise DatasetError(f"cannot load the {split} split ({index.paths.folder}): {len(errors)} error(s)\n"
                                    f"{lines}{more}\nRun `python Load_Dataset.py --check <data set folder> -c <config>`"
                                    " for the full report.")
-        self.samples = fixed_subset(list(index.samples), getattr(cfg, f"{split}_subset", 0))
+        subset = {"train": cfg.train_subset, "val": cfg.val_subset}.get(split, 0)  # the test split is scored whole
+        self.samples = fixed_subset(list(index.samples), subset)
         # The no-language control (use_report=False) reads one constant, empty report for every image.
         self.reports = [s.report if cfg.use_report else "" for s in self.samples]
         tokenized = tokenize_reports(self.reports, cfg)
