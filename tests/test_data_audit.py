@@ -75,5 +75,8 @@ def test_the_command_prints_and_writes_the_audit(qata_set, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "2 images, 2 distinct reports" in printed and "column 0 is the image's left" in printed
     assert json.loads(out.read_text())["images"] == 2
+    assert audit_reports.main(["--set", *settings, "--split", "val", "--json", str(out)]) == 2  # not over a file
+    assert "would be overwritten" in capsys.readouterr().err
+    assert audit_reports.main(["--set", *settings, "--split", "val", "--json", str(out), "--overwrite"]) == 0
     assert audit_reports.main(["--set", f"test_dataset={folder}/Nowhere", "--split", "test"]) == 2
     assert "cannot be read" in capsys.readouterr().err

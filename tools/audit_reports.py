@@ -18,6 +18,7 @@ from utils.config import add_set_flag, load_config
 from utils.data.audit import audit_split, format_audit
 from utils.data.files import load_split_index
 from utils.data.records import ERROR, SPLITS
+from utils.outputs import refuse_overwrite
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -26,10 +27,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     add_set_flag(parser)
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--top", type=int, default=15, help="most frequent reports to list (default 15)")
-    parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser.add_argument("--json", help="also write the numbers to this JSON file (a new file, unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="let --json replace a file already there")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
+        if args.json:
+            refuse_overwrite([args.json], args.overwrite)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
