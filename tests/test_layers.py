@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("nets", "utils", "tools")
 LAYERS = [  # (layer, path prefixes); the longest matching prefix decides
     (0, ["utils/config.py", "utils/misc.py", "utils/logger.py", "utils/weights_io.py", "utils/memory.py",
-         "utils/__init__.py"]),
+         "utils/outputs.py", "utils/__init__.py"]),
     (1, ["Config_"]),
     (2, ["utils/data/", "Load_Dataset.py"]),
     (3, ["nets/"]),
