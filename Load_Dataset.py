@@ -101,6 +101,7 @@ class ImageToImage2D(Dataset):
         self.img_size = cfg.img_size
         self.blur_mode = cfg.blur_mode
         self.geometry = cfg.geometry
+        self.max_pixels = cfg.max_image_pixels
         self.tokenizer = build_tokenizer(cfg)  # for reports mirrored in training
         self.augment = (cfg.augment and split == "train") if augment is None else augment
         if index is None:
@@ -141,8 +142,8 @@ class ImageToImage2D(Dataset):
         """
         sample = self.samples[i]
         size = (self.img_size, self.img_size)
-        image = cv2.resize(read_image(sample.image_path), size, interpolation=cv2.INTER_LINEAR)
-        mask = cv2.resize(read_mask(sample.mask_path), size, interpolation=cv2.INTER_LINEAR)
+        image = cv2.resize(read_image(sample.image_path, self.max_pixels), size, interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(read_mask(sample.mask_path, self.max_pixels), size, interpolation=cv2.INTER_LINEAR)
         # Bilinear, then > 0, as the authors: a downsampled mask grows by up to a pixel at its edges.
         return image, (mask > 0).astype(np.uint8)
 

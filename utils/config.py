@@ -76,6 +76,10 @@ class Config:
     train_subset: int = 0
     val_subset: int = 0
     check_images: bool = True  # the pre-training data check decodes every image and mask (sizes, binary masks)
+    # What one input file may cost (docs/RELIABILITY.md, "Resource limits"); raise a limit with --set.
+    max_image_pixels: int = 50_000_000  # width x height of an image or mask, read from its header before decoding
+    max_table_rows: int = 200_000  # rows of a report table
+    max_table_mib: int = 256  # a report table's size in MiB, uncompressed (an .xlsx is a zip)
     demo_data: bool = False  # write the synthetic demo set (utils/data/demo.py) at the split folders when missing
     demo_layout: str = "fixed"  # the demo's lungs: "fixed" places (its zones are fixed boxes) or "varied" per image
     # Geometric augmentation: "authors" (rot90 + flip or a small rotation; the report is not changed), "report"
@@ -233,6 +237,9 @@ class Config:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.train_subset < 0 or self.val_subset < 0:
             raise ValueError("train_subset and val_subset must be >= 0 (0 = the whole split)")
+        for name in ("max_image_pixels", "max_table_rows", "max_table_mib"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.test_batch_size < 1:
             raise ValueError(f"test_batch_size must be >= 1, got {self.test_batch_size}")
         for name in ("train_dataset", "val_dataset", "test_dataset", "train_text", "val_text", "test_text"):

@@ -11,7 +11,9 @@ mask without a row; a QaTa mask not named ``mask_<image>``; an unreadable or zer
 size differs from its image's; a split with no complete sample.
 
 Warnings: a row naming no mask in any split that uses the table; a row repeated with the same report; an empty
-report or name cell; a non-binary mask (it is binarised as ``value > 0``); a file that is not an image.
+report or name cell; a non-binary mask (it is binarised as ``value > 0``); a file that is not an image; an image
+under 16 pixels on a side or more than 10:1 (it is stretched to a square); a split whose masks are all empty.
+An image or mask over ``max_image_pixels`` is an error, refused from its header before it is decoded.
 
 Rows of a table that several splits share (QaTa's ``Train_Val_text.xlsx``) are checked against the masks of all
 splits that use it, so a validation row is not "unused" when only the training split is checked. Table problems
@@ -20,6 +22,7 @@ are reported once, under the splits that share the table (``train+val``).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +37,9 @@ from utils.data.images import read_image, read_mask
 from utils.data.records import ERROR, SPLITS, WARNING, DatasetError, Problem, ReportTable, Sample, SplitIndex
 from utils.data.tables import read_report_table
 from utils.data.tokenizer import tokenize_reports
+
+MIN_SIDE = 16  # an image smaller than this on a side is warned about (it is stretched to img_size)
+MAX_ASPECT = 10  # and one longer than this many times its width, or wider than this many times its height
 
 
 @dataclass
@@ -179,7 +185,8 @@ def check_dataset(cfg, splits: Iterable[str] = SPLITS, decode: Optional[bool] = 
             continue
         users = [s for s in SPLITS if same_file(all_paths[s].table, all_paths[split].table)]
         label = "+".join(users)
-        table_of[split] = read_report_table(all_paths[split].table, label)
+        table_of[split] = read_report_table(all_paths[split].table, label, max_rows=cfg.max_table_rows,
+                                            max_mib=cfg.max_table_mib)
         users_of[split] = users
         report.tables[all_paths[split].table] = users
         report.problems += table_of[split].problems
@@ -201,7 +208,7 @@ def check_dataset(cfg, splits: Iterable[str] = SPLITS, decode: Optional[bool] = 
         words_cut = tokenize_reports([s.report for s in samples], cfg, pad_short_reports=False).words_cut
         report.splits[split].cut_reports = int(words_cut.sum())
         if decode:
-            problems, empty = _check_files(samples, split, max_threads)
+            problems, empty = _check_files(samples, split, max_threads, cfg.max_image_pixels)
             report.problems += problems
             report.splits[split].empty_masks = empty
     return report
@@ -224,18 +231,32 @@ def _unused_rows(table: ReportTable, users: Sequence, indexes: Dict[str, SplitIn
             for name in table.reports if name not in masks]
 
 
-def _check_sample(sample: Sample) -> Tuple[List[Tuple[str, str, str]], bool]:
+def odd_shape_reason(width: int, height: int) -> Optional[str]:
+    """Why an image of ``width`` x ``height`` is unlikely to be meant (tiny, or a strip), or None."""
+    if min(width, height) < MIN_SIDE:
+        return f"is {width}x{height} (WxH), under {MIN_SIDE} pixels on a side"
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        return f"is {width}x{height} (WxH), more than {MAX_ASPECT}:1"
+    return None
+
+
+def _check_sample(sample: Sample, max_pixels: int) -> Tuple[List[Tuple[str, str, str]], bool]:
     """Decode one image and mask: ``([(severity, code, message)], mask is empty)``."""
     found = []
     image = mask = None
     try:
-        image = read_image(sample.image_path)
+        image = read_image(sample.image_path, max_pixels)
     except DatasetError as error:
         found.append((ERROR, "unreadable_file", str(error)))
     try:
-        mask = read_mask(sample.mask_path)
+        mask = read_mask(sample.mask_path, max_pixels)
     except DatasetError as error:
         found.append((ERROR, "unreadable_file", str(error)))
+    if image is not None:
+        odd = odd_shape_reason(image.shape[1], image.shape[0])
+        if odd:
+            found.append((WARNING, "odd_shape", f"{sample.image_path} {odd}; it is stretched to a square of img_size "
+                                                "pixels like every image: check that it is the image you meant"))
     if mask is None:
         return found, False
     if image is not None and image.shape[:2] != mask.shape:
@@ -253,10 +274,16 @@ def _check_sample(sample: Sample) -> Tuple[List[Tuple[str, str, str]], bool]:
     return found, not levels.size or levels.max() == 0
 
 
-def _check_files(samples: Sequence[Sample], split: str, max_threads: Optional[int]) -> Tuple[List[Problem], int]:
+def _check_files(samples: Sequence[Sample], split: str, max_threads: Optional[int],
+                 max_pixels: int) -> Tuple[List[Problem], int]:
     """Decode every image and mask of a split, in threads; return the problems and the number of empty masks."""
     threads = max_threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = list(pool.map(_check_sample, samples))
+        results = list(pool.map(functools.partial(_check_sample, max_pixels=max_pixels), samples))
     problems = [Problem(sev, code, split, msg) for found, _ in results for sev, code, msg in found]
-    return problems, sum(empty for _, empty in results)
+    empty = sum(empty for _, empty in results)
+    if samples and empty == len(samples):
+        problems.append(Problem(WARNING, "all_masks_empty", split,
+                                f"all {empty} masks of {split} are empty (no pixel above 0): there is nothing to "
+                                "segment; check that labelcol/ holds the masks and not blank files"))
+    return problems, empty

@@ -229,5 +229,5 @@ def load_split_index(cfg, split: str) -> Tuple[SplitIndex, ReportTable]:
         The split's index and its table; problems are in both (``index.problems``, ``table.problems``).
     """
     paths = split_paths(cfg, split)
-    table = read_report_table(paths.table, split)
+    table = read_report_table(paths.table, split, max_rows=cfg.max_table_rows, max_mib=cfg.max_table_mib)
     return index_split(paths, table, cfg.pairing), table

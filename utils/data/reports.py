@@ -18,7 +18,7 @@ shuffled-report scores during validation (``val/dice_shuffled``, ``val/text_gain
 from __future__ import annotations
 
 import re
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -100,3 +100,25 @@ def text_derangement(reports: Sequence[str], seed: int) -> Tuple[torch.Tensor, i
         j = candidates[0]
         donor_np[i], donor_np[j] = donor_np[j], donor_np[i]
     return torch.from_numpy(donor_np), unchanged
+
+
+_PATH_LIKE = re.compile(r"^\S*([/\\]\S*|\.[A-Za-z0-9]{1,5})$")  # no spaces, and a separator or a file extension
+
+
+def report_concerns(report: str) -> List[str]:
+    """What looks wrong with a report given for prediction, as phrases for a warning (empty when nothing does):
+    an empty report; one that looks like a file path (the report is the text, not a file of it); one whose
+    letters are mostly not Latin (the text towers here read English reports). A report cut to ``token_len`` is
+    the tokenizer's to tell."""
+    text = report.strip()
+    if not text:
+        return ["it is empty: the model reads only the start and end tokens"]
+    concerns = []
+    if _PATH_LIKE.match(text) and any(ch.isalpha() for ch in text):
+        concerns.append(f"{text[:60]!r} looks like a file path or name: the report is the text itself (pass "
+                        "--text \"$(cat FILE)\" to read it from a file)")
+    letters = [ch for ch in text if ch.isalpha()]
+    if letters and sum(ch.isascii() for ch in letters) < 0.5 * len(letters):
+        concerns.append("most of its letters are not Latin: the text tower learned English reports, so it reads "
+                        "this as unfamiliar pieces")
+    return concerns

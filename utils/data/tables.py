@@ -10,9 +10,11 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 from typing import Optional
+from xml.etree.ElementTree import ParseError
 
 import pandas as pd
 
+from utils.config import Config
 from utils.data.records import ERROR, IMAGE_COLUMN, REPORT_COLUMN, TABLE_EXTENSIONS, WARNING, Problem, ReportTable
 
 
@@ -38,7 +40,31 @@ def _quote(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
-def read_report_table(path: Path, split_label: str, names: str = "the mask's file name") -> ReportTable:
+def _first_cause(error: BaseException) -> str:
+    """``Type: message`` of the innermost exception behind ``error`` on one line: openpyxl wraps the XML parser's
+    error (a ParseError, or defusedxml's EntitiesForbidden) in a generic ValueError."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return f"{type(error).__name__}: " + " ".join(str(error).split())
+
+
+def _table_size_problem(path: Path, suffix: str, max_mib: int) -> Optional[str]:
+    """Why ``path`` is too large to read (its bytes, an .xlsx's uncompressed members summed), or None."""
+    limit = max_mib * 2**20
+    if suffix == ".csv":
+        size = path.stat().st_size
+    else:
+        with zipfile.ZipFile(path) as archive:
+            size = sum(member.file_size for member in archive.infolist())
+    if size <= limit:
+        return None
+    what = "" if suffix == ".csv" else " uncompressed"
+    return (f"{path} is {size / 2**20:,.0f} MiB{what}, over the limit of {max_mib:,} MiB for a report table; "
+            "remove what is not a report from it, or raise the limit with --set max_table_mib=N")
+
+
+def read_report_table(path: Path, split_label: str, names: str = "the mask's file name",
+                      max_rows: int = Config.max_table_rows, max_mib: int = Config.max_table_mib) -> ReportTable:
     """Read a report table (``.xlsx``, first sheet, or ``.csv`` in UTF-8) into ``{mask name: report}``.
 
     Every cell is read as text, so a number or a formula cannot break it (a formula reads as the value the
@@ -52,6 +78,9 @@ def read_report_table(path: Path, split_label: str, names: str = "the mask's fil
         split_label: the split(s) using the table, for the problems (``"train+val"``).
         names: what the ``Image`` column holds, for the messages: the mask's file name in a data set's tables,
             the image's in a table for ``test.py predict``.
+        max_rows, max_mib: limits (``Config.max_table_rows`` and ``max_table_mib``): a table over either is
+            refused before it is read whole, so a small file cannot exhaust the memory or the time. XML inside an
+            .xlsx is parsed through defusedxml (openpyxl uses it when installed), which refuses entity expansion.
 
     Returns:
         The table; ``readable`` is False, with one error in ``problems``, when the file is missing, is not
@@ -71,19 +100,30 @@ def read_report_table(path: Path, split_label: str, names: str = "the mask's fil
                 f"{path}: report tables must be .xlsx or .csv, not {path.suffix!r}; save it as one of those")
         return table
     try:
+        too_large = _table_size_problem(path, suffix, max_mib)
+        if too_large:
+            problem(ERROR, "table_too_large", too_large)
+            return table
+        # One row past the limit is read, to tell a table at the limit from one over it; no more.
         if suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", nrows=max_rows + 1)
         else:
-            frame = pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False, engine="openpyxl")
+            frame = pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False, engine="openpyxl",
+                                  nrows=max_rows + 1)
     except UnicodeDecodeError as error:
         problem(ERROR, "unreadable_table", f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
                                            "save the table as UTF-8 CSV or as .xlsx")
         return table
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        # pandas and openpyxl raise these for a corrupt, empty or mislabelled file.
-        problem(ERROR, "unreadable_table", f"{path} cannot be read as a {suffix} table "
-                                           f"({type(error).__name__}: {error}); open it in a spreadsheet program "
-                                           "and save it again as .xlsx or UTF-8 .csv")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, ParseError) as error:
+        # pandas and openpyxl raise these for a corrupt, empty or mislabelled file; ParseError for broken XML
+        # inside an .xlsx, defusedxml's errors (ValueErrors) for entity tricks.
+        problem(ERROR, "unreadable_table", f"{path} cannot be read as a {suffix} table ({_first_cause(error)}); "
+                                           "open it in a spreadsheet program and save it again as .xlsx or UTF-8 "
+                                           ".csv")
+        return table
+    if len(frame) > max_rows:
+        problem(ERROR, "table_too_large", f"{path} has more than {max_rows:,} rows, the limit for a report table; "
+                                          "split it, or raise the limit with --set max_table_rows=N")
         return table
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in (IMAGE_COLUMN, REPORT_COLUMN) if c not in frame.columns]
