@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import sys
 from typing import List, Optional
 
@@ -32,7 +33,7 @@ from utils.data.files import split_paths
 from utils.data.importer import manifest_hash
 from utils.data.records import DatasetError
 from utils.inference.evaluate import ABLATIONS, PROTOCOL, demo_cases_of, score_split, text_ablation
-from utils.inference.folder import predict_folder
+from utils.inference.folder import PredictionInterrupted, predict_folder
 from utils.inference.predictor import Predictor, prediction_paths
 from utils.inference.speed import AUTO, PRECISIONS, TEXT_CACHE, CompileError
 from utils.logger import setup_logging
@@ -118,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text", help="its report")
     predict.add_argument("--images", help="a folder of images ...")
     predict.add_argument("--table", help="... with a .xlsx/.csv of Image (file name) and Description (report)")
-    predict.add_argument("--out", required=True, help="output prefix (one image) or folder (--images)")
+    predict.add_argument("--out", required=True, help="output prefix (one image: PREFIX_mask.png, ...), or a folder "
+                                                      "(--images; or with one image, an existing folder or one "
+                                                      "ending in /, where the files take the image's name)")
     predict.add_argument("--overwrite", action="store_true", help="replace output files already there")
     return parser
 
@@ -131,6 +134,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     if args.command == "test" and args.gpu is not None and args.device is not None:
         parser.error("give --device or the authors' --gpu, not both")
     if args.command == "predict":
+        if not args.out.strip():
+            parser.error("--out is empty: give an output prefix or folder")
         if bool(args.image) == bool(args.images):
             parser.error("give --image (with --text) or --images (with --table)")
         if args.image and args.text is None:
@@ -174,7 +179,9 @@ def run_test(args, data_config: Config, checkpoint: str, out_dir: str, device: t
     # The data come from -c/--set; the sizes that shape the inputs come from the model.
     cfg, dataset, loader = build_test_split(data_config, predictor.config, device)
     vis_name = f"{cfg.task_name}_visualize_test"
-    vis_dir = os.path.join(out_dir, vis_name) if args.test_vis else None
+    # Figures are drawn into a hidden folder and moved into place once the split is scored, so an interrupted run
+    # never mixes its figures with earlier ones.
+    vis_dir = os.path.join(out_dir, f".{vis_name}.partial") if args.test_vis else None
     split = split_paths(cfg, "test")
     inputs = {"the test split's images": split.img_dir, "the test split's masks": split.mask_dir}
     refuse_inside(out_dir, inputs, "--out")
@@ -182,23 +189,35 @@ def run_test(args, data_config: Config, checkpoint: str, out_dir: str, device: t
         refuse_inside(args.save_pred, inputs, "--save_pred")
         refuse_overwrite([os.path.join(args.save_pred, os.path.splitext(s.mask_path.name)[0] + ".png")
                           for s in dataset.samples], args.overwrite)
-    # Earlier results in the folder (and their figures) move aside together: nothing is replaced or mixed.
-    for path in keep_previous(out_dir, [SUMMARY_NAME, ABLATION_NAME, PER_IMAGE_NAME, vis_name]):
-        logger.info("kept the earlier result %s", path)
+    if vis_dir and os.path.isdir(vis_dir):
+        shutil.rmtree(vis_dir)  # left by a run that was killed outright: this command wrote it
     for folder in filter(None, [args.save_pred, vis_dir]):
         os.makedirs(folder, exist_ok=True)
-    scores, rows = score_split(predictor, dataset, loader, save_pred=args.save_pred, vis_dir=vis_dir,
-                               progress=not args.no_progress)
+    try:
+        scores, rows = score_split(predictor, dataset, loader, save_pred=args.save_pred, vis_dir=vis_dir,
+                                   progress=not args.no_progress)
+        ablation = None
+        if args.text_ablation:
+            ablation = text_ablation(predictor, dataset, cfg.seed, progress=not args.no_progress,
+                                     cases=demo_cases_of(cfg.test_dataset))
+    except KeyboardInterrupt:
+        if vis_dir:
+            shutil.rmtree(vis_dir, ignore_errors=True)
+        raise TestInterrupted(out_dir, args.save_pred) from None
     data = {"test_dataset": os.path.abspath(cfg.test_dataset), "images": len(dataset),
             "data_sha256": manifest_hash(cfg.test_dataset)}
     summary = {"checkpoint": checkpoint, "data": data, "precision": predictor.precision, "compiled": args.compile,
                "text_cache": _cache_counts(predictor), **scores, "protocol": PROTOCOL}
-    if args.text_ablation:
-        summary["text_ablation"] = text_ablation(predictor, dataset, cfg.seed, progress=not args.no_progress,
-                                                 cases=demo_cases_of(cfg.test_dataset))
+    if ablation is not None:
+        summary["text_ablation"] = ablation
     if predictor.text_cache is not None:
         logger.info("text features: %d report(s) computed, %d reused from the cache", predictor.text_cache.misses,
                     predictor.text_cache.hits)
+    # Earlier results in the folder (and their figures) move aside together: nothing is replaced or mixed.
+    for path in keep_previous(out_dir, [SUMMARY_NAME, ABLATION_NAME, PER_IMAGE_NAME, vis_name]):
+        logger.info("kept the earlier result %s", path)
+    if vis_dir:
+        os.replace(vis_dir, os.path.join(out_dir, vis_name))
     with open(os.path.join(out_dir, PER_IMAGE_NAME), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["name", "mask", "report", "dice", "iou"])
         writer.writeheader()
@@ -211,6 +230,21 @@ def run_test(args, data_config: Config, checkpoint: str, out_dir: str, device: t
             json.dump({"checkpoint": checkpoint, "data": data, "precision": predictor.precision,
                        **summary["text_ablation"]}, handle, indent=2)
     return summary
+
+
+class TestInterrupted(KeyboardInterrupt):
+    """Ctrl-C while the split was scored: nothing was written to the results folder."""
+
+    def __init__(self, out_dir: str, save_pred: Optional[str]):
+        super().__init__(out_dir)
+        self.out_dir = out_dir
+        self.save_pred = save_pred
+
+    def message(self) -> str:
+        masks = (f"; the masks written so far stay in {self.save_pred} (a later --save_pred there needs --overwrite)"
+                 if self.save_pred else "")
+        return (f"interrupted: no result was written to {self.out_dir} and its earlier results are as they were"
+                f"{masks}")
 
 
 def print_summary(summary: dict, out_dir: str) -> None:
@@ -246,6 +280,12 @@ def test_main(args) -> int:
         out_dir = args.out or output_dir_for(args, session_dir)
         check_writable(out_dir)
         summary = run_test(args, config, checkpoint, out_dir, device)
+    except TestInterrupted as stopped:
+        print(stopped.message(), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted before the test split was scored: nothing was written", file=sys.stderr)
+        return 130
     except (FileNotFoundError, KeyError, TypeError, ValueError, DatasetError, CompileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -253,24 +293,43 @@ def test_main(args) -> int:
     return 0
 
 
+def single_prefix(out: str, image: str) -> str:
+    """The output prefix of a one-image ``predict``: ``out`` itself, or inside ``out`` under the image's name when
+    ``out`` is an existing folder or ends with a path separator."""
+    if os.path.isdir(out) or out.endswith(("/", os.sep)):
+        return os.path.join(out, os.path.splitext(os.path.basename(image))[0])
+    return out
+
+
 def predict_main(args) -> int:
     try:
+        config = load_config(args.config, args.set)
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device or "auto",
-                                              precision=args.precision, config=load_config(args.config, args.set),
-                                              compile=args.compile, cache_text=args.text_cache)
+                                              precision=args.precision, config=config, compile=args.compile,
+                                              cache_text=args.text_cache, max_image_pixels=config.max_image_pixels)
         if args.image:
-            outputs = prediction_paths(args.out)
+            prefix = single_prefix(args.out, args.image)
+            outputs = prediction_paths(prefix)
             if any(os.path.realpath(path) == os.path.realpath(args.image) for path in outputs):
                 raise OutputRefused(f"--out {args.out} would write over the input image {args.image}; choose another "
                                     "prefix")
             refuse_overwrite(outputs, args.overwrite)
-            written = predictor.predict(args.image, args.text).save(args.out)
+            written = predictor.predict(args.image, args.text).save(prefix)
             print("\n".join(written))
         else:
             refuse_inside(args.out, {"the --images folder": args.images}, "--out")
             done = predict_folder(predictor, args.images, args.table, args.out, not args.no_progress,
-                                  overwrite=args.overwrite)
+                                  overwrite=args.overwrite, max_rows=config.max_table_rows,
+                                  max_mib=config.max_table_mib)
             print(f"{len(done)} image(s) predicted: {args.out}")
+    except PredictionInterrupted as stopped:
+        print(f"interrupted: {len(stopped.done)} of {stopped.total} image(s) predicted, their files are in "
+              f"{args.out}; the image being predicted left no file. Run again with --overwrite to redo them all, "
+              "or predict the rest with a table of the others", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted: no prediction was written", file=sys.stderr)
+        return 130
     except (FileNotFoundError, KeyError, TypeError, ValueError, OSError, DatasetError, CompileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -354,3 +354,96 @@ def test_the_test_command_shows_the_data_checks_warnings(trained, tmp_path, caps
                           "--no_progress"]) == 0
     err = capsys.readouterr().err
     assert "data [test] non_binary_mask" in err and "data [test] empty_report" in err
+
+
+def test_save_pred_masks_have_the_size_of_the_mask_files(trained, tmp_path):
+    out = tmp_path / "preds"
+    assert test_cli.main(["-c", "Config_Demo", "--set", *trained["settings"], "--checkpoint", trained["checkpoint"],
+                          "--save_pred", str(out), "--no_progress"]) == 0
+    for mask in (trained["root"] / "Test_Folder" / "labelcol").iterdir():
+        saved = cv2.imread(str(out / (mask.stem + ".png")), cv2.IMREAD_UNCHANGED)
+        assert saved.shape == cv2.imread(str(mask), 0).shape == (64, 64)  # the model works at 32 px
+        assert set(np.unique(saved)) <= {0, 255}
+
+
+def test_predict_one_image_into_an_existing_folder_and_an_empty_out(trained, tmp_path, capsys):
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), np.full((40, 40, 3), 100, np.uint8))
+    folder = tmp_path / "results"
+    folder.mkdir()
+    single = ["predict", "--checkpoint", trained["checkpoint"], "--image", str(image), "--text", "No infection."]
+    assert test_cli.main(single + ["--out", str(folder)]) == 0
+    assert sorted(os.listdir(folder)) == ["scan_mask.png", "scan_overlay.png", "scan_prob.png"]
+    assert not (tmp_path / "results_mask.png").exists()
+    assert test_cli.main(single + ["--out", str(tmp_path / "new") + os.sep]) == 0  # a trailing separator: a folder
+    assert (tmp_path / "new" / "scan_mask.png").exists()
+    with pytest.raises(SystemExit) as stopped:
+        test_cli.main(single + ["--out", ""])
+    assert stopped.value.code == 2 and "--out is empty" in capsys.readouterr().err
+
+
+def test_predict_refuses_an_image_over_the_pixel_limit_given_by_set(trained, tmp_path, capsys):
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), np.full((40, 50, 3), 100, np.uint8))
+    single = ["predict", "--checkpoint", trained["checkpoint"], "--image", str(image), "--text", "No infection.",
+              "--out", str(tmp_path / "out")]
+    assert test_cli.main(single + ["--set", "max_image_pixels=1000"]) == 2
+    err = capsys.readouterr().err
+    assert "scan.png is 50x40 (WxH), 2,000 pixels, over the limit of 1,000" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("out*"))
+    assert test_cli.main(single + ["--set", "max_image_pixels=2000"]) == 0
+
+
+def test_ctrl_c_during_predict_says_what_was_written_and_leaves_no_half_written_image(trained, tmp_path, capsys,
+                                                                                       monkeypatch):
+    from utils.inference import predictor as predictor_module
+
+    calls = []
+    predict = predictor_module.Predictor.predict
+
+    def interrupted_on_the_third(self, *args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return predict(self, *args)
+
+    monkeypatch.setattr(predictor_module.Predictor, "predict", interrupted_on_the_third)
+    out = tmp_path / "out"
+    reports = {f"{c}.png": "No infection." for c in "abcd"}
+    assert _predict_folder(trained, tmp_path, reports, out) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: 2 of 4 image(s) predicted, their files are in" in err and "Traceback" not in err
+    assert sorted(os.listdir(out)) == sorted(f"{c}_{kind}.png" for c in "ab" for kind in ("mask", "prob", "overlay"))
+    monkeypatch.setattr(predictor_module.Predictor, "predict", predict)
+
+    def interrupted_drawing(*args, **kwargs):  # Ctrl-C while the third file of an image is written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predictor_module, "draw_case", interrupted_drawing)
+    image = tmp_path / "images" / "a.png"
+    assert test_cli.main(["predict", "--checkpoint", trained["checkpoint"], "--image", str(image), "--text", "x",
+                          "--out", str(tmp_path / "single" / "a")]) == 130
+    assert "interrupted: no prediction was written" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "single") == []  # the mask and probability written before it are removed
+
+
+def test_ctrl_c_during_test_writes_nothing_and_keeps_the_earlier_results(trained, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "results"
+    args = ["-c", "Config_Demo", "--set", *trained["settings"], "--checkpoint", trained["checkpoint"], "--no_progress",
+            "--out", str(out), "--test_vis"]
+    assert test_cli.main(args) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    score_split = test_cli.score_split
+
+    def interrupted(predictor, dataset, loader, **kwargs):
+        score_split(predictor, dataset, loader, **kwargs)  # every figure drawn, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(test_cli, "score_split", interrupted)
+    assert test_cli.main(args + ["--save_pred", str(tmp_path / "preds")]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: no result was written to {out} and its earlier results are as they were" in err
+    assert "the masks written so far stay in" in err and "Traceback" not in err
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before and sorted(os.listdir(out)) == sorted(
+        [test_cli.SUMMARY_NAME, test_cli.PER_IMAGE_NAME, "Demo_visualize_test"])

@@ -8,8 +8,12 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
+import time
 from typing import Optional
 
+import cv2
+import numpy as np
 import torch
 
 from tools.bench_timing import MIB, sync
@@ -57,13 +61,27 @@ def peak_resident_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def probe_memory(checkpoint: str, device: torch.device) -> dict:
+REPORT = "Bilateral pulmonary infection, two infected areas, upper left lung and middle right lung."
+
+
+def probe_memory(checkpoint: str, device: torch.device, side: int = 0) -> dict:
     """Load ``checkpoint``, tokenise a report and predict one image; the process's peak memory (run this in a
-    fresh process, as :func:`run_probe` does)."""
+    fresh process, as :func:`run_probe` does). With ``side``, the image is a ``side`` x ``side`` PNG file, predicted
+    as ``test.py predict`` does (decoded, outputs at its own size, the three files written); its seconds too."""
     predictor = Predictor.from_checkpoint(checkpoint, device=device, cache_text=0)
+    predictor.max_image_pixels = max(predictor.max_image_pixels, side * side)
     config = predictor.config
-    reports = predictor.tokenizer(["Bilateral pulmonary infection, two infected areas, upper left lung and middle "
-                                   "right lung."])
+    if side:
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "scan.png")
+            picture = np.zeros((side, side), np.uint8)
+            cv2.circle(picture, (side // 2, side // 2), side // 3, 200, -1)
+            cv2.imwrite(path, picture)
+            del picture
+            start = time.perf_counter()
+            predictor.predict(path, REPORT).save(os.path.join(folder, "scan"))
+            return {"side": side, "seconds": time.perf_counter() - start, "peak_rss_mib": peak_resident_mib()}
+    reports = predictor.tokenizer([REPORT])
     image = torch.rand(1, config.n_channels, config.img_size, config.img_size)
     predictor(image, reports.tokens, reports.text_mask)
     sync(device)
@@ -73,8 +91,10 @@ def probe_memory(checkpoint: str, device: torch.device) -> dict:
     return result
 
 
-def run_probe(checkpoint: str, device: torch.device) -> dict:
-    command = [sys.executable, "-m", "tools.benchmark", "--probe_memory", checkpoint, "--device", str(device)]
+def run_probe(checkpoint: str, device: torch.device, side: int = 0) -> dict:
+    """:func:`probe_memory` in a fresh process."""
+    command = [sys.executable, "-m", "tools.benchmark", "--probe_memory", checkpoint, "--device", str(device),
+               "--probe_side", str(side)]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, check=False)

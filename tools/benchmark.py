@@ -117,6 +117,9 @@ def format_report(result: dict) -> str:
         cuda = f", CUDA {mem['peak_cuda_mib']:.0f} MiB" if "peak_cuda_mib" in mem else ""
         lines.append(f"  peak memory, load best checkpoint + infer 1 image: resident {mem['peak_rss_mib']:.0f} "
                      f"MiB{cuda}")
+        for row in mem.get("predict_files", []):
+            lines.append(f"  predict one {row['side']}x{row['side']} image file, outputs written: resident "
+                         f"{row['peak_rss_mib']:.0f} MiB, {row['seconds']:.1f} s")
     return "\n".join(lines)
 
 
@@ -151,7 +154,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--loader_workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts (--loader)")
     parser.add_argument("--loader_batches", type=int, default=20, help="batches timed per worker count (--loader)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--predict_sides", type=int, nargs="+", default=[], metavar="N",
+                        help="also measure predicting one N x N image file (decode, outputs at full size, files "
+                             "written) in a fresh process: peak resident memory and seconds")
     parser.add_argument("--probe_memory", metavar="CHECKPOINT", help=argparse.SUPPRESS)
+    parser.add_argument("--probe_side", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -163,7 +170,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         device = get_device(args.device)
         if args.probe_memory:
-            print(json.dumps(probe_memory(args.probe_memory, device)))
+            print(json.dumps(probe_memory(args.probe_memory, device, args.probe_side)))
             return 0
         config = load_config(args.config, args.set)
         precisions = args.precision or (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
@@ -206,7 +213,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                          "or --no_memory")
                     sizes = checkpoint_sizes(state, folder, config.clip_weights)
                     del state
-                    result["memory"] = run_probe(sizes.pop("best_path"), device)
+                    best = sizes.pop("best_path")
+                    result["memory"] = run_probe(best, device)
+                    result["memory"]["predict_files"] = [run_probe(best, device, side) for side in args.predict_sides]
                     result["checkpoints"] = sizes
             text = format_report(result)
     except (FileNotFoundError, KeyError, TypeError, ValueError, RuntimeError, DatasetError) as error:

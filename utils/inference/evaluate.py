@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from Load_Dataset import ImageToImage2D, ReportsSwapped
 from utils.data.demo import INFO_FILE, DemoCase, demo_cases
+from utils.data.images import image_size
 from utils.data.reports import text_derangement
 from utils.data.tokenizer import build_tokenizer
 from utils.inference.figures import draw_case
@@ -34,7 +35,9 @@ def score_split(predictor: Predictor, dataset: ImageToImage2D, loader, *, save_p
     """Score every batch of ``loader`` (the split ``dataset``).
 
     Args:
-        save_pred: a folder for each predicted mask as a 0/255 PNG named after its mask file; None = none.
+        save_pred: a folder for each predicted mask as a 0/255 PNG named after its mask file, at that file's own
+            size (the probability resized bilinear, then > 0.5, as ``predict`` does; the scores are computed at
+            the model's size, the paper's protocol); None = none.
         vis_dir: a folder for one figure per image (:func:`utils.inference.figures.draw_case`); None = none.
 
     Returns:
@@ -43,7 +46,7 @@ def score_split(predictor: Predictor, dataset: ImageToImage2D, loader, *, save_p
     """
     meter = SegmentationMeter(strict=True, dice="paper")
     rows = []
-    mask_of = {sample.name: sample.mask_path.name for sample in dataset.samples}
+    mask_of = {sample.name: sample.mask_path for sample in dataset.samples}
     grid = dataset.img_size // 16
     with torch.inference_mode():
         for batch in tqdm(loader, desc="test", disable=not progress, dynamic_ncols=True):
@@ -51,14 +54,15 @@ def score_split(predictor: Predictor, dataset: ImageToImage2D, loader, *, save_p
             out = predictor.outputs(images, tokens, mask, return_weights=vis_dir is not None)
             logits = out["logits"]
             scores = meter.update(logits, labels)
-            preds = (logits > 0).squeeze(1).cpu().numpy()
             for i, name in enumerate(batch["name"]):
-                mask_name = mask_of[name]
+                mask_name = mask_of[name].name
                 dice, iou = float(scores["dice"][i]), float(scores["iou"][i])
                 rows.append({"name": name, "mask": mask_name, "report": batch["text"][i], "dice": dice, "iou": iou})
                 if save_pred is not None:
+                    full = cv2.resize(torch.sigmoid(logits[i, 0]).cpu().numpy(), image_size(mask_of[name]),
+                                      interpolation=cv2.INTER_LINEAR)
                     cv2.imwrite(os.path.join(save_pred, os.path.splitext(mask_name)[0] + ".png"),
-                                preds[i].astype(np.uint8) * 255)
+                                np.greater(full, 0.5).view(np.uint8) * np.uint8(255))
                 if vis_dir is not None:
                     image = (batch["image"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
                     words = predictor.tokenizer.report_token_strings(batch["text_token"][i], batch["text"][i])

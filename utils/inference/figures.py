@@ -8,6 +8,7 @@ prediction.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import cv2
@@ -64,6 +65,22 @@ def heat_scale(relative: np.ndarray) -> float:
     return max(2.0, float(relative.max()))
 
 
+DISPLAY_SIDE = 640  # the longest side a figure panel is drawn from (a panel is about 300 pixels wide)
+
+
+def _for_display(image: np.ndarray, probability: np.ndarray, truth: Optional[np.ndarray]):
+    """The pictures of a case shrunk to at most ``DISPLAY_SIDE`` on the longer side (unchanged when smaller)."""
+    height, width = image.shape[:2]
+    scale = DISPLAY_SIDE / max(height, width)
+    if scale >= 1:
+        return image, probability, truth
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    shrink = functools.partial(cv2.resize, dsize=size, interpolation=cv2.INTER_AREA)
+    small_truth = None if truth is None else cv2.resize(truth.astype(np.uint8, copy=False), size,
+                                                        interpolation=cv2.INTER_NEAREST)
+    return shrink(image), shrink(probability), small_truth
+
+
 def draw_case(path: str, *args, **kwargs) -> None:
     """Write :func:`case_figure` ``(*args, **kwargs)`` to ``path`` (PNG)."""
     case_figure(*args, **kwargs).savefig(path, dpi=100)
@@ -82,7 +99,11 @@ def case_figure(image_bgr: np.ndarray, probability: np.ndarray, report: str, wor
             (:meth:`utils.data.tokenizer.ReportTokenizer.report_token_strings`); word_weights: one per word (the rest of
             the weight, on the start, end and padding tokens, is named in the bar panel's label).
         patch_weights: ``[G, G]``, summing to 1.
+
+    Pictures larger than ``DISPLAY_SIDE`` on a side are shrunk first: a panel is a few hundred pixels wide, and
+    full-size copies of a large scan would cost memory for nothing.
     """
+    image_bgr, probability, truth = _for_display(image_bgr, probability, truth)
     mask = probability > 0.5
     if truth is not None:
         panels = [("input", image_bgr), ("ground truth", overlay(image_bgr, truth, truth)),

@@ -44,7 +44,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.data.images import read_image
+from utils.data.check import odd_shape_reason
+from utils.data.images import MAX_IMAGE_PIXELS, read_image
+from utils.data.reports import report_concerns
 from utils.data.tokenizer import build_tokenizer
 from utils.data.transforms import image_to_tensor
 from utils.inference.figures import draw_case
@@ -91,14 +93,24 @@ class Prediction:
 
     def save(self, prefix: str) -> List[str]:
         """Write ``<prefix>_mask.png`` (0/255), ``<prefix>_prob.png`` (probability x 255) and
-        ``<prefix>_overlay.png`` (input, prediction, probability, patches and words of interest)."""
+        ``<prefix>_overlay.png`` (input, prediction, probability, patches and words of interest); all three or,
+        on an error or Ctrl-C, none (files already at those paths are then gone too: callers refuse to overwrite
+        without being told to)."""
         folder = os.path.dirname(os.path.abspath(prefix))
         os.makedirs(folder, exist_ok=True)
         paths = prediction_paths(prefix)
-        _write_png(paths[0], self.mask * 255)
-        _write_png(paths[1], np.round(self.probability * 255).astype(np.uint8))
-        draw_case(paths[2], self.image, self.probability, self.report, self.words, self.word_weights,
-                  self.patch_weights)
+        try:
+            _write_png(paths[0], self.mask * np.uint8(255))
+            # convertScaleAbs rounds and saturates into uint8 in one pass, with no full-size float temporaries.
+            _write_png(paths[1], cv2.convertScaleAbs(self.probability, alpha=255.0))
+            draw_case(paths[2], self.image, self.probability, self.report, self.words, self.word_weights,
+                      self.patch_weights)
+        except BaseException:
+            # A failure or Ctrl-C part-way leaves none of the three files: an image's outputs exist whole or not.
+            for path in paths:
+                if os.path.exists(path):
+                    os.remove(path)
+            raise
         return paths
 
 
@@ -108,7 +120,7 @@ def prediction_paths(prefix: str) -> List[str]:
 
 
 def _write_png(path: str, array: np.ndarray) -> None:
-    if not cv2.imwrite(path, array.astype(np.uint8)):
+    if not cv2.imwrite(path, array.astype(np.uint8, copy=False)):
         raise OSError(f"could not write {path}")
 
 
@@ -127,6 +139,8 @@ class Predictor:
             large, instead of compiling again.
         cache_text: keep the text tower's features of up to this many reports (:class:`TextFeatureCache`,
             ``self.text_cache``); 0 = off. The tower is frozen, so a report always gives the same features.
+        max_image_pixels: :meth:`predict` refuses a larger image (read from the file's header before decoding);
+            the default is ``Config.max_image_pixels``.
 
     Attributes:
         config: the model's config; tokenizer: its reports' tokenizer (:func:`utils.data.tokenizer.build_tokenizer`).
@@ -136,7 +150,7 @@ class Predictor:
     """
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str = "fp32", *, channels_last: bool = True,
-                 compile: bool = False, cache_text: int = 0):
+                 compile: bool = False, cache_text: int = 0, max_image_pixels: int = MAX_IMAGE_PIXELS):
         if precision == AUTO:
             if compile:
                 raise ValueError("precision 'auto' times the precisions without compiling: with compile, name one of "
@@ -156,11 +170,13 @@ class Predictor:
         self.text_cache = TextFeatureCache(cache_text) if cache_text else None
         self.config = model.config
         self.tokenizer = build_tokenizer(self.config)
+        self.max_image_pixels = max_image_pixels
+        self._warned_reports: set = set()
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, *, device: Union[str, torch.device] = "auto", precision: str = "fp32",
                         config=None, channels_last: bool = True, compile: bool = False,
-                        cache_text: int = TEXT_CACHE) -> "Predictor":
+                        cache_text: int = TEXT_CACHE, max_image_pixels: int = MAX_IMAGE_PIXELS) -> "Predictor":
         """The model of ``checkpoint`` (ours, or the authors' released file), rebuilt from the file alone
         (:func:`utils.training.checkpoint.build_model_from_checkpoint`), ready to predict.
 
@@ -169,13 +185,13 @@ class Predictor:
             device: a ``torch.device``, or "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
                 (:func:`utils.misc.get_device`).
             config: the config for a checkpoint that carries none (the authors'): their QaTa sizes when None.
-            precision, channels_last, compile, cache_text: as for the constructor; the text cache is on by
-                default here (one image at a time gives the same bits as without it).
+            precision, channels_last, compile, cache_text, max_image_pixels: as for the constructor; the text
+                cache is on by default here (one image at a time gives the same bits as without it).
         """
         model = build_model_from_checkpoint(checkpoint, config)[0]
         device = device if isinstance(device, torch.device) else get_device(device)
         return cls(model, device, precision, channels_last=channels_last, compile=compile,
-                   cache_text=cache_text)
+                   cache_text=cache_text, max_image_pixels=max_image_pixels)
 
     def outputs(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor,
                 return_weights: bool = False) -> Dict[str, torch.Tensor]:
@@ -254,9 +270,15 @@ class Predictor:
 
     def predict(self, image: Union[str, Path, np.ndarray], report: str) -> Prediction:
         """Predict the mask of ``image`` (a file, or an ``[H, W, 3]`` BGR / ``[H, W]`` grey uint8 array) for
-        ``report``."""
+        ``report``.
+
+        Logs a warning, once per report, for an empty report, one cut to ``token_len``, one that looks like a file
+        path or is mostly not in Latin letters; and for an image under 16 pixels on a side or more than 10:1.
+        Raises ``DatasetError`` for a file over ``max_image_pixels``.
+        """
+        name = str(image) if isinstance(image, (str, Path)) else "the image"
         if isinstance(image, (str, Path)):
-            image = read_image(Path(image))
+            image = read_image(Path(image), self.max_image_pixels)
         elif image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -264,17 +286,37 @@ class Predictor:
                              f"{list(image.shape)}")
         if not isinstance(report, str):
             raise TypeError(f"a report must be a str, got {type(report).__name__}")
+        height, width = image.shape[:2]
+        odd = odd_shape_reason(width, height)
+        if odd:
+            logger.warning("%s %s; it is stretched to %d x %d pixels for the model", name, odd, self.config.img_size,
+                           self.config.img_size)
+        self._warn_about(report)
         size = self.config.img_size
         resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
         tensor = image_to_tensor(resized)[None]
         tokens = self.tokenizer([report])
         out = self.outputs(tensor, tokens.tokens, tokens.text_mask, return_weights=True)
-        probability = torch.sigmoid(out["logits"][0, 0]).cpu().numpy()
-        height, width = image.shape[:2]
-        probability = np.clip(cv2.resize(probability, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1)
+        small = torch.sigmoid(out["logits"][0, 0]).cpu().numpy()
+        # Full size: one float32 map, clipped in place, and a uint8 mask; no further full-size copies.
+        probability = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+        np.clip(probability, 0, 1, out=probability)
+        mask = np.greater(probability, 0.5).view(np.uint8)
         words = self.tokenizer.report_token_strings(tokens.tokens[0], report)
         grid = size // 16
-        return Prediction(image=image, probability=probability.astype(np.float32),
-                          mask=(probability > 0.5).astype(np.uint8), report=report, words=words,
+        return Prediction(image=image, probability=probability, mask=mask, report=report, words=words,
                           word_weights=out["word_weights"][0, 1:1 + len(words)].cpu().numpy(),
                           patch_weights=out["patch_weights"][0].reshape(grid, grid).cpu().numpy())
+
+    def _warn_about(self, report: str) -> None:
+        """Log what looks wrong with ``report`` (:func:`utils.data.reports.report_concerns`, and a cut to
+        ``token_len``), once per distinct report."""
+        if report in self._warned_reports:
+            return
+        self._warned_reports.add(report)
+        concerns = report_concerns(report)
+        if report.strip() and build_tokenizer(self.config, pad_short_reports=False)([report]).truncated[0]:
+            concerns.append(f"it is longer than token_len={self.config.token_len} tokens: the model reads only its "
+                            "first words")
+        for concern in concerns:
+            logger.warning("report %r: %s", report[:80] + ("..." if len(report) > 80 else ""), concern)
