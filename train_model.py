@@ -44,6 +44,7 @@ from utils.misc import get_device, rng_state, set_rng_state, set_seed
 from utils.training.checkpoint import (
     BEST_NAME,
     LATEST_NAME,
+    best_checkpoint_note,
     check_free_space,
     check_frozen,
     checkpoint_payload,
@@ -436,7 +437,10 @@ def _open_session(args, config: Config, dist: Distributed):
             if dist.is_main:  # before anything is read or written: a second training of the session stops here
                 lock = SessionLock(session_dir).acquire()
             latest = os.path.join(session_dir, "models", LATEST_NAME)
-            saved = read_checkpoint(latest, mmap=is_mappable(latest))  # the config only: no tensor is read here
+            try:
+                saved = read_checkpoint(latest, mmap=is_mappable(latest))  # the config only: no tensor is read here
+            except (FileNotFoundError, ValueError) as failure:  # say whether the best checkpoint can still be used
+                raise ValueError(f"{failure}; {best_checkpoint_note(session_dir, args.config)}") from None
             # The session's own config, with this command's --set on top (e.g. epochs=... to train longer).
             overrides = dict(parse_override(item) for item in args.set)
             fixed = sorted(set(overrides) & RESUME_FIXED)
