@@ -44,6 +44,7 @@ from utils.misc import get_device, rng_state, set_rng_state, set_seed
 from utils.training.checkpoint import (
     BEST_NAME,
     LATEST_NAME,
+    best_checkpoint_note,
     check_free_space,
     check_frozen,
     checkpoint_payload,
@@ -59,7 +60,7 @@ from utils.training.engine import NonFiniteLossError, TrainingInterrupted, evalu
 from utils.training.losses import RecLMISCriterion
 from utils.training.precision import check_cpu_amp
 from utils.training.schedulers import build_optimizer, build_scheduler
-from utils.training.sessions import create_session_dir, resolve_session
+from utils.training.sessions import SessionInUseError, SessionLock, create_session_dir, resolve_session
 from utils.weights_io import is_mappable, read_checkpoint
 
 logger = logging.getLogger("train")
@@ -391,9 +392,12 @@ class StopOnInterrupt:
             signal.signal(signum, handler)
 
 
-def _discard_untrained(session_dir: str, resumed: bool, dist: Distributed) -> None:
-    """Remove a new session folder that nothing was trained in (a resumed one is kept)."""
+def _discard_untrained(session_dir: str, resumed: bool, dist: Distributed, lock: Optional[SessionLock]) -> None:
+    """Remove a new session folder that nothing was trained in (a resumed one is kept); its lock is given back
+    first (Windows cannot remove an open file)."""
     if not resumed and dist.is_main:
+        if lock is not None:
+            lock.release()
         discard_session(session_dir)
         logger.error("nothing was trained: the new session folder %s was removed", session_dir)
 
@@ -422,15 +426,21 @@ RESUME_FIXED = frozenset({"learning_rate", "lr", "weight_decay", "batch_size", "
 
 
 def _open_session(args, config: Config, dist: Distributed):
-    """``(session_dir, config, error)``: the session to train in (created by rank 0, or the one resumed)."""
-    session_dir, error = None, None
+    """``(session_dir, config, lock, error)``: the session to train in (created by rank 0, or the one resumed) and
+    rank 0's lock on it (:class:`SessionLock`, held for the whole run; None on the other ranks and on error)."""
+    session_dir, lock, error = None, None, None
     if not args.resume and config.fit_token_len:  # a resumed session keeps the token_len it was fitted to
         config = fit_token_len(config)
     if args.resume:
         try:
             session_dir = resolve_session(args.resume, config.output_root, config.task_name)
+            if dist.is_main:  # before anything is read or written: a second training of the session stops here
+                lock = SessionLock(session_dir).acquire()
             latest = os.path.join(session_dir, "models", LATEST_NAME)
-            saved = read_checkpoint(latest, mmap=is_mappable(latest))  # the config only: no tensor is read here
+            try:
+                saved = read_checkpoint(latest, mmap=is_mappable(latest))  # the config only: no tensor is read here
+            except (FileNotFoundError, ValueError) as failure:  # say whether the best checkpoint can still be used
+                raise ValueError(f"{failure}; {best_checkpoint_note(session_dir, args.config)}") from None
             # The session's own config, with this command's --set on top (e.g. epochs=... to train longer).
             overrides = dict(parse_override(item) for item in args.set)
             fixed = sorted(set(overrides) & RESUME_FIXED)
@@ -442,18 +452,22 @@ def _open_session(args, config: Config, dist: Distributed):
                 ensure_writable(os.path.join(session_dir, "models"))
         except OSError as failure:
             error = f"cannot resume: {failure.strerror or failure}" if failure.errno else f"cannot resume: {failure}"
-        except (KeyError, TypeError, ValueError) as failure:
+        except (KeyError, TypeError, ValueError, SessionInUseError) as failure:
             error = f"cannot resume: {failure}"
     elif dist.is_main:
         try:
             session_dir = create_session_dir(config.output_root, config.task_name)
+            lock = SessionLock(session_dir).acquire()  # no other process knows the new folder yet: never refused
             with open(os.path.join(session_dir, "config.json"), "w") as handle:
                 json.dump(config.to_dict(), handle, indent=2)
         except OSError as failure:
             error = f"cannot write the session under {config.output_root!r}: {failure}"
     if dist.any(error is not None) and error is None:
         error = "another process could not open the session (see its message)"
-    return dist.broadcast(session_dir), config, error
+    if error is not None and lock is not None:
+        lock.release()
+        lock = None
+    return dist.broadcast(session_dir), config, lock, error
 
 
 def _omits_frozen_tower(config: Config) -> bool:
@@ -480,10 +494,20 @@ def discard_session(session_dir: str) -> None:
 
 
 def _train(args, config: Config, device: torch.device, dist: Distributed) -> int:
-    session_dir, config, error = _open_session(args, config, dist)
+    session_dir, config, lock, error = _open_session(args, config, dist)
     if error is not None:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    try:
+        return _train_session(args, config, device, dist, session_dir, lock)
+    finally:
+        if lock is not None:  # on every way out: done, an error, Ctrl-C
+            lock.release()
+
+
+def _train_session(args, config: Config, device: torch.device, dist: Distributed, session_dir: str,
+                   lock: Optional[SessionLock]) -> int:
+    """Train in the opened session; rank 0 holds its ``lock`` throughout."""
     if dist.is_main:
         setup_logging(os.path.join(session_dir, os.path.basename(session_dir) + ".log"))
     else:
@@ -511,10 +535,10 @@ def _train(args, config: Config, device: torch.device, dist: Distributed) -> int
         trainer.check_amp()
     except (DatasetError, OSError, ValueError) as error:  # nothing trained yet: a new session leaves nothing behind
         _log_error(error)
-        _discard_untrained(session_dir, args.resume, dist)
+        _discard_untrained(session_dir, args.resume, dist, lock)
         return 1
     except KeyboardInterrupt:
-        _discard_untrained(session_dir, args.resume, dist)
+        _discard_untrained(session_dir, args.resume, dist, lock)
         return 130
     try:
         if args.resume:

@@ -33,7 +33,7 @@ from utils.data.images import read_image, read_mask
 from utils.data.records import DatasetError
 from utils.data.tables import unsafe_name_reason
 from utils.data.tokenizer import ReportTokenizer
-from utils.training.checkpoint import LATEST_NAME, build_model_from_checkpoint
+from utils.training.checkpoint import BEST_NAME, LATEST_NAME, build_model_from_checkpoint
 from utils.training.sessions import create_session_dir
 from utils.weights_io import read_checkpoint
 
@@ -272,6 +272,60 @@ def test_resume_after_the_clip_file_changed(tmp_path, capsys):
     assert f"{latest} leaves out the frozen CLIP text tower, to be rebuilt from '{clip}'" in err
     assert "Put back the CLIP file the run started with" in err
     assert latest.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def one_epoch_session(tmp_path_factory):
+    """A tiny demo session trained one epoch (a best and a latest checkpoint); tests copy it before breaking it."""
+    tmp = tmp_path_factory.mktemp("one_epoch")
+    root = make_demo_dataset(tmp / "Demo", n_train=4, n_val=2, n_test=2, img_size=64, seed=1)
+    settings = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1",
+                "clip_embed_dim=32", "rec_trans_num_layers1=1", "batch_size=2", "num_workers=0", "demo_data=False",
+                "tensorboard_images=0", f"train_dataset={root}/Train_Folder", f"val_dataset={root}/Val_Folder",
+                f"test_dataset={root}/Test_Folder", f"output_root={tmp / 'runs'}", "epochs=1"]
+    assert train_model.main(["-c", "Config_Demo", "--set", *settings, "--no_progress"]) == 0
+    (session,) = list((tmp / "runs" / "Demo" / "RecLMIS").iterdir())
+    assert (session / "models" / BEST_NAME).exists(), "epoch 1 scored val Dice 0: no best checkpoint to test with"
+    return session, settings[:-2]
+
+
+def _cut_short(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("break_best", [None, "cut short", "one byte changed"])
+def test_resume_from_a_truncated_latest_checkpoint_says_whether_the_best_is_intact(one_epoch_session, tmp_path,
+                                                                                   capsys, break_best):
+    """The latest checkpoint cut short (a copy torn in transfer, a disk error): resuming is refused, and the
+    message says whether the best checkpoint still serves (it is checked byte for byte against its zip CRCs)."""
+    pristine, settings = one_epoch_session
+    output = tmp_path / "runs"
+    session = output / "Demo" / "RecLMIS" / pristine.name
+    shutil.copytree(pristine, session)
+    latest, best = session / "models" / LATEST_NAME, session / "models" / BEST_NAME
+    _cut_short(latest)
+    if break_best == "cut short":
+        _cut_short(best)
+    elif break_best == "one byte changed":
+        data = bytearray(best.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # inside the tensors' bytes: torch would read the file without a word
+        best.write_bytes(bytes(data))
+    epoch = read_checkpoint(str(pristine / "models" / BEST_NAME))["epoch"] + 1
+    capsys.readouterr()
+    assert train_model.main(["-c", "Config_Demo", "--resume", session.name, "--set", f"output_root={output}",
+                             "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot resume: '{latest}' is not a readable torch checkpoint")
+    if break_best is None:
+        assert (f"; the best checkpoint {best} (epoch {epoch}, val Dice 0." in err and ") is intact: test it with "
+                f"python test.py -c Config_Demo -t {session}, or start a new run" in err)
+        # What the message advises works: the best checkpoint is tested.
+        assert test_cli.main(["-c", "Config_Demo", "--set", *settings, f"output_root={output}", "-t", str(session),
+                              "--no_progress"]) == 0
+    else:
+        assert f"; the best checkpoint is unreadable too: '{best}' " in err and err.endswith("; start a new run\n")
+        assert "is intact" not in err
 
 
 def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):

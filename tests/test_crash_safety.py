@@ -3,8 +3,11 @@ checkpoints as a run never interrupted; a full disk, an unwritable folder or a N
 checkpoint intact. The kill tests run real training processes."""
 
 import errno
+import hashlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -222,3 +225,44 @@ def test_a_save_killed_outright_leaves_no_temporary_behind_on_resume(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o666 & ~mask  # not owner-only like mkstemp's files
+
+
+def _files(session_dir):
+    """Every file of the session: its bytes' digest and its modification time."""
+    return {str(path.relative_to(session_dir)): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+            for path in sorted(session_dir.rglob("*")) if path.is_file()}
+
+
+def test_a_second_resume_of_a_session_in_training_is_refused_and_touches_nothing(data_root, tmp_path):
+    output = tmp_path / "locked"
+    epochs = EPOCHS + 2  # epochs left after the first checkpoint, for this test to stop the run in between
+    process = subprocess.Popen(_command("--set", *_settings(data_root, output), f"epochs={epochs}"), cwd=ROOT,
+                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.time() + PATIENCE
+        while not list(_sessions_dir(output).glob(f"*/models/{LATEST_NAME}")):
+            assert process.poll() is None, f"training ended early: {process.stderr.read()[-3000:]}"
+            assert time.time() < deadline, f"no checkpoint within {PATIENCE} s"
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGSTOP)  # the holder stays alive, holding its lock, and writes nothing
+        (session_dir,) = _sessions_dir(output).iterdir()
+        log = session_dir / f"{session_dir.name}.log"
+        assert f"Epoch {epochs}/" not in log.read_text(), "the run ended before it was stopped: make it longer"
+        before = _files(session_dir)
+
+        second = subprocess.run(_command("--resume", session_dir.name, "--set", f"output_root={output}"), cwd=ROOT,
+                                env=_env(), capture_output=True, text=True, check=False, timeout=PATIENCE)
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert second.stderr.splitlines() == [
+            f"error: cannot resume: session {session_dir.name} is in use by another training (pid {process.pid} on "
+            f"{socket.gethostname()} since {json.loads((session_dir / '.lock').read_text())['since']}); wait for it "
+            "to end or stop it"]
+        assert _files(session_dir) == before  # the log, the checkpoints, TensorBoard's events: as they were
+    finally:
+        os.killpg(process.pid, signal.SIGCONT)
+    _, stderr = process.communicate(timeout=PATIENCE)
+    assert process.returncode == 0, stderr[-3000:]
+    text = log.read_text()  # one run wrote the log, once
+    assert all(text.count(f"Epoch {epoch}/") == 1 for epoch in range(1, epochs + 1)) and "resumed from" not in text
+    assert read_checkpoint(str(session_dir / "models" / LATEST_NAME))["epoch"] == epochs - 1

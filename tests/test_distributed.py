@@ -11,6 +11,7 @@ import torch
 from tests.tiny import PATIENCE, write_clip_file
 from utils.data.demo import make_demo_dataset
 from utils.training.checkpoint import BEST_NAME, LATEST_NAME
+from utils.training.sessions import SessionLock
 from utils.weights_io import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,10 +93,29 @@ def test_only_rank_zero_writes(runs):
     session = sessions[0]
     assert sorted(p.name for p in (session / "models").iterdir()) == sorted([BEST_NAME, LATEST_NAME])
     assert len(list((session / "tensorboard_logs").iterdir())) == 1
-    assert sorted(p.name for p in session.iterdir()) == sorted(
-        ["config.json", f"{session.name}.log", "models", "tensorboard_logs", "training_curves.png"])
+    assert sorted(p.name for p in session.iterdir()) == sorted(  # .lock: rank 0's lock on the session
+        [".lock", "config.json", f"{session.name}.log", "models", "tensorboard_logs", "training_curves.png"])
     log = (session / f"{session.name}.log").read_text()
     assert log.count("Epoch 2/2") == 1 and "2 processes (gloo)" in log
+
+
+def test_a_distributed_resume_of_a_session_in_use_stops_every_process(runs):
+    """Rank 0 takes the session's lock; when another training holds it (this test), every process stops (each with
+    status 2, so torchrun fails), rank 0 with the reason, the others pointing to it, and none writes to the session."""
+    session = runs["pair"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    with SessionLock(str(session)):
+        before = {path: path.read_bytes() for path in session.rglob("*") if path.is_file()}
+        done = subprocess.run(launcher + ["train_model.py", "-c", "Config_Demo", "--device", "cpu", "--no_progress",
+                                          "--resume", str(session), "--set", "epochs=3"],
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+                              capture_output=True, text=True, check=False, timeout=PATIENCE)
+        after = {path: path.read_bytes() for path in session.rglob("*") if path.is_file()}
+    assert after == before
+    assert done.returncode != 0
+    assert (f"error: cannot resume: session {session.name} is in use by another training (pid {os.getpid()} on "
+            in done.stderr), done.stderr[-4000:]
+    assert "error: another process could not open the session (see its message)" in done.stderr
 
 
 def test_a_resumed_distributed_run_continues_exactly(data_root, runs):

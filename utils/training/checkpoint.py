@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from typing import Dict, List, Mapping, Optional
 
 import torch
@@ -154,6 +155,33 @@ def check_free_space(folder: str, needed: int) -> None:
         raise OSError(errno.ENOSPC, f"only {free / 2**20:.0f} MiB free on the disk of {folder}; this model's "
                                     f"checkpoints need about {needed / 2**20:.0f} MiB. Free some space or choose "
                                     "another output_root.")
+
+
+def best_checkpoint_note(session_dir: str, config_name: str) -> str:
+    """What a refused resume (its latest checkpoint unreadable or missing) says of the session's best checkpoint:
+    intact, with its epoch and validation Dice and how to test it; unreadable too, and why; or absent.
+
+    Cheap: the file is memory-mapped, so no tensor is read into memory, and the CRC of each of its zip records is
+    checked, so "intact" means every byte torch wrote is there as written.
+    """
+    path = os.path.join(session_dir, "models", BEST_NAME)
+    if not os.path.exists(path):
+        return f"the session has no best checkpoint either ({path}): start a new run"
+    try:
+        mapped = is_mappable(path)
+        saved = read_checkpoint(path, mmap=mapped)
+        if not (isinstance(saved, Mapping) and isinstance(saved.get("state_dict"), Mapping)
+                and isinstance(saved.get("epoch"), int) and isinstance(saved.get("val_dice"), (int, float))):
+            raise ValueError(f"{path!r} holds no state_dict, epoch and val_dice")
+        if mapped:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+            if damaged is not None:
+                raise ValueError(f"{path!r} is damaged: its record {damaged} fails its CRC check")
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        return f"the best checkpoint is unreadable too: {first_line(error)}; start a new run"
+    return (f"the best checkpoint {path} (epoch {saved['epoch'] + 1}, val Dice {saved['val_dice']:.4f}) is intact: "
+            f"test it with python test.py -c {config_name} -t {session_dir}, or start a new run")
 
 
 def _read_as_reclmis(path: str, read, content):

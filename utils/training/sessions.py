@@ -2,18 +2,36 @@
 
 Layout (the authors'): ``<output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/`` with ``models/``
 (``best_model-RecLMIS.pth.tar``, ``latest_model.pth.tar``), ``tensorboard_logs/``, ``<session>.log``,
-and ``config.json``.
+and ``config.json``; ``.lock`` (:class:`SessionLock`) while a training process writes the session.
 """
 
 from __future__ import annotations
 
+import datetime
+import errno
+import json
 import os
+import socket
+import sys
 import time
 from typing import List, Optional
 
 from utils.config import known_configs, load_config
 
+# The OS lock behind SessionLock: flock on POSIX, msvcrt.locking on Windows (which has no fcntl).
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
+
 MODEL_NAME = "RecLMIS"
+LOCK_NAME = ".lock"
+# Windows locks bytes, and a locked byte cannot be read by another process: lock one byte far past the holder's
+# line (a region beyond the end of a file can be locked), so that a refused process can still read who holds it.
+_WINDOWS_LOCK_OFFSET = 1 << 20
+# The errors of a lock another process holds (flock: EWOULDBLOCK; msvcrt.locking: EACCES or EDEADLOCK); any other
+# (a file system without locks, say) is reported as itself.
+_HELD_ELSEWHERE = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK}
 
 
 def sessions_root(output_root: str, task_name: str) -> str:
@@ -70,3 +88,104 @@ def _task_of(config_name: str) -> Optional[str]:
         return load_config(config_name).task_name
     except (FileNotFoundError, TypeError):
         return None
+
+
+class SessionInUseError(RuntimeError):
+    """Another process holds the session's lock (:class:`SessionLock`)."""
+
+
+class SessionLock:
+    """An exclusive, non-blocking OS lock on ``<session>/.lock``, held by the one process that trains the session.
+
+    ``flock(LOCK_EX | LOCK_NB)`` on POSIX, ``msvcrt.locking(LK_NBLCK)`` on Windows. The OS frees the lock when the
+    holding process ends, however it ends (SIGKILL, power loss), so a stale ``.lock`` file never blocks: only a live
+    holder does. The file holds the holder's pid, host and UTC start time, for the message of a refused process;
+    it is never removed (removing it would let a second process lock a new file while a first one still held the
+    old one).
+    """
+
+    def __init__(self, session_dir: str):
+        self.session_dir = session_dir
+        self.path = os.path.join(session_dir, LOCK_NAME)
+        self._fd: Optional[int] = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> "SessionLock":
+        """Take the lock, or raise :class:`SessionInUseError` naming the holder; ``OSError`` if the file cannot be
+        opened (an unwritable folder)."""
+        if self.held:
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise OSError(error.errno, f"cannot open the session's lock file {self.path}: "
+                                       f"{error.strerror or error}") from error
+        try:
+            _lock(fd)
+        except OSError as error:
+            os.close(fd)
+            if error.errno not in _HELD_ELSEWHERE:
+                raise OSError(error.errno, f"cannot lock the session's lock file {self.path}: "
+                                           f"{error.strerror or error}") from error
+            raise SessionInUseError(f"session {os.path.basename(os.path.normpath(self.session_dir))} is in use by "
+                                    f"another training ({self._holder()}); wait for it to end or stop it") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "since": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)  # on Windows _lock moved the position to the locked byte
+            os.write(fd, (json.dumps(holder) + "\n").encode())
+        except OSError:
+            _unlock(fd)
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (also when this process's loader workers, forked with a copy of the file, live on);
+        a lock not held is left alone."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            _unlock(fd)
+        finally:
+            os.close(fd)
+
+    def _holder(self) -> str:
+        """``pid N on HOST since TIME`` from the lock file, or why it names no one."""
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                holder = json.loads(handle.readline())
+            return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+        except OSError as error:
+            return f"its lock file {self.path} cannot be read: {error.strerror or error}"
+        except (ValueError, KeyError, TypeError):  # the holder has locked the file and not yet written its line
+            return f"its lock file {self.path} does not name it yet"
+
+    def __enter__(self) -> "SessionLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock(fd: int) -> None:
+    """Lock ``fd`` exclusively without waiting; ``OSError`` when another process holds it."""
+    if sys.platform == "win32":
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock(fd: int) -> None:
+    if sys.platform == "win32":
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
