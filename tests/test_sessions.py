@@ -73,3 +73,17 @@ def test_a_holder_that_has_not_written_its_line_yet_is_said_so(session):
 def test_a_session_folder_that_is_gone_is_an_os_error_naming_the_lock_file(tmp_path):
     with pytest.raises(OSError, match="cannot open the session's lock file .*No such file or directory"):
         SessionLock(str(tmp_path / "gone")).acquire()
+
+
+def test_a_holder_that_has_ended_while_its_workers_hold_the_lock_is_said_so(session):
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait(timeout=PATIENCE)
+    path = os.path.join(session, LOCK_NAME)
+    with open(path, "w") as handle:  # what a killed trainer's forked loader worker holds: the trainer's lock
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(json.dumps({"pid": dead_pid.pid, "host": socket.gethostname(), "since": "then"}) + "\n")
+        handle.flush()
+        with pytest.raises(SessionInUseError, match=f"pid {dead_pid.pid} on .* since then, which has ended; its "
+                                                    "loader workers still hold the lock until they exit, in a few "
+                                                    "seconds: try again"):
+            SessionLock(session).acquire()

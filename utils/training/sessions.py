@@ -161,7 +161,13 @@ class SessionLock:
         try:
             with open(self.path, encoding="utf-8") as handle:
                 holder = json.loads(handle.readline())
-            return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+            named = f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+            if holder["host"] == socket.gethostname() and not _alive(int(holder["pid"])):
+                # flock belongs to the open file, which forked loader workers share: they hold it a few seconds
+                # after their trainer was killed, until they notice and exit.
+                return (f"{named}, which has ended; its loader workers still hold the lock until they exit, "
+                        "in a few seconds: try again")
+            return named
         except OSError as error:
             return f"its lock file {self.path} cannot be read: {error.strerror or error}"
         except (ValueError, KeyError, TypeError):  # the holder has locked the file and not yet written its line
@@ -172,6 +178,17 @@ class SessionLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def _lock(fd: int) -> None:
