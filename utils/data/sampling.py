@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import signal
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Sampler
@@ -17,12 +16,15 @@ from torch.utils.data import Sampler
 
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn`` for DataLoaders: seed ``random`` and ``numpy`` from the torch seed PyTorch gave the worker,
-    use one OpenCV thread, and leave Ctrl-C and SIGTERM to the main process (which saves a checkpoint first)."""
+    and leave Ctrl-C and SIGTERM to the main process (which saves a checkpoint first).
+
+    It does not call ``cv2.setNumThreads``: in a worker forked from a process whose OpenCV thread pool had started
+    (a parallel resize of a large image, say), that call waits forever for pool threads that the fork did not copy
+    (OpenCV 5.1; ``tests/test_data_sampling.py``). OpenCV's own parallel calls in the worker are fork-safe.
+    """
     seed = torch.initial_seed()
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    # One OpenCV thread per worker: the workers already run in parallel and would otherwise oversubscribe the CPUs.
-    cv2.setNumThreads(1)
     # Ctrl-C and SIGTERM reach the whole process group (a terminal, torchrun, a scheduler): the main process
     # handles them and saves a checkpoint; the workers end with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
