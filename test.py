@@ -28,6 +28,7 @@ from typing import List, Optional
 import torch
 
 from Load_Dataset import build_test_split
+from utils.checkpoints import BEST_NAME
 from utils.config import Config, add_set_flag, load_config
 from utils.data.files import split_paths
 from utils.data.importer import manifest_hash
@@ -40,8 +41,7 @@ from utils.logger import setup_logging
 from utils.memory import tune_cpu_allocator
 from utils.misc import get_device
 from utils.outputs import OutputRefused, check_writable, csv_cell, keep_previous, refuse_inside, refuse_overwrite
-from utils.training.checkpoint import BEST_NAME
-from utils.training.sessions import resolve_session
+from utils.sessions import resolve_session
 
 logger = logging.getLogger("test")
 SUMMARY_NAME = "test_summary.json"  # scores of the latest test run

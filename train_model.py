@@ -33,25 +33,21 @@ from torch.utils.tensorboard import SummaryWriter
 from Load_Dataset import ReportsSwapped, build_dataloader, build_dataloaders, fit_token_len
 from nets import build_model
 from nets.weights import load_weights
-from tools.curves import draw_session_curves
+from utils.checkpoints import BEST_NAME, LATEST_NAME, best_checkpoint_note, check_frozen, frozen_sha256
 from utils.config import Config, add_set_flag, load_config, parse_override
 from utils.data.records import DatasetError
 from utils.data.reports import text_derangement
-from utils.inference.figures import column_header
+from utils.inference.figures import column_header, draw_session_curves
 from utils.logger import setup_logging
 from utils.memory import tune_cpu_allocator
 from utils.misc import get_device, rng_state, set_rng_state, set_seed
+from utils.sessions import SessionInUseError, SessionLock, append_epoch, create_session_dir, resolve_session
 from utils.training.checkpoint import (
-    BEST_NAME,
-    LATEST_NAME,
-    best_checkpoint_note,
     check_free_space,
-    check_frozen,
     checkpoint_payload,
     compact_optimizer_state,
     ensure_writable,
     estimated_checkpoint_bytes,
-    frozen_sha256,
     remove_stale_temporaries,
     save_checkpoint,
 )
@@ -60,7 +56,6 @@ from utils.training.engine import NonFiniteLossError, TrainingInterrupted, evalu
 from utils.training.losses import RecLMISCriterion
 from utils.training.precision import check_cpu_amp
 from utils.training.schedulers import build_optimizer, build_scheduler
-from utils.training.sessions import SessionInUseError, SessionLock, create_session_dir, resolve_session
 from utils.weights_io import is_mappable, read_checkpoint
 
 logger = logging.getLogger("train")
@@ -228,6 +223,11 @@ class Trainer:
                 if key in values:
                     self.writer.add_scalar(f"{split}/{key}", values[key], step)
         self.writer.add_scalar("train/lr", lr, step)
+        # One structured record per epoch, for the curves and any other reader (the log line is for people).
+        # Its keys are the log line's: the validation total is "loss".
+        append_epoch(self.session_dir, {"epoch": step, "train": {k: float(v) for k, v in train.items()},
+                                        "val": {("loss" if k == "total" else k): float(v) for k, v in val.items()},
+                                        "lr": lr, "seconds": seconds})
         terms = " ".join(f"{k}={train[k]:.4f}" for k in LOGGED_TERMS if k in train)
         reading = "".join(f" {k}={val[k]:.4f}" for k in ("dice_shuffled", "text_gain") if k in val)
         logger.info("Epoch %d/%d  train: %s dice=%.4f iou=%.4f | val: loss=%.4f dice=%.4f iou=%.4f%s | lr=%.3g | "
@@ -310,7 +310,7 @@ class Trainer:
         if self.dist.is_main:
             try:
                 logger.info("training curves: %s", draw_session_curves(self.session_dir))
-            except ValueError as reason:  # no finished epoch in the log
+            except ValueError as reason:  # no finished epoch yet
                 logger.info("no training curves: %s", reason)
             except OSError as failure:  # the run itself is done and saved: say so, do not fail it
                 logger.warning("could not write the training curves: %s", failure)

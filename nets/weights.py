@@ -5,7 +5,7 @@ CLIP's unused vision tower included, with a ``module.`` prefix when it was train
 :func:`extract_state_dict` drops the vision tower and the prefix; :func:`text_tower_shape` reads the text tower's
 shape off its tensors, so the file needs no separate ``ViT-B-32.pt``. Reading files is
 :mod:`utils.weights_io`'s job; rebuilding a model from a file is
-:func:`utils.training.checkpoint.build_model_from_checkpoint`'s.
+:func:`utils.checkpoints.build_model_from_checkpoint`'s.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from nets import build_model
 from nets.text_encoder import VIT_B32_SHA256, CLIPTextEncoder, TextTowerShape, build_text_encoder
 from nets.weights import save_authors_format
 from tests.tiny import Payload, tiny_config, write_clip_file
+from utils.checkpoints import BEST_NAME, LATEST_NAME, build_model_from_checkpoint
 from utils.config import load_config
 from utils.data.check import check_dataset
 from utils.data.demo import make_demo_dataset
@@ -33,8 +34,7 @@ from utils.data.images import read_image, read_mask
 from utils.data.records import DatasetError
 from utils.data.tables import unsafe_name_reason
 from utils.data.tokenizer import ReportTokenizer
-from utils.training.checkpoint import BEST_NAME, LATEST_NAME, build_model_from_checkpoint
-from utils.training.sessions import create_session_dir
+from utils.sessions import create_session_dir
 from utils.weights_io import read_checkpoint
 
 

@@ -8,10 +8,10 @@ import torch
 
 import test as test_cli
 import train_model
+from utils.checkpoints import LATEST_NAME
 from utils.config import load_config
 from utils.misc import get_device
-from utils.training.checkpoint import LATEST_NAME
-from utils.training.sessions import create_session_dir
+from utils.sessions import create_session_dir
 
 
 def test_repeated_set_flags_add_up():

@@ -9,11 +9,7 @@ from nets import build_model
 from tests.tiny import NEEDS_CXX, model_with_batchnorm_statistics, tiny_config
 from tools import bench_memory, benchmark
 from utils.data.demo import make_demo_dataset
-from utils.training.checkpoint import (
-    checkpoint_payload,
-    compact_state_dict,
-    save_checkpoint,
-)
+from utils.training.checkpoint import checkpoint_payload, compact_state_dict, save_checkpoint
 from utils.training.schedulers import build_optimizer
 
 TINY_SETTINGS = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1",

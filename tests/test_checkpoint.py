@@ -8,13 +8,12 @@ import torch
 from nets import build_model
 from tests.tiny import batch, model_with_batchnorm_statistics, tiny_config, write_clip_file
 from tools import bench_timing
+from utils.checkpoints import build_model_from_checkpoint, frozen_sha256
 from utils.training.checkpoint import (
-    build_model_from_checkpoint,
     checkpoint_payload,
     compact_optimizer_state,
     compact_state_dict,
     estimated_checkpoint_bytes,
-    frozen_sha256,
     save_checkpoint,
 )
 from utils.training.engine import train_step

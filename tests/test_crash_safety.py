@@ -17,8 +17,8 @@ import torch
 
 import train_model
 from tests.tiny import PATIENCE, write_clip_file
+from utils.checkpoints import BEST_NAME, LATEST_NAME
 from utils.data.demo import make_demo_dataset
-from utils.training.checkpoint import BEST_NAME, LATEST_NAME
 from utils.weights_io import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

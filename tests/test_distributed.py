@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tests.tiny import PATIENCE, write_clip_file
+from utils.checkpoints import BEST_NAME, LATEST_NAME
 from utils.data.demo import make_demo_dataset
-from utils.training.checkpoint import BEST_NAME, LATEST_NAME
-from utils.training.sessions import SessionLock
+from utils.sessions import EPOCHS_NAME, SessionLock, read_epochs
 from utils.weights_io import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,9 +94,12 @@ def test_only_rank_zero_writes(runs):
     assert sorted(p.name for p in (session / "models").iterdir()) == sorted([BEST_NAME, LATEST_NAME])
     assert len(list((session / "tensorboard_logs").iterdir())) == 1
     assert sorted(p.name for p in session.iterdir()) == sorted(  # .lock: rank 0's lock on the session
-        [".lock", "config.json", f"{session.name}.log", "models", "tensorboard_logs", "training_curves.png"])
+        [".lock", "config.json", EPOCHS_NAME, f"{session.name}.log", "models", "tensorboard_logs",
+         "training_curves.png"])
     log = (session / f"{session.name}.log").read_text()
     assert log.count("Epoch 2/2") == 1 and "2 processes (gloo)" in log
+    assert len((session / EPOCHS_NAME).read_text().splitlines()) == 2  # one record per epoch, rank 0's
+    assert [e["epoch"] for e in read_epochs(str(session))] == [1, 2]
 
 
 def test_a_distributed_resume_of_a_session_in_use_stops_every_process(runs):
@@ -259,8 +262,8 @@ def test_train_sh_starts_one_process_per_gpu_id():
 
 def test_meter_sums_have_the_same_keys_on_every_process():
     """A process with an empty shard (or one resuming without the saved sums) still sends every key, in order."""
+    from utils.metrics import SegmentationMeter
     from utils.training.engine import _meter_state, _TermMeter
-    from utils.training.metrics import SegmentationMeter
 
     sent = []
 

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,11 +16,13 @@ import torch
 import test as test_cli
 import train_model
 from tools import curves
+from utils.checkpoints import BEST_NAME
 from utils.data.demo import make_demo_dataset
 from utils.data.tokenizer import ReportTokenizer
 from utils.inference.evaluate import demo_cases_of, text_ablation
+from utils.inference.figures import CURVES_NAME
 from utils.inference.predictor import Predictor
-from utils.training.checkpoint import BEST_NAME
+from utils.sessions import EPOCHS_NAME, read_epochs, session_log
 
 TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
         "rec_trans_num_layers1=1", "batch_size=4", "num_workers=0", "tensorboard_images=1", "demo_data=False",
@@ -40,17 +43,17 @@ def trained(tmp_path_factory):
 
 
 def test_training_ends_with_its_curves(trained):
-    path = trained["session"] / curves.CURVES_NAME
+    path = trained["session"] / CURVES_NAME
     picture = cv2.imread(str(path))
     assert picture is not None and picture.shape[1] > picture.shape[0] > 200
-    epochs = curves.read_epochs(curves.session_log(str(trained["session"])))
+    epochs = read_epochs(str(trained["session"]))
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert {"total", "seg", "ccl", "text_rec", "img_rec", "dice", "iou"} <= set(epochs[0]["train"])
     assert {"loss", "dice", "iou"} <= set(epochs[0]["val"]) and epochs[0]["lr"] > 0
 
 
 def test_curves_on_demand_for_any_session(trained, capsys):
-    path = trained["session"] / curves.CURVES_NAME
+    path = trained["session"] / CURVES_NAME
     path.unlink()
     assert curves.main([str(trained["session"])]) == 0
     assert capsys.readouterr().out.strip() == str(path) and path.exists()
@@ -58,10 +61,27 @@ def test_curves_on_demand_for_any_session(trained, capsys):
     assert "no session 'session_nope'" in capsys.readouterr().err
 
 
-def test_curves_of_a_log_without_epochs_is_a_clear_error(tmp_path):
-    (tmp_path / "s.log").write_text("session started\n")
+def test_curves_of_a_session_without_epochs_is_a_clear_error(tmp_path):
+    session = tmp_path / "session_01.01_00h00"
+    session.mkdir()
+    (session / "session_01.01_00h00.log").write_text("session started\n")
     with pytest.raises(ValueError, match="no finished epoch"):
-        curves.read_epochs(str(tmp_path / "s.log"))
+        read_epochs(str(session))
+    with pytest.raises(FileNotFoundError, match="no epochs.jsonl and no session log"):
+        read_epochs(str(tmp_path))
+
+
+def test_epochs_are_records_and_a_session_written_before_them_still_reads_from_its_log(trained, tmp_path):
+    records = read_epochs(str(trained["session"]))
+    assert (trained["session"] / EPOCHS_NAME).is_file() and records[0]["seconds"] > 0
+    old = tmp_path / trained["session"].name  # a session of an earlier version: a log, no epochs.jsonl
+    old.mkdir()
+    (old / Path(session_log(str(old))).name).write_text(Path(session_log(str(trained["session"]))).read_text())
+    from_log = read_epochs(str(old))
+    assert [e["epoch"] for e in from_log] == [e["epoch"] for e in records] == [1, 2, 3]
+    assert from_log[-1]["val"]["dice"] == pytest.approx(records[-1]["val"]["dice"], abs=1e-4)
+    assert from_log[-1]["train"]["total"] == pytest.approx(records[-1]["train"]["total"], abs=1e-4)
+    assert set(from_log[-1]["val"]) <= set(records[-1]["val"])  # the same keys: a drawing reads either
 
 
 def test_python_api_predicts_at_the_image_size(trained, tmp_path):

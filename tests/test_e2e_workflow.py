@@ -15,10 +15,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import test as test_cli
 import train_model
 from tests.tiny import NEEDS_CXX, PATIENCE, write_clip_file
+from utils.checkpoints import BEST_NAME, LATEST_NAME
 from utils.data.demo import make_demo_dataset
+from utils.sessions import create_session_dir
 from utils.training import precision
-from utils.training.checkpoint import BEST_NAME, LATEST_NAME, save_checkpoint
-from utils.training.sessions import create_session_dir
+from utils.training.checkpoint import save_checkpoint
 from utils.weights_io import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,10 +12,11 @@ import train_model
 from nets import build_model
 from nets.hf_encoder import HFTextEncoder, build_hf_text_encoder
 from tests.tiny import REPORTS, tiny_config
+from utils.checkpoints import build_model_from_checkpoint, frozen_names
 from utils.config import Config
 from utils.data.demo import make_demo_dataset
 from utils.data.tokenizer import HFReportTokenizer, build_tokenizer, tokenize_reports
-from utils.training.checkpoint import build_model_from_checkpoint, checkpoint_payload, frozen_names, save_checkpoint
+from utils.training.checkpoint import checkpoint_payload, save_checkpoint
 
 transformers = pytest.importorskip("transformers")
 

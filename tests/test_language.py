@@ -12,7 +12,7 @@ from utils.data.demo_layout import zone_boxes
 from utils.data.reports import report_cycle
 from utils.data.tokenizer import ReportTokenizer
 from utils.inference.language import every_blob_logits, interest_shares, zone_coverage
-from utils.training.metrics import SegmentationMeter
+from utils.metrics import SegmentationMeter
 
 
 @pytest.mark.parametrize("n", [2, 3, 7, 50])

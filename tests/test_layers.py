@@ -2,13 +2,15 @@
 
 Layers, lowest first (README, "How the code is organised"):
 
-    0  utils/config.py, utils/misc.py, utils/logger.py, utils/weights_io.py, utils/memory.py
+    0  utils/config.py, misc.py, logger.py, weights_io.py, memory.py, outputs.py, metrics.py, sessions.py
     1  Config_*.py
     2  utils/data/, Load_Dataset.py
     3  nets/
-    4  utils/training/
-    5  utils/inference/, tools/
+    4  utils/checkpoints.py (reading checkpoints, rebuilding a model)
+    5  utils/training/ and utils/inference/, side by side: neither imports the other, so predicting loads no
+       optimizer, scheduler or DDP code
     6  train_model.py, test.py
+    7  tools/ (developer commands: they may run anything; entry points and library code never import them)
 
 Every import counts, at module level or inside a function, so a lazy import cannot hide an arrow.
 """
@@ -26,14 +28,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("nets", "utils", "tools")
 LAYERS = [  # (layer, path prefixes); the longest matching prefix decides
     (0, ["utils/config.py", "utils/misc.py", "utils/logger.py", "utils/weights_io.py", "utils/memory.py",
-         "utils/outputs.py", "utils/__init__.py"]),
+         "utils/outputs.py", "utils/metrics.py", "utils/sessions.py", "utils/__init__.py"]),
     (1, ["Config_"]),
     (2, ["utils/data/", "Load_Dataset.py"]),
     (3, ["nets/"]),
-    (4, ["utils/training/"]),
-    (5, ["utils/inference/", "tools/"]),
+    (4, ["utils/checkpoints.py"]),
+    (5, ["utils/training/", "utils/inference/"]),
     (6, ["train_model.py", "test.py"]),
+    (7, ["tools/"]),
 ]
+# Packages of one layer that must not import each other.
+SIBLINGS = [("utils/training/", "utils/inference/")]
 
 
 def layer_of(path: str) -> int:
@@ -90,6 +95,19 @@ def upward_imports(root: str) -> List[str]:
                   for a, targets in graph.items() for b in targets if layer[b] > layer[a])
 
 
+def sibling_imports(root: str) -> List[str]:
+    """Imports between the packages of one layer that must stay apart (:data:`SIBLINGS`)."""
+    modules, graph = import_graph(root)
+    found = []
+    for a, targets in graph.items():
+        for b in targets:
+            for one, other in SIBLINGS:
+                pa, pb = modules[a], modules[b]
+                if (pa.startswith(one) and pb.startswith(other)) or (pa.startswith(other) and pb.startswith(one)):
+                    found.append(f"{pa} imports {pb}")
+    return sorted(found)
+
+
 def cycles(root: str) -> List[List[str]]:
     """Each import cycle once, as the modules along it (a package's ``__init__`` importing its own submodules,
     which Python resolves, is not a cycle)."""
@@ -121,6 +139,24 @@ def test_every_module_has_a_layer():
 
 def test_no_layer_imports_a_higher_one():
     assert upward_imports(ROOT) == []
+
+
+def test_training_and_inference_do_not_import_each_other():
+    assert sibling_imports(ROOT) == []
+
+
+def test_a_planted_import_of_training_from_inference_is_caught(tmp_path):
+    root = _copy_of_the_code(tmp_path)
+    with open(os.path.join(root, "utils", "inference", "folder.py"), "a") as handle:
+        handle.write("\n\ndef _planted():\n    from utils.training.engine import train_step\n\n    return train_step\n")
+    assert sibling_imports(root) == ["utils/inference/folder.py imports utils/training/engine.py"]
+
+
+def test_a_planted_import_of_a_tool_from_an_entry_point_is_caught(tmp_path):
+    root = _copy_of_the_code(tmp_path)
+    with open(os.path.join(root, "test.py"), "a") as handle:
+        handle.write("\nfrom tools.summary import summarize  # noqa: E402\n")
+    assert upward_imports(root) == ["test.py (layer 6) imports tools/summary.py (layer 7)"]
 
 
 def test_no_import_cycle():

@@ -7,13 +7,9 @@ import torch
 
 from tests.tiny import model_with_batchnorm_statistics, tiny_config
 from utils import memory
+from utils.checkpoints import build_model_from_checkpoint
 from utils.memory import tune_cpu_allocator
-from utils.training.checkpoint import (
-    build_model_from_checkpoint,
-    checkpoint_payload,
-    compact_state_dict,
-    save_checkpoint,
-)
+from utils.training.checkpoint import checkpoint_payload, compact_state_dict, save_checkpoint
 
 
 def _resident_file_kib() -> int:

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tests.tiny import tiny_config
+from utils.metrics import SegmentationMeter, binarize
 from utils.training.engine import NonFiniteLossError, train_one_epoch
 from utils.training.losses import RecLMISCriterion
-from utils.training.metrics import SegmentationMeter, binarize
 
 
 def _logits(pred):

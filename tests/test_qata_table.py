@@ -1,4 +1,5 @@
-"""tools.qata_table without training: reading a session log's epoch lines as train_model writes them, and the table."""
+"""tools.qata_table without training: a session's epoch scores (here from the log lines train_model wrote before
+epochs.jsonl existed), and the table."""
 
 from tools import qata_table
 
@@ -22,9 +23,10 @@ LOG = "\n".join([
 
 
 def test_epoch_lines_are_read_with_the_validation_dice_and_text_gain(tmp_path):
-    log = tmp_path / "s.log"
-    log.write_text(LOG)
-    epochs = qata_table.read_epochs(str(log))
+    session = tmp_path / "session_12.01_10h00"  # a session whose epochs are in its log only
+    session.mkdir()
+    (session / "session_12.01_10h00.log").write_text(LOG)
+    epochs = qata_table.epoch_scores(str(session))
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert epochs[0] == {"epoch": 1, "dice": 0.2516, "text_gain": 0.0122, "seconds": 48.4}
     assert epochs[1]["dice"] == 0.6 and epochs[1]["text_gain"] == 0.1  # a resumed epoch: its last line wins

@@ -1,4 +1,4 @@
-"""utils/training/sessions.py: the session lock (one training process per session folder)."""
+"""utils/sessions.py: the session lock (one training process per session folder)."""
 
 import fcntl
 import json
@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.tiny import PATIENCE
-from utils.training.sessions import LOCK_NAME, SessionInUseError, SessionLock, create_session_dir
+from utils.sessions import LOCK_NAME, SessionInUseError, SessionLock, create_session_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ def test_the_lock_is_free_again_once_released(session):
 
 def test_the_lock_is_free_again_when_its_holder_is_killed(session):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom utils.training.sessions import SessionLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom utils.sessions import SessionLock\n"
          f"SessionLock({session!r}).acquire()\nprint('locked', flush=True)\ntime.sleep({PATIENCE})"],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE, text=True)
     try:

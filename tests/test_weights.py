@@ -6,7 +6,7 @@ import torch
 from nets import build_model
 from nets.weights import save_authors_format
 from tests.tiny import batch, tiny_config
-from utils.training.checkpoint import build_model_from_checkpoint
+from utils.checkpoints import build_model_from_checkpoint
 
 
 def _trained_model(config):

@@ -17,16 +17,10 @@ import numpy as np
 import torch
 
 from tools.bench_timing import MIB, sync
+from utils.checkpoints import BEST_NAME, LATEST_NAME, frozen_sha256
 from utils.inference.predictor import Predictor
 from utils.misc import rng_state
-from utils.training.checkpoint import (
-    BEST_NAME,
-    LATEST_NAME,
-    checkpoint_payload,
-    compact_optimizer_state,
-    frozen_sha256,
-    save_checkpoint,
-)
+from utils.training.checkpoint import checkpoint_payload, compact_optimizer_state, save_checkpoint
 
 
 def checkpoint_sizes(state, folder: str, clip_weights: Optional[str]) -> dict:

@@ -55,8 +55,8 @@ from utils.data.records import DatasetError
 from utils.inference.predictor import Predictor
 from utils.inference.speed import PRECISIONS, autocast_for
 from utils.memory import tune_cpu_allocator
+from utils.metrics import SegmentationMeter
 from utils.misc import get_device
-from utils.training.metrics import SegmentationMeter
 
 
 def agreement(config, checkpoint: str, device: torch.device, precisions: List[str]) -> dict:

@@ -30,6 +30,7 @@ import torch
 
 from tools.experiments import ROOT, mean_spread, read_records, run_logged
 from utils.config import add_set_flag, load_config
+from utils.sessions import read_epochs
 
 ROWS: Dict[str, List[str]] = {
     "faithful": ["variant=faithful"],
@@ -39,7 +40,6 @@ ROWS: Dict[str, List[str]] = {
     "improved, token_len 18": ["variant=improved", "fit_token_len=False"],  # what reading the whole report changes
 }
 # One epoch line of the training log (train_model.Trainer): the validation Dice, text gain and seconds.
-_EPOCH = re.compile(r"^Epoch (\d+)/\d+ .*\| val: .*?\bdice=([\d.]+)(?:.*?text_gain=(-?[\d.]+))?.*\| ([\d.]+)s\s*$")
 _TOKEN_LEN = re.compile(r"^token_len (\d+)")
 
 
@@ -55,18 +55,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def read_epochs(log_path: str) -> List[dict]:
-    """Every epoch line of a session's log as ``{"epoch", "dice", "text_gain", "seconds"}`` (resumed epochs: the
-    last line of each epoch wins)."""
-    epochs: Dict[int, dict] = {}
-    with open(log_path) as handle:
-        for line in handle:
-            match = _EPOCH.match(line)
-            if match:
-                epoch, dice, gain, seconds = match.groups()
-                epochs[int(epoch)] = {"epoch": int(epoch), "dice": float(dice),
-                                      "text_gain": None if gain is None else float(gain), "seconds": float(seconds)}
-    return [epochs[key] for key in sorted(epochs)]
+def epoch_scores(session: str) -> List[dict]:
+    """Every finished epoch of a session as ``{"epoch", "dice", "text_gain", "seconds"}`` (validation Dice; a resumed
+    epoch's last record wins), from :func:`utils.sessions.read_epochs`."""
+    return [{"epoch": e["epoch"], "dice": e["val"]["dice"], "text_gain": e["val"].get("text_gain"),
+             "seconds": e["seconds"]} for e in read_epochs(session)]
 
 
 def finished_session(output_root: str, task: str) -> Optional[str]:
@@ -98,7 +91,7 @@ def run_one(config: str, row: str, seed: int, out: str, extra: Sequence[str]) ->
     with open(os.path.join(session, "test_summary.json")) as handle:
         summary = json.load(handle)
     log = os.path.join(session, os.path.basename(session) + ".log")
-    epochs = read_epochs(log)
+    epochs = epoch_scores(session)
     best = max(epochs, key=lambda e: e["dice"])  # the first epoch with the highest validation Dice, as training
     token_len = next((int(m.group(1)) for m in map(_TOKEN_LEN.match, open(log)) if m), None)
     ablation = summary["text_ablation"]

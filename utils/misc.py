@@ -74,3 +74,12 @@ def import_transformers() -> ModuleType:
         return importlib.import_module("transformers")
     except ImportError:
         raise ImportError("text_encoder='hf' needs transformers: pip install -r requirements-hf.txt") from None
+
+
+def to_device(batch: dict, device: torch.device):
+    """A loader batch's ``(image, label, text_token, text_mask)`` on ``device`` (non-blocking copies on CUDA)."""
+    non_blocking = device.type == "cuda"
+    return (batch["image"].to(device, non_blocking=non_blocking),
+            batch["label"].to(device, non_blocking=non_blocking),
+            batch["text_token"].to(device, non_blocking=non_blocking),
+            batch["text_mask"].to(device, non_blocking=non_blocking))

@@ -2,7 +2,7 @@
 
 ``test.py`` chooses the files and folders; this module computes. Scores use threshold 0.5 and two protocols: the
 paper's (per-image Dice and IoU averaged over images, empty/empty counting 0) and the pooled one (pixels summed over
-the split), both from :class:`utils.training.metrics.SegmentationMeter`.
+the split), both from :class:`utils.metrics.SegmentationMeter`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from utils.data.tokenizer import build_tokenizer
 from utils.inference.figures import draw_case
 from utils.inference.language import every_blob_logits, interest_shares
 from utils.inference.predictor import Predictor
-from utils.training.engine import to_device
-from utils.training.metrics import SegmentationMeter
+from utils.metrics import SegmentationMeter
+from utils.misc import to_device
 
 PROTOCOL = "dice/iou: per-image mean, threshold > 0.5, empty/empty = 0; *_pooled: pixels summed"
 ABLATIONS = ("true", "shuffled", "empty")

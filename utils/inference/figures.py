@@ -9,6 +9,7 @@ prediction.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Optional, Sequence
 
 import cv2
@@ -16,6 +17,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure  # no pyplot: drawing changes no global backend or figure state
 from matplotlib.ticker import LogFormatter, MaxNLocator
+
+from utils.sessions import read_epochs
 
 TP, FP, FN = (0, 200, 0), (255, 80, 0), (0, 0, 255)  # BGR: green, blue, red
 
@@ -172,7 +175,7 @@ class PlainLogFormatter(LogFormatter):
 
 def curves_figure(epochs: Sequence[dict]) -> Figure:
     """Training curves: the loss terms, Dice and IoU, the text reliance (validation Dice with shuffled reports and
-    the text gain, where logged), and the learning rate per epoch (from :func:`tools.curves.read_epochs`)."""
+    the text gain, where logged), and the learning rate per epoch (from :func:`utils.sessions.read_epochs`)."""
     x = [e["epoch"] for e in epochs]
     fig = Figure(figsize=(20, 4))
     losses, scores, reading, rates = fig.subplots(1, 4)
@@ -217,3 +220,14 @@ def curves_figure(epochs: Sequence[dict]) -> Figure:
     scores.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+CURVES_NAME = "training_curves.png"
+
+
+def draw_session_curves(session_dir: str) -> str:
+    """Draw ``training_curves.png`` in ``session_dir`` from its epochs (:func:`utils.sessions.read_epochs`);
+    returns the PNG's path."""
+    path = os.path.join(session_dir, CURVES_NAME)
+    draw_curves(path, read_epochs(session_dir))
+    return path

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.checkpoints import build_model_from_checkpoint
 from utils.data.check import odd_shape_reason
 from utils.data.images import MAX_IMAGE_PIXELS, read_image
 from utils.data.reports import report_concerns
@@ -61,7 +62,6 @@ from utils.inference.speed import (
     pad_batch,
 )
 from utils.misc import get_device
-from utils.training.checkpoint import build_model_from_checkpoint
 from utils.weights_io import first_line
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class Predictor:
                         config=None, channels_last: bool = True, compile: bool = False,
                         cache_text: int = TEXT_CACHE, max_image_pixels: int = MAX_IMAGE_PIXELS) -> "Predictor":
         """The model of ``checkpoint`` (ours, or the authors' released file), rebuilt from the file alone
-        (:func:`utils.training.checkpoint.build_model_from_checkpoint`), ready to predict.
+        (:func:`utils.checkpoints.build_model_from_checkpoint`), ready to predict.
 
         Args:
             checkpoint: the checkpoint file.

@@ -13,7 +13,8 @@ from typing import Callable, Dict, Iterable, Optional
 import torch
 from tqdm import tqdm
 
-from utils.training.metrics import SegmentationMeter
+from utils.metrics import SegmentationMeter
+from utils.misc import to_device
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,14 +33,6 @@ class TrainingInterrupted(Exception):
         super().__init__(f"stopped after {batches_done} batches")
         self.batches_done = batches_done
         self.meters = meters
-
-
-def to_device(batch: dict, device: torch.device):
-    non_blocking = device.type == "cuda"
-    return (batch["image"].to(device, non_blocking=non_blocking),
-            batch["label"].to(device, non_blocking=non_blocking),
-            batch["text_token"].to(device, non_blocking=non_blocking),
-            batch["text_mask"].to(device, non_blocking=non_blocking))
 
 
 def autocast_context(device: torch.device, enabled: bool):

@@ -18,7 +18,8 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from utils.training.engine import autocast_context, to_device
+from utils.misc import to_device
+from utils.training.engine import autocast_context
 
 logger = logging.getLogger(__name__)
 

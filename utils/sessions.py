@@ -11,10 +11,11 @@ import datetime
 import errno
 import json
 import os
+import re
 import socket
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from utils.config import known_configs, load_config
 
@@ -26,6 +27,7 @@ else:
 
 MODEL_NAME = "RecLMIS"
 LOCK_NAME = ".lock"
+EPOCHS_NAME = "epochs.jsonl"  # one JSON record per finished epoch, written by the trainer
 # Windows locks bytes, and a locked byte cannot be read by another process: lock one byte far past the holder's
 # line (a region beyond the end of a file can be locked), so that a refused process can still read who holds it.
 _WINDOWS_LOCK_OFFSET = 1 << 20
@@ -206,3 +208,57 @@ def _unlock(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def session_log(session_dir: str) -> str:
+    """The session's text log, ``<session>/<session id>.log``."""
+    return os.path.join(session_dir, os.path.basename(os.path.normpath(session_dir)) + ".log")
+
+
+def append_epoch(session_dir: str, record: dict) -> None:
+    """Add one finished epoch (``{"epoch", "train": {...}, "val": {...}, "lr", "seconds"}``) to ``epochs.jsonl``."""
+    with open(os.path.join(session_dir, EPOCHS_NAME), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+# The epoch line of the text log, for sessions written before epochs.jsonl existed.
+_EPOCH_LINE = re.compile(r"^Epoch (\d+)/\d+\s+train: (.*?) \| val: (.*?) \| lr=(\S+) \| ([\d.]+)s\s*$")
+
+
+def _pairs(text: str) -> Dict[str, float]:
+    return {key: float(value) for key, value in (item.split("=", 1) for item in text.split() if "=" in item)}
+
+
+def read_epochs(session_dir: str) -> List[dict]:
+    """Every finished epoch of a session as ``{"epoch", "train": {...}, "val": {...}, "lr", "seconds"}``, by
+    epoch; after a ``--resume`` that repeated an epoch, its last record counts. From ``epochs.jsonl``, or for a
+    session written before it existed, from the epoch lines of its log.
+
+    Raises:
+        FileNotFoundError: neither file exists.
+        ValueError: no epoch has finished yet.
+    """
+    records = os.path.join(session_dir, EPOCHS_NAME)
+    epochs: Dict[int, dict] = {}
+    if os.path.isfile(records):
+        source = records
+        with open(records, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    record = json.loads(line)
+                    epochs[int(record["epoch"])] = record
+    else:
+        source = session_log(session_dir)
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"no {EPOCHS_NAME} and no session log in {session_dir}")
+        with open(source, encoding="utf-8") as handle:
+            for line in handle:
+                match = _EPOCH_LINE.match(line.strip())
+                if match:
+                    epoch = int(match.group(1))
+                    epochs[epoch] = {"epoch": epoch, "train": _pairs(match.group(2)),
+                                     "val": _pairs(match.group(3)), "lr": float(match.group(4)),
+                                     "seconds": float(match.group(5))}
+    if not epochs:
+        raise ValueError(f"{source} has no finished epoch yet: nothing to draw")
+    return [epochs[e] for e in sorted(epochs)]
