@@ -37,20 +37,21 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from utils.cli import add_config_flags
 from utils.config import load_config
-from utils.data.check import CheckReport, check_dataset
+from utils.data.check import CheckResult, check_dataset
 from utils.data.demo import ensure_demo_dataset, make_demo_dataset
 from utils.data.files import load_split_index
 from utils.data.images import read_image, read_mask
 from utils.data.records import ERROR, SPLITS, DatasetError, Sample, SplitIndex
 from utils.data.sampling import EpochSampler, seed_worker
 from utils.data.tokenizer import build_tokenizer, tokenize_reports
-from utils.data.transforms import image_to_tensor, train_augment
+from utils.data.transforms import image_to_tensor, mask_to_model_size, to_model_size, train_augment
+from utils.logger import setup_logging
 
 __all__ = ["DatasetError", "ImageToImage2D", "build_dataloader", "build_dataloaders", "seed_worker", "main"]
 
@@ -76,7 +77,7 @@ class ImageToImage2D(Dataset):
         cfg: a :class:`utils.config.Config`.
         split: "train", "val" or "test".
         augment: apply the training augmentation; None = ``cfg.augment and split == "train"``.
-        index: the split's sample index from a data check (:class:`utils.data.check.CheckReport`), to avoid
+        index: the split's sample index from a data check (:class:`utils.data.check.CheckResult`), to avoid
             listing the folders again; None = index the split now.
 
     Raises:
@@ -141,11 +142,8 @@ class ImageToImage2D(Dataset):
             The image ``[S, S, 3]`` uint8 (BGR) and the mask ``[S, S]`` uint8 in {0, 1}.
         """
         sample = self.samples[i]
-        size = (self.img_size, self.img_size)
-        image = cv2.resize(read_image(sample.image_path, self.max_pixels), size, interpolation=cv2.INTER_LINEAR)
-        mask = cv2.resize(read_mask(sample.mask_path, self.max_pixels), size, interpolation=cv2.INTER_LINEAR)
-        # Bilinear, then > 0, as the authors: a downsampled mask grows by up to a pixel at its edges.
-        return image, (mask > 0).astype(np.uint8)
+        image = to_model_size(read_image(sample.image_path, self.max_pixels), self.img_size)
+        return image, mask_to_model_size(read_mask(sample.mask_path, self.max_pixels), self.img_size)
 
     def __getitem__(self, i: int) -> Dict[str, object]:
         image, mask = self.load_arrays(i)
@@ -250,10 +248,10 @@ def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None
         return {split: build_dataloader(cfg, split, device, None, num_replicas, rank) for split in splits}
     if cfg.demo_data:
         ensure_demo_dataset(cfg)
-    report = check_dataset(cfg, splits)
-    log_report(report)
-    report.raise_if_errors()
-    return {split: build_dataloader(cfg, split, device, ImageToImage2D(cfg, split, index=report.indexes[split]),
+    result = check_dataset(cfg, splits)
+    log_check(result)
+    result.raise_if_errors()
+    return {split: build_dataloader(cfg, split, device, ImageToImage2D(cfg, split, index=result.indexes[split]),
                                     num_replicas, rank)
             for split in splits}
 
@@ -291,20 +289,20 @@ def build_test_split(data_cfg, model_cfg, device=None):
                            pad_short_reports=model_cfg.pad_short_reports, text_encoder=model_cfg.text_encoder,
                            hf_text_model=model_cfg.hf_text_model, use_report=model_cfg.use_report,
                            test_batch_size=1)
-    report = check_dataset(cfg, ["test"])
-    log_report(report)  # the warnings too: a mask of values 0/3, an empty report, a row naming no file
-    report.raise_if_errors()
-    dataset = ImageToImage2D(cfg, "test", index=report.indexes["test"])
+    result = check_dataset(cfg, ["test"])
+    log_check(result)  # the warnings too: a mask of values 0/3, an empty report, a row naming no file
+    result.raise_if_errors()
+    dataset = ImageToImage2D(cfg, "test", index=result.indexes["test"])
     return cfg, dataset, build_dataloader(cfg, "test", device, dataset)
 
 
-def log_report(report: CheckReport) -> None:
-    """Log a check's counts and warnings (errors are raised by :meth:`CheckReport.raise_if_errors`)."""
-    for summary in report.splits.values():
+def log_check(result: CheckResult) -> None:
+    """Log a check's counts and warnings (errors are raised by :meth:`CheckResult.raise_if_errors`)."""
+    for summary in result.splits.values():
         logger.info("data %s: %d images, %d masks, %d reports, %d pairs, %d report(s) cut to token_len",
                     summary.split, summary.images, summary.masks, summary.reports, summary.pairs,
                     summary.cut_reports)
-    warnings = report.warnings
+    warnings = result.warnings
     for problem in warnings[:20]:
         logger.warning("data [%s] %s: %s", problem.split, problem.code, problem.message)
     if len(warnings) > 20:
@@ -334,15 +332,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     action.add_argument("--check", metavar="FOLDER", help="data set folder holding Train_Folder, Val_Folder and "
                                                           "Test_Folder (e.g. datasets/Covid19)")
     action.add_argument("--make-demo", metavar="FOLDER", help="write the synthetic demo set to FOLDER")
-    parser.add_argument("-c", "--config", default="Config_QaTa",
-                        help="config module or file deciding tables, pairing and token_len (default: Config_QaTa)")
+    add_config_flags(parser, "config module or file deciding tables, pairing and token_len", device=False)
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to check")
     parser.add_argument("--no-decode", action="store_true", help="do not decode images (faster; sizes, binary "
                                                                  "masks and unreadable files go unchecked)")
     parser.add_argument("--all", action="store_true", help="list every problem (default: 10 of each kind)")
     parser.add_argument("--seed", type=int, default=0, help="--make-demo: the set's seed")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(level=logging.WARNING)
 
     if args.make_demo:
         try:
@@ -354,7 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.set)
     except (FileNotFoundError, ImportError, KeyError, TypeError, ValueError) as error:
         print(f"error: cannot load config {args.config!r}: {error}", file=sys.stderr)
         return 2
@@ -362,9 +359,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = _config_for_folder(cfg, folder)
     print(f"checking {folder} with {args.config} (pairing {cfg.pairing!r}, token_len {cfg.token_len}, "
           f"tables {cfg.train_text!r}, {cfg.val_text!r}, {cfg.test_text!r})")
-    report = check_dataset(cfg, args.splits, decode=not args.no_decode)
-    print(report.format(max_per_kind=None if args.all else 10))
-    return 0 if report.ok else 1
+    result = check_dataset(cfg, args.splits, decode=not args.no_decode)
+    print(result.format(max_per_kind=None if args.all else 10))
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import train_model
 from tests.tiny import PATIENCE, write_clip_file
 from utils.checkpoints import BEST_NAME, LATEST_NAME
 from utils.data.demo import make_demo_dataset
+from utils.training.losses import RecLMISCriterion
 from utils.weights_io import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,7 +199,7 @@ def test_unwritable_output_folder_is_an_error_before_training(data_root, tmp_pat
 def test_nan_loss_stops_with_the_last_good_checkpoint_intact(data_root, tmp_path, monkeypatch, capsys):
     output = tmp_path / "nan"
     session_dir, latest, before = _one_epoch_session(data_root, output)
-    original = train_model.RecLMISCriterion.forward
+    original = RecLMISCriterion.forward
 
     def poisoned(self, outputs, labels):
         terms = original(self, outputs, labels)
@@ -206,7 +207,7 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(data_root, tmp_path
         terms["total"] = terms["total"] + terms["img_rec"]
         return terms
 
-    monkeypatch.setattr(train_model.RecLMISCriterion, "forward", poisoned)
+    monkeypatch.setattr(RecLMISCriterion, "forward", poisoned)
     assert train_model.main(["-c", "Config_Demo", "--resume", session_dir.name, "--set", f"output_root={output}",
                              "epochs=2", "--no_progress"]) == 1
     err = capsys.readouterr().err

@@ -8,8 +8,11 @@ from utils.data.demo_layout import zone_boxes
 from utils.data.transforms import (
     gaussian_blur_2d,
     gaussian_blur_rows,
+    mask_to_model_size,
     photometric_distortion,
+    probability_to_full_size,
     random_geometry,
+    to_model_size,
     train_augment,
 )
 
@@ -141,3 +144,20 @@ def test_report_geometry_moves_mask_and_report_together():
             seen.add(zone)
     # Every mirror was drawn, and no 90-degree turn (it would move the lesion with the report unchanged).
     assert seen == {("upper", "right"), ("lower", "left"), ("lower", "right")}
+
+
+def test_model_size_helpers_resize_binarise_and_come_back_clipped():
+    image = np.zeros((40, 48, 3), np.uint8)
+    image[:, 24:] = 200
+    small = to_model_size(image, 16)
+    assert small.shape == (16, 16, 3) and small.dtype == np.uint8 and small[0, 0, 0] == 0 and small[0, -1, 0] == 200
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:20, 12:24] = 255
+    model_mask = mask_to_model_size(mask, 16)
+    assert model_mask.dtype == np.uint8 and set(np.unique(model_mask)) == {0, 1}
+    # > 0 after a bilinear resize: at least the rectangle's own area (10/40 x 12/48 of 16 x 16 = 16 pixels)
+    assert model_mask.sum() >= 16
+    probability = np.array([[0.0, 1.0], [0.25, 1.0]], np.float32)
+    full = probability_to_full_size(probability, 6, 4)
+    assert full.shape == (4, 6) and full.dtype == np.float32 and 0 <= full.min() and full.max() <= 1
+    assert full[0, 0] == 0 and full[0, -1] == 1

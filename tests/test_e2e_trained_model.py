@@ -1,7 +1,6 @@
 """Using a trained model: predict (command and Python API), words and patches of interest, the text-reliance test
 and the training curves, on a tiny model trained on a generated set (CPU)."""
 
-import argparse
 import csv
 import hashlib
 import json
@@ -17,10 +16,11 @@ import test as test_cli
 import train_model
 from tools import curves
 from utils.checkpoints import BEST_NAME
+from utils.curves import CURVES_NAME
 from utils.data.demo import make_demo_dataset
 from utils.data.tokenizer import ReportTokenizer
+from utils.inference import commands
 from utils.inference.evaluate import demo_cases_of, text_ablation
-from utils.inference.figures import CURVES_NAME
 from utils.inference.predictor import Predictor
 from utils.sessions import EPOCHS_NAME, read_epochs, session_log
 
@@ -211,23 +211,23 @@ def test_text_ablation_scores_true_shuffled_and_empty_reports(trained, capsys):
 def test_a_plain_run_after_the_ablation_keeps_its_numbers_aside(trained, capsys):
     args = ["-c", "Config_Demo", "--set", *trained["settings"], "--checkpoint", trained["checkpoint"], "--no_progress"]
     assert test_cli.main(args + ["--text_ablation"]) == 0
-    kept = json.loads((trained["session"] / test_cli.ABLATION_NAME).read_text())
+    kept = json.loads((trained["session"] / commands.ABLATION_NAME).read_text())
     assert test_cli.main(args) == 0
-    assert "text_ablation" not in json.loads((trained["session"] / test_cli.SUMMARY_NAME).read_text())
+    assert "text_ablation" not in json.loads((trained["session"] / commands.SUMMARY_NAME).read_text())
     # Not left beside the new summary, whose run did not make it: moved aside with the summary it belongs to.
-    assert not (trained["session"] / test_cli.ABLATION_NAME).exists()
+    assert not (trained["session"] / commands.ABLATION_NAME).exists()
     latest = sorted((trained["session"] / "previous_tests").iterdir())[-1]
-    again = json.loads((latest / test_cli.ABLATION_NAME).read_text())
+    again = json.loads((latest / commands.ABLATION_NAME).read_text())
     assert again == kept and set(kept) >= {"true", "shuffled", "empty", "checkpoint"}
 
 
 def test_no_cuda_warning_unless_a_gpu_was_asked_for(trained, caplog, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level("WARNING"):
-        assert test_cli.choose_device(argparse.Namespace(gpu=None, device=None)).type == "cpu"
+        assert commands.test_device(None, None).type == "cpu"
     assert "no CUDA" not in caplog.text
     with caplog.at_level("WARNING"):
-        assert test_cli.choose_device(argparse.Namespace(gpu="1", device=None)).type == "cpu"
+        assert commands.test_device(None, "1").type == "cpu"
     assert "no CUDA device on this machine: --gpu 1 is ignored" in caplog.text
 
 
@@ -310,15 +310,15 @@ def test_a_second_test_keeps_the_first_ones_results_and_says_which_data_it_score
     args = ["-c", "Config_Demo", "--set", *trained["settings"], "--checkpoint", trained["checkpoint"], "--no_progress",
             "--out", str(out)]
     assert test_cli.main(args + ["--text_ablation"]) == 0
-    first = json.loads((out / test_cli.SUMMARY_NAME).read_text())
+    first = json.loads((out / commands.SUMMARY_NAME).read_text())
     assert first["data"] == {"test_dataset": str(trained["root"] / "Test_Folder"), "images": 5, "data_sha256": None}
     assert test_cli.main(args) == 0  # a plain run: the ablation file of the first must not be left beside it
     archived = list((out / "previous_tests").iterdir())
     assert len(archived) == 1 and sorted(p.name for p in archived[0].iterdir()) == sorted(
-        [test_cli.SUMMARY_NAME, test_cli.ABLATION_NAME, test_cli.PER_IMAGE_NAME])
-    assert json.loads((archived[0] / test_cli.SUMMARY_NAME).read_text()) == first
-    assert sorted(p.name for p in out.iterdir()) == sorted(["previous_tests", test_cli.SUMMARY_NAME,
-                                                             test_cli.PER_IMAGE_NAME])
+        [commands.SUMMARY_NAME, commands.ABLATION_NAME, commands.PER_IMAGE_NAME])
+    assert json.loads((archived[0] / commands.SUMMARY_NAME).read_text()) == first
+    assert sorted(p.name for p in out.iterdir()) == sorted(["previous_tests", commands.SUMMARY_NAME,
+                                                             commands.PER_IMAGE_NAME])
 
 
 def test_predict_never_writes_into_its_images_folder_or_over_a_file(trained, tmp_path, capsys):
@@ -354,7 +354,7 @@ def test_reports_that_a_spreadsheet_would_run_are_written_as_text(trained, tmp_p
     assert test_cli.main(["-c", "Config_Demo", "--set", *trained["settings"],
                           f"test_dataset={tmp_path / 'Covid19' / 'Test_Folder'}", "--checkpoint",
                           trained["checkpoint"], "--out", str(out), "--no_progress"]) == 0
-    with open(out / test_cli.PER_IMAGE_NAME) as handle:
+    with open(out / commands.PER_IMAGE_NAME) as handle:
         reports = [row["report"] for row in csv.DictReader(handle)]
     assert reports[0] == "'@SUM(1+1)*cmd" and not reports[1].startswith("'")
 
@@ -453,17 +453,17 @@ def test_ctrl_c_during_test_writes_nothing_and_keeps_the_earlier_results(trained
             "--out", str(out), "--test_vis"]
     assert test_cli.main(args) == 0
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    score_split = test_cli.score_split
+    score_split = commands.score_split
 
     def interrupted(predictor, dataset, loader, **kwargs):
         score_split(predictor, dataset, loader, **kwargs)  # every figure drawn, then Ctrl-C
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(test_cli, "score_split", interrupted)
+    monkeypatch.setattr(commands, "score_split", interrupted)
     assert test_cli.main(args + ["--save_pred", str(tmp_path / "preds")]) == 130
     err = capsys.readouterr().err
     assert f"interrupted: no result was written to {out} and its earlier results are as they were" in err
     assert "the masks written so far stay in" in err and "Traceback" not in err
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before and sorted(os.listdir(out)) == sorted(
-        [test_cli.SUMMARY_NAME, test_cli.PER_IMAGE_NAME, "Demo_visualize_test"])
+        [commands.SUMMARY_NAME, commands.PER_IMAGE_NAME, "Demo_visualize_test"])

@@ -20,6 +20,7 @@ from utils.data.demo import make_demo_dataset
 from utils.sessions import create_session_dir
 from utils.training import precision
 from utils.training.checkpoint import save_checkpoint
+from utils.training.trainer import Trainer
 from utils.weights_io import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,15 +182,6 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
     assert os.listdir(tmp_path) == ["latest.pt"]
 
 
-def test_bool_flag_is_a_real_boolean():
-    assert test_cli.str2bool("False") is False and test_cli.str2bool("True") is True
-    with pytest.raises(Exception, match="True or False"):
-        test_cli.str2bool("maybe")
-    assert test_cli.non_negative_int("0") == 0
-    with pytest.raises(Exception, match="0 or more, got -3"):
-        test_cli.non_negative_int("-3")
-
-
 def _straight_and_resumed(settings, output, capsys, epochs=3):
     """Sessions of a run of ``epochs`` epochs and of one stopped after ``epochs - 1`` and resumed."""
     assert train_model.main(["-c", "Config_Demo", "--set", f"epochs={epochs}", *settings, "--no_progress"]) == 0
@@ -241,7 +233,7 @@ def test_a_distributed_run_with_amp_on_the_cpu_warns_without_timing(caplog, monk
         caplog.clear()
         trainer = SimpleNamespace(amp=True, device=torch.device("cpu"), config=SimpleNamespace(batch_size=4),
                                   dist=SimpleNamespace(enabled=True, is_main=is_main))
-        train_model.Trainer.check_amp(trainer)
+        Trainer.check_amp(trainer)
         found = [r for r in caplog.records if "faster on some CPUs and slower on others" in r.getMessage()]
         assert len(found) == warned and all("--train_batch 4" in r.getMessage() for r in found)
 
@@ -260,12 +252,13 @@ def test_ctrl_c_while_timing_amp_removes_the_new_session_and_returns_130(demo_ro
 FREED_WITHOUT_COLLECTION = """
 import gc, sys
 import train_model
-run = train_model.Trainer.run
+from utils.training.trainer import Trainer
+run = Trainer.run
 def run_without_collection(trainer):
     gc.collect()  # what setting up left (torch's first import of dynamo holds its own frame)
     gc.disable()
     return run(trainer)
-train_model.Trainer.run = run_without_collection
+Trainer.run = run_without_collection
 assert train_model.main(sys.argv[1:]) == 0
 print(sum(type(o).__name__ in ("Trainer", "RecLMIS") for o in gc.get_objects()))
 """
@@ -283,3 +276,12 @@ def test_a_finished_training_frees_its_trainer_without_garbage_collection(demo_r
     assert done.returncode == 0, done.stderr[-3000:]
     assert "training curves:" in done.stderr  # the curves were drawn
     assert done.stdout.strip().splitlines()[-1] == "0"
+
+
+def test_without_a_terminal_training_logs_lines_not_progress_bar_frames(demo_root, tmp_path, capsys):
+    """stderr captured (a file or pipe, as under nohup or tee): no tqdm redraws, one log line per epoch."""
+    output = tmp_path / "runs"
+    assert train_model.main(["-c", "Config_Demo", "--set", "epochs=2", *_settings(demo_root, output)]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err
+    assert err.count("Epoch 1/2") == 1 and err.count("Epoch 2/2") == 1

@@ -16,6 +16,7 @@ from utils.checkpoints import build_model_from_checkpoint, frozen_names
 from utils.config import Config
 from utils.data.demo import make_demo_dataset
 from utils.data.tokenizer import HFReportTokenizer, build_tokenizer, tokenize_reports
+from utils.inference import commands
 from utils.training.checkpoint import checkpoint_payload, save_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -145,5 +146,5 @@ def test_train_test_and_text_ablation_end_to_end(tiny_bert, tmp_path, capsys):
     assert saved["text_encoder"] == "hf" and saved["hf_text_model"] == tiny_bert
     assert test_cli.main(["-c", "Config_Demo", "--set", *settings, "-t", str(session), "--text_ablation",
                           "--no_progress", "--device", "cpu"]) == 0
-    ablation = json.loads((session / test_cli.ABLATION_NAME).read_text())
+    ablation = json.loads((session / commands.ABLATION_NAME).read_text())
     assert {"true", "shuffled", "empty"} <= set(ablation) and ablation["true"]["images"] == 4

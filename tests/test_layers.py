@@ -2,7 +2,8 @@
 
 Layers, lowest first (README, "How the code is organised"):
 
-    0  utils/config.py, misc.py, logger.py, weights_io.py, memory.py, outputs.py, metrics.py, sessions.py
+    0  utils/config.py, cli.py, misc.py, logger.py, weights_io.py, memory.py, outputs.py, metrics.py, sessions.py,
+       curves.py, autocast.py, timing.py
     1  Config_*.py
     2  utils/data/, Load_Dataset.py
     3  nets/
@@ -27,8 +28,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("nets", "utils", "tools")
 LAYERS = [  # (layer, path prefixes); the longest matching prefix decides
-    (0, ["utils/config.py", "utils/misc.py", "utils/logger.py", "utils/weights_io.py", "utils/memory.py",
-         "utils/outputs.py", "utils/metrics.py", "utils/sessions.py", "utils/__init__.py"]),
+    (0, ["utils/config.py", "utils/cli.py", "utils/misc.py", "utils/logger.py", "utils/weights_io.py",
+         "utils/memory.py", "utils/outputs.py", "utils/metrics.py", "utils/sessions.py", "utils/curves.py",
+         "utils/autocast.py", "utils/timing.py", "utils/__init__.py"]),
     (1, ["Config_"]),
     (2, ["utils/data/", "Load_Dataset.py"]),
     (3, ["nets/"]),
@@ -157,6 +159,13 @@ def test_a_planted_import_of_a_tool_from_an_entry_point_is_caught(tmp_path):
     with open(os.path.join(root, "test.py"), "a") as handle:
         handle.write("\nfrom tools.summary import summarize  # noqa: E402\n")
     assert upward_imports(root) == ["test.py (layer 6) imports tools/summary.py (layer 7)"]
+
+
+def test_a_planted_import_of_a_tool_from_library_code_is_caught(tmp_path):
+    root = _copy_of_the_code(tmp_path)
+    with open(os.path.join(root, "utils", "inference", "evaluate.py"), "a") as handle:
+        handle.write("\nfrom tools.bench_timing import environment  # noqa: E402\n")
+    assert upward_imports(root) == ["utils/inference/evaluate.py (layer 5) imports tools/bench_timing.py (layer 7)"]
 
 
 def test_no_import_cycle():

@@ -6,8 +6,9 @@ import torch
 from nets import build_model
 from nets.unet import ConvBatchNorm
 from tests.tiny import batch, tiny_config
+from utils.autocast import amp_precision, autocast_for
 from utils.inference import speed
-from utils.inference.speed import autocast_for, fold_batchnorm
+from utils.inference.speed import fold_batchnorm
 
 
 def test_fold_batchnorm_known_answer():
@@ -59,3 +60,9 @@ def test_reduced_precision_choices_are_checked():
         autocast_for(torch.device("cpu"), "fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
         autocast_for(torch.device("cpu"), "int8")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [amp_precision(cpu), amp_precision(cuda), amp_precision(cpu, amp=False)] == ["bf16", "fp16", "fp32"]
+    with autocast_for(cpu, "bf16"):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast_for(cpu, "fp32"):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32

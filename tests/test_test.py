@@ -1,11 +1,11 @@
 """test.py's command line: the two subcommands, the flags it shares with train_model.py and the authors' spellings."""
 
-import argparse
 
 import pytest
 import torch
 
 import test as test_cli
+from utils.inference import commands
 
 
 def test_without_a_subcommand_it_tests():
@@ -35,10 +35,10 @@ def test_config_flag_and_its_authors_spelling():
 
 
 def test_device_picks_the_cpu_and_the_authors_gpu_index_maps_to_cuda(monkeypatch, caplog):
-    assert test_cli.choose_device(test_cli.parse_args(["-t", "s", "--device", "cpu"])) == torch.device("cpu")
+    assert commands.test_device("cpu", None) == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level("WARNING"):
-        assert test_cli.choose_device(argparse.Namespace(gpu="1", device=None)).type == "cpu"
+        assert commands.test_device(None, "1").type == "cpu"
     assert "--gpu 1 is ignored" in caplog.text
 
 

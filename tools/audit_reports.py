@@ -14,7 +14,8 @@ import json
 import sys
 from typing import List, Optional
 
-from utils.config import add_set_flag, load_config
+from utils.cli import add_config_flags
+from utils.config import load_config
 from utils.data.audit import audit_split, format_audit
 from utils.data.files import load_split_index
 from utils.data.records import ERROR, SPLITS
@@ -23,8 +24,7 @@ from utils.outputs import refuse_overwrite
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.audit_reports", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-c", "--config", default="Config_QaTa", help="config module or file (default Config_QaTa)")
-    add_set_flag(parser)
+    add_config_flags(parser, device=False)
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--top", type=int, default=15, help="most frequent reports to list (default 15)")
     parser.add_argument("--json", help="also write the numbers to this JSON file (a new file, unless --overwrite)")

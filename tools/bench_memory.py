@@ -16,10 +16,11 @@ import cv2
 import numpy as np
 import torch
 
-from tools.bench_timing import MIB, sync
+from tools.bench_timing import MIB
 from utils.checkpoints import BEST_NAME, LATEST_NAME, frozen_sha256
 from utils.inference.predictor import Predictor
 from utils.misc import rng_state
+from utils.timing import sync
 from utils.training.checkpoint import checkpoint_payload, compact_optimizer_state, save_checkpoint
 
 

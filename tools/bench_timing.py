@@ -7,10 +7,9 @@ import datetime
 import functools
 import os
 import platform
-import statistics
 import sys
 import time
-from typing import Callable, List
+from typing import List
 
 import torch
 
@@ -19,6 +18,7 @@ from nets import build_model
 from tools.summary import summarize
 from utils.inference.predictor import Predictor
 from utils.inference.speed import TEXT_CACHE
+from utils.timing import median_seconds, seconds_of
 from utils.training.engine import train_step
 from utils.training.losses import RecLMISCriterion
 from utils.training.schedulers import build_optimizer, build_scheduler
@@ -41,25 +41,6 @@ def environment(device: torch.device) -> dict:
     return {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "device": str(device), "device_name": device_name(device), "python": platform.python_version(),
             "command": "python -m tools.benchmark " + " ".join(sys.argv[1:])}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_it(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall-clock seconds of ``fn`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def dummy_batch(config, batch: int, vocab_size: int) -> dict:
@@ -104,7 +85,7 @@ def bench_plain_forward(model, device: torch.device, batch_sizes: List[int], war
             with torch.no_grad():
                 return plain(images, tokens, mask, return_aux=True)
 
-        seconds = time_it(forward, device, warmup, repeats)
+        seconds = median_seconds(forward, device, warmup, repeats)
         rows.append({"precision": "fp32", "path": "eval_forward", "batch": batch_size,
                      "s_per_image": seconds / batch_size, "images_per_s": batch_size / seconds})
     return rows
@@ -134,11 +115,8 @@ def bench_inference(model, device: torch.device, batch_sizes: List[int], precisi
                     torch.cuda.reset_peak_memory_stats(device)
                 row = {"precision": precision, "path": path, "batch": batch_size}
                 if options.get("compile"):
-                    start = time.perf_counter()
-                    runner(*inputs)
-                    sync(device)
-                    row["compile_s"] = time.perf_counter() - start
-                seconds = time_it(functools.partial(runner, *inputs), device, warmup, repeats)
+                    row["compile_s"] = seconds_of(functools.partial(runner, *inputs), device)
+                seconds = median_seconds(functools.partial(runner, *inputs), device, warmup, repeats)
                 row.update({"s_per_image": seconds / batch_size, "images_per_s": batch_size / seconds})
                 if device.type == "cuda":
                     row["peak_mib"] = torch.cuda.max_memory_allocated(device) / MIB
@@ -195,7 +173,7 @@ def bench_training(model, device: torch.device, batch_size: int, amp_modes: List
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         step = functools.partial(train_step, trained, criterion, batch, optimizer, device, amp=amp, scaler=scaler)
-        seconds = time_it(step, device, warmup, repeats)
+        seconds = median_seconds(step, device, warmup, repeats)
         row = {"amp": amp, "batch": batch_size, "s_per_step": seconds, "images_per_s": batch_size / seconds}
         if device.type == "cuda":
             row["peak_mib"] = torch.cuda.max_memory_allocated(device) / MIB

@@ -50,10 +50,11 @@ from tools.bench_timing import (
     environment,
     model_counts,
 )
-from utils.config import add_set_flag, load_config
+from utils.autocast import PRECISIONS, autocast_for
+from utils.cli import add_config_flags
+from utils.config import load_config
 from utils.data.records import DatasetError
 from utils.inference.predictor import Predictor
-from utils.inference.speed import PRECISIONS, autocast_for
 from utils.memory import tune_cpu_allocator
 from utils.metrics import SegmentationMeter
 from utils.misc import get_device
@@ -125,9 +126,7 @@ def format_report(result: dict) -> str:
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Measure RecLMIS's speed, memory and size on this machine.")
-    parser.add_argument("-c", "--config", default="Config_QaTa", help="config module or file (default Config_QaTa)")
-    add_set_flag(parser)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_config_flags(parser)
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8], help="inference batch sizes")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, help="inference precisions (default fp32 "
                         "and bf16; on CUDA also fp16)")
@@ -168,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        device = get_device(args.device)
+        device = get_device(args.device or "auto")
         if args.probe_memory:
             print(json.dumps(probe_memory(args.probe_memory, device, args.probe_side)))
             return 0

@@ -12,16 +12,16 @@ import argparse
 import sys
 from typing import List, Optional
 
-from utils.config import add_set_flag, load_config
-from utils.inference.figures import draw_session_curves
+from utils.cli import add_config_flags
+from utils.config import load_config
+from utils.curves import draw_session_curves
 from utils.sessions import resolve_session
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Draw a session's training curves from its epoch records.")
     parser.add_argument("session", help="session id or folder")
-    parser.add_argument("-c", "--config", default="Config_QaTa", help="config naming the task (for a session id)")
-    add_set_flag(parser)
+    add_config_flags(parser, "config naming the task (for a session id)", device=False)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.set)

@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
 from tools.experiments import ROOT, mean_spread, read_records, run_logged
-from utils.config import add_set_flag, load_config
+from utils.cli import add_set_flag
+from utils.config import load_config
 from utils.data.demo import ensure_demo_dataset
 
 # Each row: the overrides of Config_Demo that define it. Config_Demo itself is variant="improved".

@@ -29,7 +29,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from tools.experiments import ROOT, mean_spread, read_records, run_logged
-from utils.config import add_set_flag, load_config
+from utils.cli import add_config_flags
+from utils.config import load_config
 from utils.sessions import read_epochs
 
 ROWS: Dict[str, List[str]] = {
@@ -137,11 +138,10 @@ def table(records: List[dict], rows: Sequence[str]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Does the report help RecLMIS on QaTa-COV19 (docs/QATA.md)?")
     parser.add_argument("--out", required=True, help="folder for the sessions, logs, runs.jsonl and table.md")
-    parser.add_argument("-c", "--config", default="Config_QaTa_CPU", help="the recipe (default Config_QaTa_CPU)")
     parser.add_argument("--rows", nargs="*", default=list(ROWS)[:3], choices=list(ROWS), metavar="ROW",
                         help=f"rows to run (default the first three): {', '.join(repr(r) for r in ROWS)}")
     parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2])
-    add_set_flag(parser, "more overrides for every row")
+    add_config_flags(parser, "the recipe", default="Config_QaTa_CPU", device=False)
     args = parser.parse_args(argv)
     args.out = os.path.abspath(args.out)
     os.chdir(ROOT)  # the recipes' data paths are relative to the repository, as for train_model.py

@@ -20,7 +20,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nets import build_model
-from utils.config import add_set_flag, load_config
+from utils.cli import add_config_flags
+from utils.config import load_config
 
 
 def _count(module: nn.Module, trainable_only: bool = False) -> int:
@@ -113,8 +114,7 @@ def format_summary(summary: Dict, title: str = "") -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.summary", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-c", "--config", default="Config_QaTa", help="config module or file (default Config_QaTa)")
-    add_set_flag(parser)
+    add_config_flags(parser, device=False)
     parser.add_argument("--batch", type=int, default=1, help="images per forward for the FLOP count")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)

@@ -323,11 +323,6 @@ def parse_override(item: str) -> tuple:
     return key.strip(), value
 
 
-def add_set_flag(parser, help: str = "override config fields") -> None:
-    """``--set KEY=VALUE ...`` on an argparse parser, the same in every command; repeated ``--set`` add up."""
-    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help=help)
-
-
 def load_config(name: str = "Config_QaTa", overrides: Sequence[str] = ()) -> Config:
     """Load a config module and apply ``key=value`` overrides.
 

@@ -1,6 +1,6 @@
 """Checks that tell a user what is wrong with a data set folder, before training (or ``Load_Dataset.py --check``).
 
-:func:`check_dataset` looks at the splits a run needs and returns a :class:`CheckReport`: per split the counts
+:func:`check_dataset` looks at the splits a run needs and returns a :class:`CheckResult`: per split the counts
 (images, masks, reports, complete pairs, reports cut to ``token_len``) and a list of :class:`Problem` records, each
 naming the file or table row. Errors make the set untrainable; warnings are reported and training goes on.
 
@@ -69,7 +69,7 @@ class SplitSummary:
 
 
 @dataclass
-class CheckReport:
+class CheckResult:
     """The outcome of :func:`check_dataset`.
 
     Attributes:
@@ -100,7 +100,7 @@ class CheckReport:
         return not self.errors
 
     def format(self, max_per_kind: Optional[int] = 10, severities: Sequence[str] = (ERROR, WARNING)) -> str:
-        """The report as text: a table of counts per split, the tables, then the problems.
+        """The check's result as text: a table of counts per split, the tables, then the problems.
 
         Args:
             max_per_kind: show at most this many problems of one kind in one split, then a count of the rest
@@ -155,7 +155,7 @@ class CheckReport:
 
 
 def check_dataset(cfg, splits: Iterable[str] = SPLITS, decode: Optional[bool] = None,
-                  max_threads: Optional[int] = None) -> CheckReport:
+                  max_threads: Optional[int] = None) -> CheckResult:
     """Check the splits of the data set that ``cfg`` points at.
 
     Args:
@@ -165,14 +165,14 @@ def check_dataset(cfg, splits: Iterable[str] = SPLITS, decode: Optional[bool] = 
         max_threads: threads for decoding (OpenCV releases the GIL); None = up to 8, one per CPU.
 
     Returns:
-        The :class:`CheckReport`; it never raises for a problem in the data, only lists it.
+        The :class:`CheckResult`; it never raises for a problem in the data, only lists it.
     """
     splits = list(dict.fromkeys(splits))
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; splits are {SPLITS}")
     decode = cfg.check_images if decode is None else decode
-    report = CheckReport(decoded=decode)
+    result = CheckResult(decoded=decode)
     all_paths = {s: split_paths(cfg, s) for s in SPLITS}
 
     # One read per table file; a table serves every split whose configured path leads to the same file.
@@ -188,30 +188,30 @@ def check_dataset(cfg, splits: Iterable[str] = SPLITS, decode: Optional[bool] = 
         table_of[split] = read_report_table(all_paths[split].table, label, max_rows=cfg.max_table_rows,
                                             max_mib=cfg.max_table_mib)
         users_of[split] = users
-        report.tables[all_paths[split].table] = users
-        report.problems += table_of[split].problems
+        result.tables[all_paths[split].table] = users
+        result.problems += table_of[split].problems
 
     for split in splits:
         index = index_split(all_paths[split], table_of[split], cfg.pairing)
-        report.indexes[split] = index
-        report.problems += index.problems
-        report.splits[split] = SplitSummary(split=split, folder=all_paths[split].folder,
+        result.indexes[split] = index
+        result.problems += index.problems
+        result.splits[split] = SplitSummary(split=split, folder=all_paths[split].folder,
                                             table=all_paths[split].table, images=len(index.image_names),
                                             masks=len(index.mask_names), reports=index.n_reports,
                                             pairs=len(index.samples))
 
     for split, users in users_of.items():
-        report.problems += _unused_rows(table_of[split], [all_paths[u] for u in users], report.indexes)
+        result.problems += _unused_rows(table_of[split], [all_paths[u] for u in users], result.indexes)
 
     for split in splits:
-        samples = report.indexes[split].samples
+        samples = result.indexes[split].samples
         words_cut = tokenize_reports([s.report for s in samples], cfg, pad_short_reports=False).words_cut
-        report.splits[split].cut_reports = int(words_cut.sum())
+        result.splits[split].cut_reports = int(words_cut.sum())
         if decode:
             problems, empty = _check_files(samples, split, max_threads, cfg.max_image_pixels)
-            report.problems += problems
-            report.splits[split].empty_masks = empty
-    return report
+            result.problems += problems
+            result.splits[split].empty_masks = empty
+    return result
 
 
 def _unused_rows(table: ReportTable, users: Sequence, indexes: Dict[str, SplitIndex]) -> List[Problem]:

@@ -41,12 +41,21 @@ def pad_report(text: str, min_words: int = MIN_REPORT_WORDS) -> str:
 
 @dataclass
 class TokenizedReports:
-    """Token ids ``[N, L]`` (int64), ``text_mask`` ``[N, L]`` (int64, 1 on SOT, words and EOT), and for each
-    report whether it was cut to fit ``L`` (``truncated`` ``[N]``, bool)."""
+    """Reports as the network reads them.
+
+    Attributes:
+        tokens: ``[N, L]`` int64 token ids, padded (``L = token_len``).
+        text_mask: ``[N, L]`` int64, 1 on the start token, the words and the end token.
+        truncated: ``[N]`` bool, True where the text as tokenised (the authors' padding included) was cut to ``L``.
+        words_cut: ``[N]`` bool, True where the report's own words do not fit ``L``; the authors' " EOF XXX"
+            padding is cut whenever it does not fit, by design, and not counted here. Set by
+            :func:`tokenize_reports`; None from a tokenizer call.
+    """
 
     tokens: torch.Tensor
     text_mask: torch.Tensor
     truncated: torch.Tensor
+    words_cut: Optional[torch.Tensor] = None
 
 @functools.lru_cache(maxsize=1)
 def clip_bpe() -> ClipBPE:
@@ -192,23 +201,7 @@ def build_tokenizer(cfg, pad_short_reports: Optional[bool] = None) -> Tokenizer:
     return _cached_tokenizer(cfg.text_encoder, cfg.hf_text_model, cfg.token_len, pad)
 
 
-@dataclass
-class TokenizedSplit:
-    """The reports of a split as the network reads them.
-
-    Attributes:
-        tokens: ``[N, L]`` int64 CLIP BPE ids, zero-padded (``L = token_len``).
-        text_mask: ``[N, L]`` int64, 1 on the start token, the words and the end token.
-        words_cut: ``[N]`` bool, True where the report's own words do not fit ``L`` and were cut. The authors'
-            " EOF XXX" padding is cut whenever it does not fit too; that is by design and not counted here.
-    """
-
-    tokens: torch.Tensor
-    text_mask: torch.Tensor
-    words_cut: torch.Tensor
-
-
-def tokenize_reports(reports: Sequence[str], cfg, pad_short_reports: Optional[bool] = None) -> TokenizedSplit:
+def tokenize_reports(reports: Sequence[str], cfg, pad_short_reports: Optional[bool] = None) -> TokenizedReports:
     """Tokenise reports with the network's tokenizer (:func:`build_tokenizer`).
 
     Args:
@@ -217,13 +210,14 @@ def tokenize_reports(reports: Sequence[str], cfg, pad_short_reports: Optional[bo
         pad_short_reports: overrides the config's (the authors' " EOF XXX" padding of reports under 9 words).
 
     Returns:
-        Tokens, text mask and which reports lost words to the cut (:class:`TokenizedSplit`).
+        Tokens, text mask and which reports lost words to the cut (:class:`TokenizedReports` with ``words_cut``).
     """
     reports = list(reports)
     pad = cfg.pad_short_reports if pad_short_reports is None else pad_short_reports
     if not reports:
         empty = torch.zeros(0, cfg.token_len, dtype=torch.long)
-        return TokenizedSplit(empty, empty.clone(), torch.zeros(0, dtype=torch.bool))
+        none = torch.zeros(0, dtype=torch.bool)
+        return TokenizedReports(empty, empty.clone(), none, none.clone())
     tokenized = build_tokenizer(cfg, pad)(reports)
     if pad:
         # With padding on, `truncated` also flags reports whose padding alone overflowed; the words fit iff the
@@ -231,4 +225,4 @@ def tokenize_reports(reports: Sequence[str], cfg, pad_short_reports: Optional[bo
         words_cut = build_tokenizer(cfg, False)(reports).truncated
     else:
         words_cut = tokenized.truncated
-    return TokenizedSplit(tokenized.tokens, tokenized.text_mask, words_cut)
+    return TokenizedReports(tokenized.tokens, tokenized.text_mask, tokenized.truncated, words_cut)

@@ -220,6 +220,28 @@ def train_augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     return image, mask, report
 
 
+def to_model_size(image: np.ndarray, size: int) -> np.ndarray:
+    """An image ``[H, W, 3]`` resized bilinearly to ``[size, size, 3]``: how training, testing and predicting all
+    bring an image to the model."""
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def mask_to_model_size(mask: np.ndarray, size: int) -> np.ndarray:
+    """A mask ``[H, W]`` (0/255 as the PNGs hold, or any values with 0 as background) resized bilinearly to
+    ``[size, size]``, then ``> 0``: ``uint8`` in {0, 1}, as the authors. A downsampled mask grows by up to a pixel
+    at its edges (a blended edge pixel counts as foreground)."""
+    return (cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR) > 0).astype(np.uint8)
+
+
+def probability_to_full_size(probability: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A model-size probability map ``[S, S]`` resized bilinearly to ``[height, width]`` and clipped to [0, 1], in
+    one float32 array (no further full-size copies): how ``predict`` and ``test --save_pred`` return to the
+    image's own size; ``> 0.5`` of it is the mask."""
+    full = cv2.resize(probability, (width, height), interpolation=cv2.INTER_LINEAR)
+    np.clip(full, 0, 1, out=full)
+    return full
+
+
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """``[H, W, 3]`` uint8 (BGR, as the data sets are read) to the network's ``[3, H, W]`` float32 in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)

@@ -20,6 +20,7 @@ from utils.data.demo import INFO_FILE, DemoCase, demo_cases
 from utils.data.images import image_size
 from utils.data.reports import text_derangement
 from utils.data.tokenizer import build_tokenizer
+from utils.data.transforms import probability_to_full_size
 from utils.inference.figures import draw_case
 from utils.inference.language import every_blob_logits, interest_shares
 from utils.inference.predictor import Predictor
@@ -59,8 +60,8 @@ def score_split(predictor: Predictor, dataset: ImageToImage2D, loader, *, save_p
                 dice, iou = float(scores["dice"][i]), float(scores["iou"][i])
                 rows.append({"name": name, "mask": mask_name, "report": batch["text"][i], "dice": dice, "iou": iou})
                 if save_pred is not None:
-                    full = cv2.resize(torch.sigmoid(logits[i, 0]).cpu().numpy(), image_size(mask_of[name]),
-                                      interpolation=cv2.INTER_LINEAR)
+                    full = probability_to_full_size(torch.sigmoid(logits[i, 0]).float().cpu().numpy(),
+                                                    *image_size(mask_of[name]))
                     cv2.imwrite(os.path.join(save_pred, os.path.splitext(mask_name)[0] + ".png"),
                                 np.greater(full, 0.5).view(np.uint8) * np.uint8(255))
                 if vis_dir is not None:

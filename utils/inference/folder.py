@@ -16,13 +16,19 @@ from utils.outputs import refuse_overwrite
 
 
 class PredictionInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`predict_folder`: ``done`` names the images whose three files were written (the one in
-    progress left none), ``total`` the images the table named."""
+    """Ctrl-C during :func:`predict_folder`: ``done`` names the images whose three files were written to
+    ``out_dir`` (the one in progress left none), ``total`` the images the table named."""
 
-    def __init__(self, done: List[str], total: int):
+    def __init__(self, done: List[str], total: int, out_dir: str):
         super().__init__(f"interrupted after {len(done)} of {total} images")
         self.done = done
         self.total = total
+        self.out_dir = out_dir
+
+    def message(self) -> str:
+        return (f"interrupted: {len(self.done)} of {self.total} image(s) predicted, their files are in "
+                f"{self.out_dir}; the image being predicted left no file. Run again with --overwrite to redo them "
+                "all, or predict the rest with a table of the others")
 
 
 def predict_folder(predictor: Predictor, images: str, table: str, out_dir: str,
@@ -66,6 +72,6 @@ def predict_folder(predictor: Predictor, images: str, table: str, out_dir: str,
             result.save(os.path.join(out_dir, Path(name).stem))
             done.append(name)
     except KeyboardInterrupt:
-        raise PredictionInterrupted(done, len(parsed.reports)) from None
+        raise PredictionInterrupted(done, len(parsed.reports), out_dir) from None
     return done
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from utils.data.demo_layout import FIXED_LAYOUT, DemoLayout, Zone
 from utils.data.reports import POSITION_WORDS
+from utils.data.transforms import mask_to_model_size
 
 ORACLE_LOGIT = 20.0  # the oracle's logits: +20 on its blobs, -20 elsewhere (probability 1 - 2e-9)
 
@@ -31,7 +31,7 @@ def every_blob_logits(blobs: np.ndarray, img_size: int) -> torch.Tensor:
     # 0/255 as the mask PNGs hold, not 0/1: a bilinear resize of 0/1 uint8 rounds the edge pixels a downsampling
     # blends (a weight below 1/2) to 0, and the oracle's blobs would come out thinner than the true masks.
     as_png = np.where(blobs, 255, 0).astype(np.uint8)
-    resized = cv2.resize(as_png, (img_size, img_size), interpolation=cv2.INTER_LINEAR) > 0
+    resized = mask_to_model_size(as_png, img_size).astype(bool)
     logits = torch.full((1, 1, img_size, img_size), -ORACLE_LOGIT)
     logits[0, 0][torch.from_numpy(resized)] = ORACLE_LOGIT
     return logits

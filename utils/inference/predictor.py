@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Union
@@ -44,24 +42,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.autocast import PRECISIONS, autocast_for
 from utils.checkpoints import build_model_from_checkpoint
 from utils.data.check import odd_shape_reason
 from utils.data.images import MAX_IMAGE_PIXELS, read_image
 from utils.data.reports import report_concerns
 from utils.data.tokenizer import build_tokenizer
-from utils.data.transforms import image_to_tensor
+from utils.data.transforms import image_to_tensor, probability_to_full_size, to_model_size
 from utils.inference.figures import draw_case
 from utils.inference.speed import (
     AUTO,
-    PRECISIONS,
     TEXT_CACHE,
     CompileError,
     TextFeatureCache,
-    autocast_for,
     fold_batchnorm,
     pad_batch,
 )
 from utils.misc import get_device
+from utils.timing import median_seconds
 from utils.weights_io import first_line
 
 logger = logging.getLogger(__name__)
@@ -228,16 +226,8 @@ class Predictor:
                        repeats: int = 3) -> float:
         """Median seconds of the forward for this batch in ``precision``, after one untimed run."""
         self.precision = precision
-        times = []
-        for _ in range(repeats + 1):
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            start = time.perf_counter()
-            self.outputs(images, tokens, text_mask)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times[1:])
+        return median_seconds(lambda: self.outputs(images, tokens, text_mask), self.device, warmup=1,
+                              repeats=repeats)
 
     def _fastest_precision(self, images: torch.Tensor, tokens: torch.Tensor, text_mask: torch.Tensor) -> str:
         """Time each candidate on this batch and return the fastest; logs the timings and the choice."""
@@ -293,14 +283,12 @@ class Predictor:
                            self.config.img_size)
         self._warn_about(report)
         size = self.config.img_size
-        resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-        tensor = image_to_tensor(resized)[None]
+        tensor = image_to_tensor(to_model_size(image, size))[None]
         tokens = self.tokenizer([report])
         out = self.outputs(tensor, tokens.tokens, tokens.text_mask, return_weights=True)
         small = torch.sigmoid(out["logits"][0, 0]).cpu().numpy()
-        # Full size: one float32 map, clipped in place, and a uint8 mask; no further full-size copies.
-        probability = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
-        np.clip(probability, 0, 1, out=probability)
+        # Full size: one float32 map and a uint8 mask; no further full-size copies.
+        probability = probability_to_full_size(small, width, height)
         mask = np.greater(probability, 0.5).view(np.uint8)
         words = self.tokenizer.report_token_strings(tokens.tokens[0], report)
         grid = size // 16

@@ -1,6 +1,5 @@
 """The inference speed-ups the predictor applies, each usable on its own.
 
-- :func:`autocast_for`: the autocast context of a precision (``PRECISIONS``) on a device;
 - :func:`fold_batchnorm`: BatchNorm folded into the convolution before it, ReLU in place;
 - :class:`TextFeatureCache`: the frozen text tower's features of reports seen before;
 - :func:`pad_batch`: a batch padded up to a size ``torch.compile`` compiled before.
@@ -10,7 +9,6 @@ What each gains is measured by ``python -m tools.benchmark`` (docs/PERFORMANCE.m
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from typing import List
 
@@ -19,25 +17,12 @@ from torch import nn
 
 from nets.unet import ConvBatchNorm
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 AUTO = "auto"  # Predictor(precision="auto"): the fastest of PRECISIONS on this device, timed on the first batch
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TEXT_CACHE = 1024  # reports whose text features test.py and predict keep (about 37 MB at QaTa's sizes)
 
 
 class CompileError(RuntimeError):
     """``torch.compile`` failed (no C++ compiler on the CPU, no Triton on CUDA, an unsupported operation)."""
-
-
-def autocast_for(device: torch.device, precision: str):
-    """The autocast context for ``precision`` on ``device`` (a null context for fp32)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 runs on CUDA only; on the CPU use bf16")
-    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
 def fold_batchnorm(model: nn.Module, memory_format: torch.memory_format = torch.contiguous_format) -> int:

@@ -1,6 +1,8 @@
-"""Writing checkpoints: what they hold, written so that a crash never leaves a broken file.
+"""Writing checkpoints: what they hold, written so that a crash never leaves a broken file, and resuming from them.
 
-:func:`checkpoint_payload` and :func:`save_checkpoint` (atomic) write them; :func:`compact_state_dict` stores the
+:class:`SessionCheckpoints` is the one owner of a training session's checkpoints: it saves the best and the latest
+and resumes from the latest. :func:`checkpoint_payload` defines what a file holds and :func:`save_checkpoint`
+writes it atomically; :func:`compact_state_dict` stores the
 frozen CLIP tower in fp16 (losslessly), and a latest checkpoint may leave the tower out altogether
 (``frozen_omitted``: :func:`omitted_frozen_record`, checked by :func:`utils.checkpoints.check_frozen`).
 
@@ -14,13 +16,17 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Dict, List
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
-from utils.checkpoints import frozen_names
+from nets.weights import load_weights
+from utils.checkpoints import BEST_NAME, LATEST_NAME, check_frozen, frozen_names, frozen_sha256
+from utils.misc import set_rng_state
 from utils.sessions import MODEL_NAME
+from utils.weights_io import read_checkpoint
 
 logger = logging.getLogger(__name__)
 TMP_PREFIX = ".tmp_"
@@ -171,3 +177,113 @@ def compact_state_dict(model: nn.Module, leave_out=()) -> Dict[str, torch.Tensor
             if torch.equal(half.float(), tensor):
                 state[name] = half
     return state
+
+
+@dataclass
+class TrainState:
+    """Where a run stands between epochs: what a resumed run continues from.
+
+    ``start_epoch``: the next epoch to train (0-based). ``last_val``: the latest validation scores (``total``,
+    ``dice``). ``partial``: an interrupted epoch to continue, ``{"epoch", "batches_done", "meters"}``.
+    """
+
+    start_epoch: int = 0
+    best_dice: float = 0.0
+    best_epoch: int = 0
+    last_val: dict = field(default_factory=lambda: {"total": float("nan"), "dice": float("nan")})
+    partial: Optional[dict] = None
+
+
+class SessionCheckpoints:
+    """The one owner of a session's checkpoints: what each file holds, saving the best and the latest, resuming.
+
+    The best checkpoint holds the model and its scores (what testing needs); the latest adds the optimizer,
+    scheduler, grad scaler, best score and every process's RNG states (what resuming needs), and leaves out a frozen
+    CLIP tower that ``clip_weights`` rebuilds (its digest is checked on resume). Writes go through
+    :func:`save_checkpoint`, atomic. Only rank 0 of a distributed run calls the ``save_*`` methods.
+    """
+
+    def __init__(self, session_dir: str, model: nn.Module, optimizer, scheduler, scaler, config):
+        self.models_dir = os.path.join(session_dir, "models")
+        self.best_path = os.path.join(self.models_dir, BEST_NAME)
+        self.latest_path = os.path.join(self.models_dir, LATEST_NAME)
+        self.model, self.optimizer, self.scheduler, self.scaler, self.config = (model, optimizer, scheduler, scaler,
+                                                                                config)
+        self.omit_frozen = omits_frozen_tower(config)
+        self.frozen_sha256 = frozen_sha256(model) if self.omit_frozen else None
+
+    def check_space(self) -> None:
+        """Raise ``OSError`` before training when the session's disk cannot hold its checkpoints."""
+        check_free_space(self.models_dir, estimated_checkpoint_bytes(self.model, self.omit_frozen,
+                                                                     self.config.compact_resume))
+
+    def best_payload(self, epoch: int, val: dict) -> dict:
+        return checkpoint_payload(self.model, self.config, epoch, True, val)
+
+    def latest_payload(self, epoch: int, val: dict, state: TrainState, rngs: list,
+                       partial: Optional[dict] = None) -> dict:
+        """``epoch``: the last finished epoch (0-based; -1 before the first). ``rngs``: every process's RNG states,
+        rank 0's first. ``partial``: the epoch in progress, for a checkpoint written between two steps."""
+        optimizer = self.optimizer.state_dict()
+        if self.config.compact_resume:
+            optimizer = compact_optimizer_state(optimizer)
+        training_state = {
+            "optimizer": optimizer, "lr_scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "best_dice": state.best_dice, "best_epoch": state.best_epoch, "rng": rngs[0], "rng_by_rank": rngs,
+            "partial_epoch": partial}
+        return checkpoint_payload(self.model, self.config, epoch, False, val, training_state, self.frozen_sha256)
+
+    def save_epoch(self, epoch: int, val: dict, state: TrainState, improved: bool, rngs: list) -> None:
+        """After a finished epoch: the best checkpoint when ``improved``, then the latest."""
+        if improved:
+            save_checkpoint(self.best_payload(epoch, val), self.best_path)
+            logger.info("\tbest val Dice so far (%.4f): saved %s", val["dice"], BEST_NAME)
+        save_checkpoint(self.latest_payload(epoch, val, state, rngs), self.latest_path)
+
+    def save_partial(self, epoch: int, batches_done: int, meters: dict, state: TrainState, rngs: list) -> None:
+        """Training interrupted in ``epoch`` after ``batches_done`` batches: a latest checkpoint to continue from."""
+        partial = {"epoch": epoch, "batches_done": batches_done, "meters": meters}
+        save_checkpoint(self.latest_payload(epoch - 1, state.last_val, state, rngs, partial), self.latest_path)
+
+    def resume(self, world_size: int = 1, rank: int = 0) -> TrainState:
+        """Load the latest checkpoint into the model, optimizer, scheduler and scaler, set this process's RNG
+        state, and return where the run stands. With another number of processes than the run had, rank 0
+        continues the saved stream and the others start new ones (with a warning)."""
+        for name in remove_stale_temporaries(self.models_dir) if rank == 0 else ():
+            logger.info("removed %s, left by a save that was killed", name)
+        path = self.latest_path
+        saved = read_checkpoint(path, map_location="cpu")
+        tensors = saved["state_dict"]
+        omitted = saved.get("frozen_omitted")
+        if omitted:  # the frozen tower: this model's, built from clip_weights, if it is the run's
+            check_frozen(self.model, omitted, path, self.frozen_sha256)
+            own = self.model.state_dict()
+            tensors = {**tensors, **{name: own[name] for name in omitted["names"] if name in own}}
+        load_weights(self.model, tensors, source=path)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["lr_scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        state = TrainState(start_epoch=saved["epoch"] + 1, best_dice=saved["best_dice"],
+                           best_epoch=saved["best_epoch"],
+                           last_val={"total": saved["val_loss"], "dice": saved["val_dice"]},
+                           partial=saved.get("partial_epoch"))
+        by_rank = saved.get("rng_by_rank") or [saved["rng"]]
+        if len(by_rank) == world_size:
+            set_rng_state(by_rank[rank])
+        else:
+            set_rng_state(saved["rng"])
+            if rank > 0:
+                torch.manual_seed(self.config.seed + 1000 * state.start_epoch + rank)
+            logger.warning("resuming with %d process(es) where the run had %d: random draws (dropout, masking) "
+                           "do not continue exactly", world_size, len(by_rank))
+        where = (f"epoch {state.start_epoch + 1} continues after batch {state.partial['batches_done']}"
+                 if state.partial else f"epoch {saved['epoch'] + 1} done")
+        logger.info("resumed from %s: %s, best val Dice %.4f at epoch %d", path, where, state.best_dice,
+                    state.best_epoch)
+        return state
+
+
+def omits_frozen_tower(config) -> bool:
+    """Whether latest checkpoints leave out the frozen text tower: a CLIP tower that ``clip_weights`` rebuilds (an
+    hf tower stays in them)."""
+    return config.text_encoder == "clip" and config.clip_weights is not None

@@ -104,7 +104,7 @@ class Distributed:
         """Destroy the process group, after collecting garbage: an object in a reference cycle that reaches the
         DDP model keeps the model, and so the group, alive past ``destroy_process_group`` until interpreter exit,
         on one rank and not the others. Drawing the training curves on rank 0 made such a cycle (mathtext tick
-        labels; fixed in :func:`utils.inference.figures.curves_figure`); the collection guards against the next."""
+        labels; fixed in :func:`utils.curves.curves_figure`); the collection guards against the next."""
         if self.enabled and dist.is_initialized():
             gc.collect()
             dist.destroy_process_group()

@@ -6,15 +6,16 @@ Batches are the data loader's dicts: ``image`` ``[B, 3, H, W]``, ``label`` ``[B,
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable, Dict, Iterable, Optional
 
 import torch
 from tqdm import tqdm
 
+from utils.autocast import amp_precision, autocast_for
 from utils.metrics import SegmentationMeter
 from utils.misc import to_device
+from utils.training.losses import TERMS, logged_name
 
 
 class NonFiniteLossError(RuntimeError):
@@ -33,14 +34,6 @@ class TrainingInterrupted(Exception):
         super().__init__(f"stopped after {batches_done} batches")
         self.batches_done = batches_done
         self.meters = meters
-
-
-def autocast_context(device: torch.device, enabled: bool):
-    """bf16 autocast on CPU, fp16 on CUDA, when ``enabled``; otherwise nothing."""
-    if not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class _TermMeter:
@@ -62,7 +55,7 @@ class _TermMeter:
 
     def compute(self) -> Dict[str, float]:
         """Mean of each term over images; the Dice loss term is named ``dice_loss`` (``dice`` is the metric)."""
-        return {("dice_loss" if key == "dice" else key): value / max(self.count, 1) for key, value in self.sums.items()}
+        return {logged_name(key): value / max(self.count, 1) for key, value in self.sums.items()}
 
 
 def _check_finite(terms: Dict[str, torch.Tensor], epoch: int, index: int, batch: dict,
@@ -83,7 +76,7 @@ def _forward(model, criterion, batch: dict, device: torch.device, amp: bool, epo
     """Model and criterion on one batch; raises :class:`NonFiniteLossError` on a NaN or infinite total (in any
     process, with ``any_rank``)."""
     images, labels, tokens, mask = to_device(batch, device)
-    with autocast_context(device, amp):
+    with autocast_for(device, amp_precision(device, amp)):
         outputs = model(images, tokens, mask, **kwargs)
         terms = criterion(outputs, labels)
     _check_finite(terms, epoch, index, batch, any_rank)
@@ -114,14 +107,13 @@ def train_step(model, criterion, batch: dict, optimizer, device: torch.device, *
 
 
 Reduce = Callable[[Dict[str, float]], Dict[str, float]]
-TERM_NAMES = ("dice", "bce", "seg", "ccl", "text_rec", "img_rec", "total")  # what RecLMISCriterion returns
 
 
 def _meter_state(terms_meter: _TermMeter, seg_meter: SegmentationMeter, reduce: Optional[Reduce]) -> dict:
     """Both meters' sums, added over the processes of a distributed run by ``reduce``."""
     terms, seg = terms_meter.state_dict(), seg_meter.state_dict()
     # Every process sends the same keys, in the same order, whatever it saw (a shard can be empty).
-    names = sorted(set(TERM_NAMES) | set(terms["sums"]))
+    names = sorted(set(TERMS) | set(terms["sums"]))
     flat = {**{f"terms.{k}": terms["sums"].get(k, 0.0) for k in names}, "terms.#count": terms["count"],
             "seg.dice_sum": seg["dice_sum"], "seg.iou_sum": seg["iou_sum"], "seg.images": seg["images"],
             **{f"seg.pooled.{k}": v for k, v in seg["pooled"].items()}}
@@ -193,7 +185,7 @@ def evaluate_dice(model, loader: Iterable, device: torch.device, *, epoch: int =
     bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not progress, dynamic_ncols=True)
     for batch in bar:
         images, labels, tokens, mask = to_device(batch, device)
-        with autocast_context(device, amp):
+        with autocast_for(device, amp_precision(device, amp)):
             logits = model(images, tokens, mask, return_aux=False)["logits"]
         seg_meter.update(logits, labels)
     return _results(_TermMeter(), seg_meter, reduce)

@@ -91,6 +91,17 @@ def conditioned_contrastive_loss(
     return (cross_entropy_diagonal(logits) + cross_entropy_diagonal(logits.T)) / 2
 
 
+# The loss terms RecLMISCriterion returns, and their names in logs, epochs.jsonl and TensorBoard: the Dice loss term
+# is logged as "dice_loss", because "dice" there is the metric.
+TERMS = ("dice", "bce", "seg", "ccl", "text_rec", "img_rec", "total")
+LOGGED_TERMS = ("total", "seg", "dice_loss", "bce", "ccl", "text_rec", "img_rec")
+
+
+def logged_name(term: str) -> str:
+    """The name of the loss term ``term`` in logs (``dice`` -> ``dice_loss``)."""
+    return "dice_loss" if term == "dice" else term
+
+
 class RecLMISCriterion(nn.Module):
     """All RecLMIS losses, returned by name.
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import copy
 import logging
 import statistics
-import time
 from typing import Tuple
 
 import torch
 from torch import nn
 
+from utils.autocast import amp_precision, autocast_for
 from utils.misc import to_device
-from utils.training.engine import autocast_context
+from utils.timing import seconds_of
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +28,15 @@ SLOWER = 1.05  # bf16 is called slower from 5% over the fp32 time: closer than t
 
 def _step_seconds(model: nn.Module, criterion: nn.Module, inputs: tuple, device: torch.device, amp: bool) -> float:
     images, labels, tokens, mask = inputs
-    start = time.perf_counter()
-    with autocast_context(device, amp):
-        total = criterion(model(images, tokens, mask), labels)["total"]
-    total.backward()
-    model.zero_grad(set_to_none=True)
-    criterion.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+
+    def step():
+        with autocast_for(device, amp_precision(device, amp)):
+            total = criterion(model(images, tokens, mask), labels)["total"]
+        total.backward()
+        model.zero_grad(set_to_none=True)
+        criterion.zero_grad(set_to_none=True)
+
+    return seconds_of(step, device)
 
 
 def time_amp_step(model: nn.Module, criterion: nn.Module, batch: dict, device: torch.device,
