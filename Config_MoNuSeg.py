@@ -1,4 +1,4 @@
-"""MoNuSeg: what differs from the QaTa base (reference spec section 5)."""
+"""MoNuSeg: what differs from the QaTa base (docs/QUIRKS.md, A10)."""
 
 from utils.config import Config
 

@@ -1,4 +1,4 @@
-"""MosMedData+ (the authors' task ``MosMedplus``): what differs from the QaTa base (reference spec section 5)."""
+"""MosMedData+ (the authors' task ``MosMedplus``): what differs from the QaTa base (docs/QUIRKS.md, A10)."""
 
 from utils.config import Config
 

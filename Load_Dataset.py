@@ -2,7 +2,7 @@
 
 ``ImageToImage2D(cfg, split)`` is one dataset class for all three sets; the differences are config: the split
 folders and report tables (``train_dataset``, ``train_text``, ...), the pairing of images and masks
-(``pairing``: "qata" or "stem"), ``token_len``. Per sample (reference spec 1.4-1.7):
+(``pairing``: "qata" or "stem"), ``token_len``. Per sample (docs/QUIRKS.md, A3-A5):
 
 - the image is read as 3-channel BGR uint8, resized bilinearly to ``img_size`` and scaled to [0, 1], with no
   mean/std normalisation: ``image`` float32 ``[3, S, S]``;
@@ -45,12 +45,13 @@ from utils.cli import add_config_flags
 from utils.config import load_config
 from utils.data.check import CheckResult, check_dataset
 from utils.data.demo import ensure_demo_dataset, make_demo_dataset
+from utils.data.demo_layout import LAYOUTS
 from utils.data.files import load_split_index
 from utils.data.images import read_image, read_mask
-from utils.data.records import ERROR, SPLITS, DatasetError, Sample, SplitIndex
+from utils.data.records import ERROR, PAIRINGS, SPLITS, DatasetError, Sample, SplitIndex
 from utils.data.sampling import EpochSampler, seed_worker
-from utils.data.tokenizer import build_tokenizer, tokenize_reports
-from utils.data.transforms import image_to_tensor, mask_to_model_size, to_model_size, train_augment
+from utils.data.tokenizer import build_tokenizer, tokenize_reports, tokenizer_fields, tokenizer_kind
+from utils.data.transforms import BLUR_MODES, image_to_tensor, mask_to_model_size, to_model_size, train_augment
 from utils.logger import setup_logging
 
 __all__ = ["DatasetError", "ImageToImage2D", "build_dataloader", "build_dataloaders", "seed_worker", "main"]
@@ -224,6 +225,15 @@ def build_dataloader(cfg, split: str, device=None, dataset: Optional[ImageToImag
     )
 
 
+def check_data_choices(cfg) -> None:
+    """Raise ``ValueError`` naming the field when ``cfg`` picks a pairing, blur, demo layout or text tower (whose
+    tokenizer reads the reports) that the data layer does not have. Each list lives with the code it selects."""
+    for name, choices in (("pairing", PAIRINGS), ("blur_mode", BLUR_MODES), ("demo_layout", LAYOUTS)):
+        if getattr(cfg, name) not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {getattr(cfg, name)!r}")
+    tokenizer_kind(cfg.text_encoder)
+
+
 def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None, num_replicas: int = 1,
                       rank: int = 0, check: bool = True) -> Dict[str, DataLoader]:
     """Check the data set, then build one DataLoader per split. This is what training calls.
@@ -243,7 +253,9 @@ def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None
 
     Raises:
         DatasetError: the data set has errors; the message lists them.
+        ValueError: a choice the data layer does not have (:func:`check_data_choices`).
     """
+    check_data_choices(cfg)
     if not check:
         return {split: build_dataloader(cfg, split, device, None, num_replicas, rank) for split in splits}
     if cfg.demo_data:
@@ -276,8 +288,8 @@ def fit_token_len(cfg):
 def build_test_split(data_cfg, model_cfg, device=None):
     """The test split of ``data_cfg``'s data set, prepared for a model built with ``model_cfg``: checked, then
     loaded one image at a time. The data (folders, tables, pairing) come from ``data_cfg``; the sizes that shape
-    the inputs (``img_size``, ``token_len``, ``pad_short_reports``, and the tokenizer: ``text_encoder``,
-    ``hf_text_model``) from the model.
+    the inputs (``img_size``, ``use_report`` and the tokenizer's fields,
+    :func:`utils.data.tokenizer.tokenizer_fields`) from the model.
 
     Returns:
         ``(cfg, dataset, loader)``: the merged config, the split's :class:`ImageToImage2D` and its DataLoader.
@@ -285,10 +297,9 @@ def build_test_split(data_cfg, model_cfg, device=None):
     Raises:
         DatasetError: the split has errors; the message lists them.
     """
-    cfg = data_cfg.replace(img_size=model_cfg.img_size, token_len=model_cfg.token_len,
-                           pad_short_reports=model_cfg.pad_short_reports, text_encoder=model_cfg.text_encoder,
-                           hf_text_model=model_cfg.hf_text_model, use_report=model_cfg.use_report,
-                           test_batch_size=1)
+    cfg = data_cfg.replace(img_size=model_cfg.img_size, use_report=model_cfg.use_report, test_batch_size=1,
+                           **tokenizer_fields(model_cfg))
+    check_data_choices(cfg)
     result = check_dataset(cfg, ["test"])
     log_check(result)  # the warnings too: a mask of values 0/3, an empty report, a row naming no file
     result.raise_if_errors()
@@ -352,6 +363,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         cfg = load_config(args.config, args.set)
+        check_data_choices(cfg)
     except (FileNotFoundError, ImportError, KeyError, TypeError, ValueError) as error:
         print(f"error: cannot load config {args.config!r}: {error}", file=sys.stderr)
         return 2

@@ -1,9 +1,9 @@
 """A BERT-family text tower from transformers (``text_encoder="hf"``): PubMedBERT, CXR-BERT, BioClinicalBERT, ...
 
-The encoder's last hidden states ``[B, L, H]`` are projected to the model's width ``D`` (``clip_embed_dim``) by a
+The encoder's last hidden states ``[B, L, H]`` are projected to the model's width ``D`` (``text_embed_dim``) by a
 learned linear layer, so every later block (interaction, reconstruction, contrastive loss, interest maps) works as
-with CLIP. ``frozen_clip`` freezes the encoder (and the contrastive temperature, as for CLIP); the projection always
-trains. Tokens come from the encoder's own tokenizer (:class:`utils.data.tokenizer.HFReportTokenizer`).
+with CLIP. ``freeze_text_tower`` freezes the encoder (and the contrastive temperature, as for CLIP); the projection
+always trains. Tokens come from the encoder's own tokenizer (:class:`utils.data.tokenizer.HFReportTokenizer`).
 
 transformers is an optional dependency: only this tower needs it. docs/TEXT_ENCODERS.md says where to get each
 encoder, its licence and its size.
@@ -47,7 +47,7 @@ class HFTextEncoder(nn.Module):
                                     context_length=cfg.max_position_embeddings, vocab_size=cfg.vocab_size)
 
     def freeze(self, frozen: bool) -> None:
-        """Freeze the encoder and the temperature (``frozen_clip``); the projection stays trainable."""
+        """Freeze the encoder and the temperature (``freeze_text_tower``); the projection stays trainable."""
         self.model.requires_grad_(not frozen)
         self.logit_scale.requires_grad_(not frozen)
         self.proj.requires_grad_(True)

@@ -19,22 +19,15 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from nets.hf_encoder import build_hf_text_encoder
 from nets.interaction import Interactor
 from nets.reconstruction import DualTransformer, conditioned_mask
-from nets.text_encoder import TextTowerShape, build_text_encoder
 from nets.text_guide import TextGuide
+from nets.text_towers import text_tower_kind
 from nets.unet import ConvBatchNorm, DownBlock, UpBlockAttention
 
 
 def _weight_head(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
-
-
-def random_tower_shape(config) -> TextTowerShape:
-    return TextTowerShape(width=config.clip_width, layers=config.clip_layers, heads=config.clip_heads,
-                          embed_dim=config.clip_embed_dim, context_length=config.clip_context_length,
-                          vocab_size=config.clip_vocab_size)
 
 
 class RecLMIS(nn.Module):
@@ -45,7 +38,7 @@ class RecLMIS(nn.Module):
 
     Args:
         config: reads ``img_size``, ``n_channels``, ``base_channel``, ``token_len``, ``text_encoder`` (and
-            ``hf_text_model``), ``clip_*``, ``frozen_clip``,
+            ``hf_text_model``), ``clip_*``, ``freeze_text_tower``,
             ``interact_heads``, ``interact_dropout``, ``rec_heads``, ``rec_trans_num_layers1``, ``rec_dropout``,
             the mask settings, ``dropout``/``dropout_value``, ``fix_img_causal_mask``, and the options beyond the
             authors, ``interact_residual`` and ``text_guide`` (off by default: then the parameters, their names
@@ -60,20 +53,16 @@ class RecLMIS(nn.Module):
         self.img_size = config.img_size
         self.grid = config.img_size // 16
         c = config.base_channel
-        # The text tower keeps the authors' name, clip, whichever it is: their checkpoints load unchanged.
-        if text_encoder is not None:
-            self.clip = text_encoder
-        elif config.text_encoder == "hf":
-            self.clip = build_hf_text_encoder(config.hf_text_model, config.clip_embed_dim)
-        else:
-            self.clip = build_text_encoder(config.clip_weights, random_tower_shape(config))
-        if config.token_len > self.clip.shape.context_length:
+        # The text tower keeps the authors' name, clip, whichever kind it is (nets/text_towers.py): their
+        # checkpoints load unchanged. self.text_tower is the same module.
+        self.clip = text_encoder if text_encoder is not None else text_tower_kind(config.text_encoder).build(config)
+        if config.token_len > self.text_tower.shape.context_length:
             raise ValueError(f"token_len {config.token_len} exceeds the text tower's context length "
-                             f"{self.clip.shape.context_length}")
-        d = self.clip.shape.embed_dim
+                             f"{self.text_tower.shape.context_length}")
+        d = self.text_tower.shape.embed_dim
         self.dim = d
-        self.frozen_clip = config.frozen_clip
-        self.clip.freeze(config.frozen_clip)
+        self.freeze_text_tower = config.freeze_text_tower
+        self.text_tower.freeze(config.freeze_text_tower)
 
         self.inc = ConvBatchNorm(config.n_channels, c)
         self.down1 = DownBlock(c, 2 * c)
@@ -105,11 +94,17 @@ class RecLMIS(nn.Module):
         self.rec_img_trans1 = DualTransformer(d, config.rec_heads, layers, config.rec_dropout,
                                               causal1=True, causal2=image_causal)
 
+    @property
+    def text_tower(self) -> nn.Module:
+        """The text tower (CLIP, or whichever kind ``text_encoder`` names); registered as ``clip``, the authors'
+        name, which their checkpoints' keys carry."""
+        return self.clip
+
     def train(self, mode: bool = True) -> "RecLMIS":
         """Set train/eval mode; a frozen text tower always stays in eval mode."""
         super().train(mode)
-        if self.frozen_clip:
-            self.clip.eval()
+        if self.freeze_text_tower:
+            self.text_tower.eval()
         return self
 
     def check_inputs(self, images: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> None:
@@ -120,9 +115,9 @@ class RecLMIS(nn.Module):
         if text_tokens.dim() != 2 or text_tokens.shape[0] != images.shape[0]:
             raise ValueError(f"text_tokens must be [B, L] with B = {images.shape[0]} images, got "
                              f"{list(text_tokens.shape)}")
-        if text_tokens.shape[1] > self.clip.shape.context_length:
+        if text_tokens.shape[1] > self.text_tower.shape.context_length:
             raise ValueError(f"text_tokens has {text_tokens.shape[1]} tokens, more than the text tower's context "
-                             f"length {self.clip.shape.context_length}")
+                             f"length {self.text_tower.shape.context_length}")
         if text_mask.shape != text_tokens.shape:
             raise ValueError(f"text_mask {list(text_mask.shape)} must have the shape of text_tokens "
                              f"{list(text_tokens.shape)}")
@@ -132,7 +127,7 @@ class RecLMIS(nn.Module):
     def encode_text(self, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """The text tower's hidden states ``[B, L, D]``. No graph is built through frozen parameters (the tokens are
         integers), so a frozen CLIP tower costs no backward, and an hf tower's projection still trains."""
-        return self.clip(text_tokens, text_mask)
+        return self.text_tower(text_tokens, text_mask)
 
     def word_weights(self, text_i: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Words of interest ``[B, L]``: softmax over the valid tokens of ``mlp_woi``; exactly 0 on padding."""
@@ -214,7 +209,7 @@ class RecLMIS(nn.Module):
             "text_feat": text_feat,
             "img_feat": img_tok,
             "text_mask": text_mask,
-            "logit_scale": self.clip.logit_scale.exp(),
+            "logit_scale": self.text_tower.logit_scale.exp(),
             "text_rec": text_rec,
             "text_target": text_clip,
             "img_rec": img_rec,

@@ -118,7 +118,7 @@ class CLIPTextEncoder(nn.Module):
             self._init_weights()
 
     def freeze(self, frozen: bool) -> None:
-        """Freeze the whole tower (``frozen_clip``, the authors' setting), its temperature included."""
+        """Freeze the whole tower (``freeze_text_tower``, the authors' setting), its temperature included."""
         self.requires_grad_(not frozen)
 
     def _init_weights(self) -> None:

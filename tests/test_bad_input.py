@@ -280,7 +280,7 @@ def one_epoch_session(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("one_epoch")
     root = make_demo_dataset(tmp / "Demo", n_train=4, n_val=2, n_test=2, img_size=64, seed=1)
     settings = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1",
-                "clip_embed_dim=32", "rec_trans_num_layers1=1", "batch_size=2", "num_workers=0", "demo_data=False",
+                "text_embed_dim=32", "rec_trans_num_layers1=1", "batch_size=2", "num_workers=0", "demo_data=False",
                 "tensorboard_images=0", f"train_dataset={root}/Train_Folder", f"val_dataset={root}/Val_Folder",
                 f"test_dataset={root}/Test_Folder", f"output_root={tmp / 'runs'}", "epochs=1"]
     assert train_model.main(["-c", "Config_Demo", "--set", *settings, "--no_progress"]) == 0

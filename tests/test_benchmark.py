@@ -13,7 +13,7 @@ from utils.training.checkpoint import checkpoint_payload, compact_state_dict, sa
 from utils.training.schedulers import build_optimizer
 
 TINY_SETTINGS = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1",
-                 "clip_embed_dim=32", "rec_trans_num_layers1=1", "demo_data=False"]
+                 "text_embed_dim=32", "rec_trans_num_layers1=1", "demo_data=False"]
 
 
 def test_benchmark_command_reports_every_figure(tmp_path, capsys):

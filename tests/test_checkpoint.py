@@ -117,7 +117,7 @@ def test_a_latest_checkpoint_finds_its_clip_file_from_elsewhere(tmp_path, monkey
     loaded = build_model_from_checkpoint(path, tiny_config(clip_weights=str(moved)))[0]
     assert torch.equal(loaded.clip.token_embedding.weight, model.clip.token_embedding.weight)
     # A model without a frozen tower leaves nothing out, so needs no CLIP file.
-    trainable = tiny_config(clip_weights=str(moved), frozen_clip=False)
+    trainable = tiny_config(clip_weights=str(moved), freeze_text_tower=False)
     payload = checkpoint_payload(build_model(trainable), trainable, 0, False, {"total": 0.0, "dice": 0.0}, {},
                                  "digest")
     assert "frozen_omitted" not in payload and "clip.ln_final.weight" in payload["state_dict"]

@@ -15,7 +15,7 @@ def test_overrides_are_parsed_and_type_checked():
 
 
 @pytest.mark.parametrize("item,error,fragment", [
-    ("frozen_clip=1", TypeError, "True or False"),
+    ("freeze_text_tower=1", TypeError, "True or False"),
     ("mask_mode='random'", ValueError, "mask_mode"),
     ("epochs", ValueError, "key=value"),
 ])
@@ -94,3 +94,15 @@ def test_bad_language_fields(item, fragment):
 def test_guided_stages_in_decoder_order():
     assert Config().guided_stages() == ()
     assert Config().replace(text_guide=" up2, up4 ").guided_stages() == ("up4", "up2")
+
+
+def test_the_old_clip_names_are_accepted_for_the_text_tower_fields():
+    config = Config().replace(clip_embed_dim=64, frozen_clip=False)
+    assert (config.text_embed_dim, config.freeze_text_tower) == (64, False)
+    saved = {**Config().to_dict(), "clip_embed_dim": 32, "frozen_clip": False}  # a session saved before the rename
+    del saved["text_embed_dim"], saved["freeze_text_tower"]
+    assert Config.from_dict(saved).text_embed_dim == 32 and not Config.from_dict(saved).freeze_text_tower
+    assert load_config("Config_Demo", ["clip_embed_dim=16"]).text_embed_dim == 16
+    with pytest.raises(ValueError, match="clip_embed_dim is the old name of text_embed_dim: give one of them"):
+        Config().replace(clip_embed_dim=64, text_embed_dim=32)
+    assert "clip_embed_dim" not in Config().to_dict()  # new configs are written with the new names

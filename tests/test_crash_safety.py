@@ -24,7 +24,7 @@ from utils.weights_io import read_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3
-TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
+TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "text_embed_dim=32",
         "rec_trans_num_layers1=1", "batch_size=2", "tensorboard_images=0", "demo_data=False",
         f"epochs={EPOCHS}", "early_stopping_patience=100"]
 

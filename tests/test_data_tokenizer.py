@@ -3,11 +3,18 @@
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from utils.data.tokenizer import ReportTokenizer, pad_report
+from utils.data.tokenizer import (
+    ReportTokenizer,
+    pad_report,
+    register_tower_tokenizer,
+    tokenizer_fields,
+    tokenizer_kind,
+)
 
 SOT, EOT = 49406, 49407
 
@@ -46,7 +53,7 @@ def test_short_report_is_padded_with_zeros_and_masked():
 def test_padding_switch_changes_what_is_tokenised():
     padded = ReportTokenizer(10)(["The nuclei are evenly distributed."])
     plain = ReportTokenizer(10, pad_short_reports=False)(["The nuclei are evenly distributed."])
-    assert padded.truncated[0] and padded.text_mask.sum() == 10  # spec 1.5: 21 tokens, cut to 10
+    assert padded.truncated[0] and padded.text_mask.sum() == 10  # docs/QUIRKS.md, A4: 21 tokens, cut to 10
     assert not plain.truncated[0] and plain.text_mask.sum() == 9
 
 
@@ -69,3 +76,15 @@ def test_tokenizer_does_not_import_the_open_clip_package():
             "print('open_clip' in sys.modules, 'torchvision' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_the_tokenizer_follows_the_tower_and_a_model_config_lends_its_fields():
+    clip = SimpleNamespace(text_encoder="clip", token_len=12, pad_short_reports=False, hf_text_model="ignored")
+    assert tokenizer_kind("clip") == "clip_bpe" and tokenizer_kind("hf") == "hf"
+    assert tokenizer_fields(clip) == {"text_encoder": "clip", "token_len": 12, "pad_short_reports": False}
+    hf = SimpleNamespace(**{**vars(clip), "text_encoder": "hf", "hf_text_model": "folder"})
+    assert tokenizer_fields(hf)["hf_text_model"] == "folder"
+    with pytest.raises(ValueError, match="text_encoder must be one of"):
+        tokenizer_kind("bert")
+    with pytest.raises(ValueError, match="reads 'clip_bpe' tokens already"):
+        register_tower_tokenizer("clip", "hf")

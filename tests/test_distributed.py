@@ -17,7 +17,7 @@ from utils.weights_io import read_checkpoint
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Deterministic inside the model (no dropout, no masking draws, so no near-tie top-k picks), BatchNorm over the
 # global batch, contrastive negatives from both processes: the two runs compute the same thing.
-SETTINGS = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
+SETTINGS = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "text_embed_dim=32",
             "rec_trans_num_layers1=1", "batch_size=4", "tensorboard_images=1", "demo_data=False", "num_workers=0",
             "rec_dropout=0.0", "interact_dropout=0.0", "mask_mode=topk", "text_mask_rate=0.0", "img_mask_rate=0.0",
             "sync_bn=True", "learning_rate=1e-4", "early_stopping_patience=100"]

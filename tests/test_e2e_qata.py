@@ -21,7 +21,7 @@ REPORTS = [
     "unilateral pulmonary infection, one infected area, lower left lung.",
     "unilateral pulmonary infection, one infected area, lower right lung.",
 ]
-TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
+TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "text_embed_dim=32",
         "batch_size=4", "epochs=2", "tensorboard_images=0"]
 
 

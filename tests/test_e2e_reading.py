@@ -16,7 +16,7 @@ import train_model
 from tests.conftest import write_table
 
 SIZE = 48
-SETTINGS = ["img_size=48", "base_channel=8", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
+SETTINGS = ["img_size=48", "base_channel=8", "clip_width=32", "clip_layers=1", "clip_heads=1", "text_embed_dim=32",
             "rec_trans_num_layers1=1", "batch_size=8", "num_workers=0", "demo_data=False", "tensorboard_images=0",
             "learning_rate=3e-3", "epochs=16", "variant=improved"]
 

@@ -24,7 +24,7 @@ from utils.inference.evaluate import demo_cases_of, text_ablation
 from utils.inference.predictor import Predictor
 from utils.sessions import EPOCHS_NAME, read_epochs, session_log
 
-TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "clip_embed_dim=32",
+TINY = ["img_size=32", "base_channel=4", "clip_width=32", "clip_layers=1", "clip_heads=1", "text_embed_dim=32",
         "rec_trans_num_layers1=1", "batch_size=4", "num_workers=0", "tensorboard_images=1", "demo_data=False",
         "epochs=3", "learning_rate=3e-3"]
 

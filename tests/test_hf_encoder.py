@@ -98,7 +98,7 @@ def test_frozen_encoder_trainable_projection_in_the_model(tiny_bert):
     (out["logits"].sum() + out["text_rec"].sum()).backward()
     assert model.clip.proj.weight.grad is not None and model.clip.proj.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.clip.model.parameters())
-    trainable = build_model(hf_config(tiny_bert, frozen_clip=False))
+    trainable = build_model(hf_config(tiny_bert, freeze_text_tower=False))
     assert not frozen_names(trainable)
 
 
@@ -116,11 +116,19 @@ def test_a_checkpoint_rebuilds_its_hf_model(tiny_bert, tmp_path):
                            model(images, tokens.tokens, tokens.text_mask)["logits"])
 
 
-def test_config_errors_name_the_field(tiny_bert, tmp_path):
-    with pytest.raises(ValueError, match="text_encoder must be one of"):
-        tiny_config(text_encoder="bert")
-    with pytest.raises(ValueError, match="text_encoder='hf' needs hf_text_model"):
-        tiny_config(text_encoder="hf")
+def test_config_errors_name_the_field(tiny_bert, tmp_path, capsys):
+    """The tower and the tokenizer each check their own choice; the training command before any folder."""
+    for config, said in ((tiny_config(text_encoder="bert"), r"text_encoder must be one of \['clip', 'hf'"),
+                         (tiny_config(text_encoder="hf"), "text_encoder='hf' needs hf_text_model")):
+        with pytest.raises(ValueError, match=said):
+            build_model(config)
+        with pytest.raises(ValueError, match=said):
+            build_tokenizer(config)
+    for setting, said in (("text_encoder=bert", "text_encoder must be one of"),
+                          ("text_encoder=hf", "text_encoder='hf' needs hf_text_model")):
+        assert train_model.main(["-c", "Config_Demo", "--set", setting, f"output_root={tmp_path / 'runs'}"]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
     with pytest.raises(FileNotFoundError, match="hf_text_model=.*nowhere"):
         build_model(hf_config(str(tmp_path / "nowhere")))
     with pytest.raises(FileNotFoundError, match="tokenizer of hf_text_model"):
@@ -137,7 +145,7 @@ def test_without_transformers_the_tower_and_tokenizer_name_the_extra(tiny_bert, 
 def test_train_test_and_text_ablation_end_to_end(tiny_bert, tmp_path, capsys):
     root = make_demo_dataset(tmp_path / "Demo", n_train=8, n_val=4, n_test=4, img_size=32, seed=3)
     settings = ["text_encoder='hf'", f"hf_text_model={tiny_bert}", "token_len=12", "img_size=32", "base_channel=4",
-                "clip_embed_dim=32", "rec_trans_num_layers1=1", "batch_size=4", "num_workers=0", "epochs=1",
+                "text_embed_dim=32", "rec_trans_num_layers1=1", "batch_size=4", "num_workers=0", "epochs=1",
                 "demo_data=False", f"train_dataset={root}/Train_Folder", f"val_dataset={root}/Val_Folder",
                 f"test_dataset={root}/Test_Folder", f"output_root={tmp_path / 'runs'}"]
     assert train_model.main(["-c", "Config_Demo", "--set", *settings, "--no_progress"]) == 0

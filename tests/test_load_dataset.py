@@ -199,8 +199,7 @@ def test_build_dataloaders_runs_the_checks_first(qata_set, tmp_path):
 
 
 def test_config_checks_the_data_fields(qata_set):
-    for changes in (dict(pairing="lvit"), dict(blur_mode="3d"), dict(num_workers=-1), dict(test_batch_size=0),
-                    dict(val_text=" ")):
+    for changes in (dict(num_workers=-1), dict(test_batch_size=0), dict(val_text=" ")):
         with pytest.raises(ValueError, match=next(iter(changes))):
             qata_set.replace(**changes)
 
@@ -243,3 +242,15 @@ def test_fit_token_len_raises_token_len_to_the_longest_training_report(tmp_path)
     assert fitted.token_len == tokens and not ImageToImage2D(fitted, "train").words_cut.any()
     assert ImageToImage2D(cfg, "train").words_cut[0]  # 18 cuts it
     assert Load_Dataset.fit_token_len(cfg.replace(token_len=30)).token_len == 30  # never lowered
+
+
+@pytest.mark.parametrize("setting, said", [
+    (dict(pairing="mask_first"), "pairing must be one of ('qata', 'stem'), got 'mask_first'"),
+    (dict(blur_mode="3d"), "blur_mode must be one of ('rows', '2d'), got '3d'"),
+    (dict(demo_layout="random"), "demo_layout must be one of ('fixed', 'varied'), got 'random'"),
+    (dict(text_encoder="bert"), "text_encoder must be one of"),
+])
+def test_the_data_layer_checks_its_own_choices_before_reading_anything(qata_set, setting, said):
+    config = qata_set.replace(**setting)  # the config itself does not know these lists
+    with pytest.raises(ValueError, match=said.replace("(", r"\(").replace(")", r"\)")):
+        build_dataloaders(config)

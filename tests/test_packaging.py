@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -27,3 +29,15 @@ def test_pip_reads_the_requirements_files_and_the_python_bound(tmp_path):
     required = [re.sub(r"\s+", "", r) for r in metadata["requires_dist"]]
     assert [r for r in required if "extra" not in r] == _requirements("requirements.txt")
     assert [r.split(";")[0] for r in required if "extra" in r] == _requirements("requirements-hf.txt")
+
+
+def test_no_training_output_is_tracked():
+    """Sessions belong to the user's output folders: no checkpoint, model folder or TensorBoard event file is in
+    the repository (one session's checkpoints weigh tens of MB)."""
+    if not os.path.isdir(os.path.join(ROOT, ".git")):
+        pytest.skip("not a git checkout: nothing is tracked")
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True,
+                           timeout=60).stdout.splitlines()
+    outputs = [name for name in files if name.endswith((".pt", ".pth", ".pth.tar")) or "tfevents" in name
+               or "/models/" in name]
+    assert outputs == []

@@ -10,12 +10,12 @@ from tests.tiny import batch, tiny_config
 from utils.config import Config
 from utils.training.losses import RecLMISCriterion
 
-# Every tensor name and shape of the authors' model, its vision tower left out (from the reference spec).
+# Every tensor name and shape of the authors' model, its vision tower left out (as the authors' code builds it).
 TSV = os.path.join(os.path.dirname(__file__), "data", "reclmis_state_dict.tsv")
 
 
 def _is_unused(name: str) -> bool:
-    """Parameters the authors' model holds but never uses (spec 6.16): they get no gradient by design."""
+    """Parameters the authors' model holds but never uses (docs/QUIRKS.md, A9): they get no gradient by design."""
     return "pixModule.conv_sig" in name or ("decoder1.decoder_layers" in name and "encoder_attn" in name)
 
 
@@ -26,7 +26,7 @@ def test_output_shapes_and_dtypes(img_size, base_channel, token_len):
     images, tokens, mask, _ = batch(config)
     out = model(images, tokens, mask)
     grid = img_size // 16
-    b, d = images.shape[0], config.clip_embed_dim
+    b, d = images.shape[0], config.text_embed_dim
     expected = {"logits": (b, 1, img_size, img_size), "word_weights": (b, token_len), "patch_weights": (b, grid**2),
                 "text_feat": (b, token_len, d), "img_feat": (b, grid**2, d), "text_rec": (b, token_len, d),
                 "text_target": (b, token_len, d), "img_rec": (b, grid**2, d), "img_target": (b, grid**2, d)}
@@ -81,9 +81,9 @@ def test_backward_reaches_trained_parameters_and_not_the_frozen_tower():
 def test_frozen_tower_stays_in_eval_mode_and_switch_makes_it_trainable():
     model = build_model(tiny_config()).train()
     assert model.training and not model.clip.training
-    trainable = build_model(tiny_config(frozen_clip=False)).train()
+    trainable = build_model(tiny_config(freeze_text_tower=False)).train()
     assert trainable.clip.training
-    config = tiny_config(frozen_clip=False)
+    config = tiny_config(freeze_text_tower=False)
     images, tokens, mask, masks = batch(config)
     RecLMISCriterion(config)(trainable(images, tokens, mask), masks)["total"].backward()
     assert trainable.clip.transformer.resblocks[0].attn.in_proj_weight.grad is not None
@@ -121,7 +121,7 @@ def test_state_dict_matches_the_authors_layout():
             assert name not in params, name
         else:
             assert params[name].requires_grad == (kind == "True"), name
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 69_440_255  # spec 2.7, Covid19
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 69_440_255  # docs/QUIRKS.md, A8: QaTa
 
 
 def test_reconstruction_depth_and_widths_follow_the_config():

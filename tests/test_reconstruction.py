@@ -1,4 +1,4 @@
-"""Conditioned masking: the authors' counts (spec 2.4), never a padded token, the sampling law, the modes."""
+"""Conditioned masking: the authors' counts (docs/QUIRKS.md, A6), never a padded token, the sampling law, the modes."""
 
 import pytest
 import torch

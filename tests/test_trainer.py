@@ -19,7 +19,7 @@ from utils.training.trainer import StopOnInterrupt, Trainer
 from utils.weights_io import read_checkpoint
 
 TINY = dict(clip_weights=None, img_size=32, base_channel=4, clip_width=32, clip_layers=1, clip_heads=1,
-            clip_embed_dim=32, rec_trans_num_layers1=1, batch_size=2, num_workers=0, tensorboard_images=0,
+            text_embed_dim=32, rec_trans_num_layers1=1, batch_size=2, num_workers=0, tensorboard_images=0,
             demo_data=False, val_text_check_every=0)
 
 

@@ -19,7 +19,7 @@ def _trained_model(config):
 
 @pytest.mark.parametrize("data_parallel", [False, True])
 def test_authors_checkpoint_round_trips_without_clip_file(tmp_path, data_parallel):
-    config = tiny_config(clip_width=64, clip_heads=1, clip_embed_dim=64)
+    config = tiny_config(clip_width=64, clip_heads=1, text_embed_dim=64)
     model = _trained_model(config)
     vision = {"clip.visual.conv1.weight": torch.zeros(8, 3, 4, 4), "clip.visual.proj": torch.zeros(8, 64)}
     path = tmp_path / "best_model-RecLMIS.pth.tar"

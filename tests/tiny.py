@@ -25,7 +25,7 @@ def _has_inductor_compiler() -> bool:
 NEEDS_CXX = pytest.mark.skipif(not _has_inductor_compiler(), reason="torch.compile needs a C++ compiler")
 
 # Seconds a test may wait for a training process or a worker: enough for a 2-core machine under heavy load (a first
-# epoch of the crash tests once took over 120 s there); a hung process still fails, later.
+# epoch of the crash tests can take over 120 s there); a hung process still fails, later.
 PATIENCE = 600
 
 REPORTS = [
@@ -38,7 +38,7 @@ REPORTS = [
 def tiny_config(**changes) -> Config:
     """A RecLMIS small enough to run in milliseconds: 2-layer text tower of width 32, base_channel 4, 32 px."""
     values = dict(clip_weights=None, img_size=32, base_channel=4, clip_width=32, clip_layers=2, clip_heads=2,
-                  clip_embed_dim=32, rec_trans_num_layers1=1, token_len=18)
+                  text_embed_dim=32, rec_trans_num_layers1=1, token_len=18)
     values.update(changes)
     return Config().replace(**values)
 

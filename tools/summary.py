@@ -32,9 +32,9 @@ def _dummy_inputs(model: nn.Module, batch: int):
     cfg = model.config
     images = torch.rand(batch, cfg.n_channels, cfg.img_size, cfg.img_size)
     tokens = torch.zeros(batch, cfg.token_len, dtype=torch.long)
-    tokens[:, 0] = model.clip.shape.vocab_size - 2  # start token, then words, then the end token
+    tokens[:, 0] = model.text_tower.shape.vocab_size - 2  # start token, then words, then the end token
     tokens[:, 1:-1] = 1000
-    tokens[:, -1] = model.clip.shape.vocab_size - 1
+    tokens[:, -1] = model.text_tower.shape.vocab_size - 1
     return images, tokens, torch.ones_like(tokens)
 
 
@@ -78,7 +78,7 @@ def summarize(model: nn.Module, batch: int = 1) -> Dict:
         "total": _count(model),
         "trainable": _count(model, True),
         "frozen": _count(model) - _count(model, True),
-        "text_tower": _count(model.clip),
+        "text_tower": _count(model.text_tower),
         "inference_trainable": sum(m["trainable"] for m in modules if m["inference"]),
         "inference_used": used,
         "flops_inference": flops_inference,

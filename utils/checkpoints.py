@@ -17,10 +17,10 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from torch import nn
 
-from nets.hf_encoder import build_hf_text_encoder
 from nets.reclmis import RecLMIS
 from nets.text_encoder import load_clip_text_state
-from nets.weights import check_state_dict, extract_state_dict, text_tower_shape
+from nets.text_towers import text_tower_kind
+from nets.weights import check_state_dict, extract_state_dict
 from utils.config import Config
 from utils.memory import convert_dropping_file_pages
 from utils.weights_io import first_line, is_mappable, read_checkpoint
@@ -82,8 +82,9 @@ def build_model_from_checkpoint(path: str, config=None):
             the authors' files CLIP's ``width / 64``). ``clip_weights`` is read only for a latest checkpoint that
             left the frozen tower out (:func:`checkpoint_payload`): the tower comes from the
             CLIP file it recorded (as given, then as an absolute path), else from ``config.clip_weights``, and
-            must match the recorded SHA-256. An hf text tower (``text_encoder="hf"``) is built from the
-            ``config.json`` of the saved ``hf_text_model`` on the CPU, its weights from the checkpoint.
+            must match the recorded SHA-256. Other towers are rebuilt as their kind says
+            (:class:`nets.text_towers.TextTowerKind`): an hf tower from the ``config.json`` of the saved
+            ``hf_text_model`` on the CPU, its weights from the checkpoint.
 
     Returns:
         ``(model, checkpoint)``: the model in eval mode, and the checkpoint dict. The model's tensors stay mapped
@@ -100,20 +101,15 @@ def build_model_from_checkpoint(path: str, config=None):
         config = Config.from_dict(saved)
     elif config is None:
         config = Config()
-    if config.text_encoder == "hf":
-        # The encoder is built from its own config (hf_text_model's config.json) on the CPU, the meta device
-        # being no use for it: transformers keeps some buffers out of the state dict, so the file cannot fill them.
-        tower = build_hf_text_encoder(config.hf_text_model, config.clip_embed_dim, pretrained=False)
-        model = RecLMIS(config, text_encoder=tower)
-    else:
-        shape = _read_as_reclmis(path, text_tower_shape, state)
-        # Heads leave no trace in the tensors: a saved config knows them; else CLIP's rule (width / 64) holds.
-        heads = config.clip_heads if isinstance(saved, Mapping) else shape.heads
-        config = config.replace(clip_weights=None, clip_width=shape.width, clip_layers=shape.layers,
-                                clip_heads=heads, clip_embed_dim=shape.embed_dim,
-                                clip_context_length=shape.context_length, clip_vocab_size=shape.vocab_size)
+    # The tower's kind fits the config to the saved tensors and says whether it must be built on the CPU.
+    kind = text_tower_kind(config.text_encoder)
+    config, tower = _read_as_reclmis(path, lambda tensors: kind.rebuild(config, tensors, isinstance(saved, Mapping)),
+                                     state)
+    if tower is None:
         with torch.device("meta"):
             model = RecLMIS(config)
+    else:
+        model = RecLMIS(config, text_encoder=tower)
     check_state_dict(model, state, source=path)
     dtypes = {name: tensor.dtype for name, tensor in model.state_dict().items()}
     if mapped:  # fp16-stored tensors become fp32; the file pages read for the copy are given back

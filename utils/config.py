@@ -25,8 +25,10 @@ from typing import Any, Optional, Sequence
 MASK_MODES = ("dist", "topk")
 LR_SCHEDULES = ("cosineLR", "exp")
 GEOMETRIES = ("authors", "report", "none")
-TEXT_ENCODERS = ("clip", "hf")  # text_encoder: CLIP's text tower, or a BERT-family encoder from transformers
 DECODER_STAGES = ("up4", "up3", "up2", "up1")
+# Old field names, accepted by Config.replace (and so by --set, config modules and saved configs): the text tower
+# may be a BERT-family encoder, not only CLIP.
+ALIASES = {"frozen_clip": "freeze_text_tower", "clip_embed_dim": "text_embed_dim"}
 # What `variant="improved"` sets (docs/LANGUAGE.md has the experiments behind each field). `variant="faithful"`
 # sets the same fields back to their defaults, the authors' behaviour. Fields given with the variant, or after it
 # (a config module's or the user's --set), win over it.
@@ -69,7 +71,7 @@ class Config:
     pairing: str = "qata"  # "qata": mask_<X>.png <-> <X>.png; "stem": image and mask share a file stem
     blur_mode: str = "rows"  # "rows": the authors' row-wise blur (a quirk); "2d": a true 2-D Gaussian blur
     num_workers: int = 2  # DataLoader worker processes
-    augment: bool = True  # training augmentation of spec 1.6 (blur, photometric, rot/flip/rotate); never val/test
+    augment: bool = True  # training augmentation: blur, photometric, geometry (docs/QUIRKS.md, A5); never val/test
     test_batch_size: int = 1  # the authors test one image at a time
     # A fixed subset of N samples of a split (0 = all), the same for every seed (Load_Dataset.fixed_subset): for
     # recipes that must fit a CPU. The test split is always scored whole.
@@ -102,14 +104,14 @@ class Config:
     # ---- network -------------------------------------------------------------------------------------------
     base_channel: int = 64  # U-Net width at full resolution
     clip_weights: Optional[str] = "nets/ViT-B-32.pt"  # OpenAI archive or state dict; None = random text tower
-    frozen_clip: bool = True  # freeze the text tower and keep it in eval mode (hf: its projection still trains)
-    text_encoder: str = "clip"  # the text tower: "clip" (the authors') or "hf", a BERT-family encoder (below)
+    freeze_text_tower: bool = True  # freeze the text tower, kept in eval mode (hf: its projection still trains)
+    text_encoder: str = "clip"  # the text tower (nets/text_towers.py): "clip" (the authors') or "hf", BERT-family
     hf_text_model: Optional[str] = None  # text_encoder="hf": a save_pretrained folder or a hub name; its tokenizer too
     # Shape of the randomly initialised text tower (clip_weights=None). With weights, the file decides.
     clip_width: int = 512
     clip_layers: int = 12
     clip_heads: int = 8
-    clip_embed_dim: int = 512  # width after text_projection: the width every later block works at
+    text_embed_dim: int = 512  # the text tower's output width (CLIP's text_projection): every later block's
     clip_context_length: int = 77
     clip_vocab_size: int = 49408
     interact_heads: int = 4  # heads of the two cross-attentions in the interaction module
@@ -175,11 +177,15 @@ class Config:
     def replace(self, **changes: Any) -> "Config":
         """Return a copy with ``changes`` applied, each checked against the field's type.
 
+        The old names in :data:`ALIASES` are accepted for their fields.
+
         Raises:
             KeyError: a name that is not a field; the message lists the fields.
             TypeError: a value whose type does not fit the field.
-            ValueError: a value outside what the field accepts (see :meth:`validate`).
+            ValueError: a value outside what the field accepts (see :meth:`validate`), or a field given under
+                both its names.
         """
+        changes = _resolve_aliases(changes)
         fields = field_types()
         unknown = sorted(set(changes) - set(fields))
         if unknown:
@@ -195,7 +201,7 @@ class Config:
         """Raise ``ValueError`` naming the field when a value cannot work."""
         if self.img_size <= 0 or self.img_size % 16:
             raise ValueError(f"img_size must be a positive multiple of 16 (four 2x poolings), got {self.img_size}")
-        for name in ("base_channel", "token_len", "clip_width", "clip_layers", "clip_heads", "clip_embed_dim",
+        for name in ("base_channel", "token_len", "clip_width", "clip_layers", "clip_heads", "text_embed_dim",
                      "interact_heads", "rec_heads", "rec_trans_num_layers1", "n_channels"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -229,10 +235,6 @@ class Config:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
         # ---- data loading and augmentation (Load_Dataset.py) ----
-        if self.pairing not in ("qata", "stem"):
-            raise ValueError(f"pairing must be 'qata' (mask_<X>.png <-> <X>.png) or 'stem', got {self.pairing!r}")
-        if self.blur_mode not in ("rows", "2d"):
-            raise ValueError(f"blur_mode must be 'rows' (the authors') or '2d', got {self.blur_mode!r}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.train_subset < 0 or self.val_subset < 0:
@@ -245,13 +247,6 @@ class Config:
         for name in ("train_dataset", "val_dataset", "test_dataset", "train_text", "val_text", "test_text"):
             if not getattr(self, name).strip():
                 raise ValueError(f"{name} must not be empty")
-        if self.text_encoder not in TEXT_ENCODERS:
-            raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
-        if self.text_encoder == "hf" and not self.hf_text_model:
-            raise ValueError("text_encoder='hf' needs hf_text_model: a folder written by transformers' save_pretrained "
-                             "or a hub name (docs/TEXT_ENCODERS.md)")
-        if self.demo_layout not in ("fixed", "varied"):
-            raise ValueError(f"demo_layout must be 'fixed' or 'varied', got {self.demo_layout!r}")
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
         if self.val_text_check_every < 0:
@@ -274,6 +269,17 @@ class Config:
     def from_dict(cls, values: dict) -> "Config":
         """Rebuild a config saved by :meth:`to_dict` (for example from a checkpoint)."""
         return cls().replace(**values)
+
+
+def _resolve_aliases(changes: dict) -> dict:
+    """``changes`` with each old field name (:data:`ALIASES`) replaced by the field's name."""
+    resolved = {}
+    for name, value in changes.items():
+        field = ALIASES.get(name, name)
+        if field != name and field in changes:
+            raise ValueError(f"{name} is the old name of {field}: give one of them")
+        resolved[field] = value
+    return resolved
 
 
 def variant_fields(variant: str) -> dict:

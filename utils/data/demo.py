@@ -82,7 +82,7 @@ _HEART = ((0.56, 0.70), (0.11, 0.09))
 _BODY = ((0.50, 0.56), (0.46, 0.52))
 _N_ZONES_P = (0.40, 0.45, 0.15)  # probability of 1, 2, 3 infected zones
 _DISTRACTOR_P = 0.8
-DEMO_VERSION = 2  # 1: 40% of images with distractors (before 2026-11-28); 2: 80%
+DEMO_VERSION = 2  # the set's generation rules: 1 drew distractors in 40% of images, 2 in 80%
 INFO_FILE = "demo.json"  # the set's version, seed, size, split counts and (unless fixed) layout, at the set's root
 _BLOB_TRIES = 50  # draws of a varied-layout blob until its centre lies in its zone (about 5% of draws miss)
 

@@ -1,4 +1,4 @@
-"""Finding and pairing the files of a data set, the way the authors' ``ImageToImage2D`` does (spec 1.1-1.5).
+"""Finding and pairing the files of a data set, the way the authors' ``ImageToImage2D`` does (docs/QUIRKS.md, A1).
 
 A data set is three split folders (``Train_Folder``, ``Val_Folder``, ``Test_Folder``), each holding ``img/`` and
 ``labelcol/``, plus report tables (:mod:`utils.data.tables`).

@@ -1,4 +1,4 @@
-"""Reading images and masks (spec 1.4).
+"""Reading images and masks (docs/QUIRKS.md, A3).
 
 Images become 3-channel BGR uint8 (grey replicated, alpha dropped, palette expanded, 16-bit reduced to its high
 byte, all as ``cv2.imread`` does; a 12-bit image stored as 16-bit is scaled from its own depth, with a warning);

@@ -24,7 +24,7 @@ MASK_DIR = "labelcol"
 ERROR = "error"
 WARNING = "warning"
 
-# Folder names LViT's README and downloads use for the authors' task names (spec 1.1), for hints only.
+# Folder names LViT's README and downloads use for the authors' task names (docs/QUIRKS.md, A1), for hints only.
 TASK_ALIASES = (
     ("Covid19", "QaTa-Covid19", "QaTa-COV19", "QaTa-COV19-v2", "QaTa-COV-v2"),
     ("MosMedplus", "MosMedDataPlus", "MosMedData+", "MosMedPlus"),

@@ -1,5 +1,6 @@
 """The reports' tokenizers: OpenAI CLIP's byte-pair encoding, as the authors use it, or an hf encoder's own
-(:class:`HFReportTokenizer`, ``text_encoder="hf"``); :func:`build_tokenizer` picks the config's.
+(:class:`HFReportTokenizer`, ``text_encoder="hf"``); :func:`build_tokenizer` picks the one the config's text tower
+reads (:data:`TOKENIZERS`, :data:`TOWER_TOKENIZERS`).
 
 The BPE is this project's own (:mod:`utils.data.bpe`, with CLIP's vocabulary file beside it), checked token for token
 against open_clip's tokenizer in the tests; nothing is downloaded and open_clip is not needed at run time. The
@@ -9,7 +10,7 @@ whitespace-cleaned text, a start token, the BPE tokens, an end token, zeros afte
 ``token_len`` is cut and its last token forced to the end token. ``text_mask`` is ``tokens != 0``.
 
 Before tokenising, the authors' ``read_text`` pads reports of fewer than 9 words with " EOF XXX" until they have
-9 (reference spec 1.2). Their padding relies on pandas chained assignment and silently does nothing under
+9 (docs/QUIRKS.md, A2). Their padding relies on pandas chained assignment and silently does nothing under
 pandas >= 3; here it is explicit, behind ``Config.pad_short_reports`` (on by default).
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -186,19 +187,73 @@ class HFReportTokenizer:
 Tokenizer = Union[ReportTokenizer, HFReportTokenizer]
 
 
+@dataclass(frozen=True)
+class TokenizerKind:
+    """How to build one kind of tokenizer: ``build(token_len, pad_short_reports, **fields)``, where ``fields`` are
+    the config fields it reads besides ``token_len`` and ``pad_short_reports``."""
+
+    build: Callable[..., Tokenizer]
+    fields: Tuple[str, ...] = ()
+
+
+def _hf_tokenizer(token_len: int, pad_short_reports: bool, hf_text_model: Optional[str] = None) -> Tokenizer:
+    if not hf_text_model:
+        raise ValueError("text_encoder='hf' needs hf_text_model: a folder written by transformers' save_pretrained or "
+                         "a hub name (docs/TEXT_ENCODERS.md)")
+    return HFReportTokenizer(hf_text_model, token_len, pad_short_reports)
+
+
+TOKENIZERS: Dict[str, TokenizerKind] = {
+    "clip_bpe": TokenizerKind(ReportTokenizer),
+    "hf": TokenizerKind(_hf_tokenizer, ("hf_text_model",)),
+}
+# Which tokenizer reads the reports of each text tower (``text_encoder``). The built-in towers are listed here so
+# that the data layer works without the model; a new tower adds itself through nets.text_towers.register_text_tower.
+TOWER_TOKENIZERS: Dict[str, str] = {"clip": "clip_bpe", "hf": "hf"}
+
+
+def register_tower_tokenizer(tower: str, tokenizer: str) -> None:
+    """Say that the text tower ``tower`` reads tokens of the tokenizer kind ``tokenizer`` (a :data:`TOKENIZERS`
+    key)."""
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"no tokenizer kind {tokenizer!r}; there are {sorted(TOKENIZERS)}")
+    if TOWER_TOKENIZERS.get(tower, tokenizer) != tokenizer:
+        raise ValueError(f"text tower {tower!r} reads {TOWER_TOKENIZERS[tower]!r} tokens already")
+    TOWER_TOKENIZERS[tower] = tokenizer
+
+
+def tokenizer_kind(text_encoder: str) -> str:
+    """The tokenizer kind of the text tower ``text_encoder``; ``ValueError`` names the towers there are."""
+    try:
+        return TOWER_TOKENIZERS[text_encoder]
+    except KeyError:
+        raise ValueError(f"text_encoder must be one of {sorted(TOWER_TOKENIZERS)}, got {text_encoder!r} (a new "
+                         "tower registers itself when nets is imported: nets/text_towers.py)") from None
+
+
+def tokenizer_fields(cfg) -> Dict[str, object]:
+    """The config fields that decide ``cfg``'s tokenizer: the tower, ``token_len``, ``pad_short_reports`` and
+    what the tokenizer kind reads (an hf encoder's folder). A data config scored with a model takes these from
+    the model's config."""
+    kind = TOKENIZERS[tokenizer_kind(cfg.text_encoder)]
+    names = ("text_encoder", "token_len", "pad_short_reports") + kind.fields
+    return {name: getattr(cfg, name) for name in names}
+
+
 @functools.lru_cache(maxsize=8)
-def _cached_tokenizer(text_encoder: str, source: Optional[str], token_len: int, pad_short_reports: bool) -> Tokenizer:
+def _cached_tokenizer(kind: str, fields: Tuple[Tuple[str, object], ...], token_len: int,
+                      pad_short_reports: bool) -> Tokenizer:
     """One tokenizer per setting: building one reads a vocabulary (a fraction of a second)."""
-    if text_encoder == "hf":
-        return HFReportTokenizer(source, token_len, pad_short_reports)
-    return ReportTokenizer(token_len, pad_short_reports)
+    return TOKENIZERS[kind].build(token_len, pad_short_reports, **dict(fields))
 
 
 def build_tokenizer(cfg, pad_short_reports: Optional[bool] = None) -> Tokenizer:
-    """The tokenizer of ``cfg``'s text tower: CLIP's BPE, or the hf encoder's own (``text_encoder="hf"``), with
-    ``cfg.token_len`` and ``cfg.pad_short_reports`` (or ``pad_short_reports`` when given)."""
+    """The tokenizer of ``cfg``'s text tower (:data:`TOWER_TOKENIZERS`), with ``cfg.token_len`` and
+    ``cfg.pad_short_reports`` (or ``pad_short_reports`` when given)."""
     pad = cfg.pad_short_reports if pad_short_reports is None else pad_short_reports
-    return _cached_tokenizer(cfg.text_encoder, cfg.hf_text_model, cfg.token_len, pad)
+    kind = tokenizer_kind(cfg.text_encoder)
+    fields = tuple((name, getattr(cfg, name)) for name in TOKENIZERS[kind].fields)
+    return _cached_tokenizer(kind, fields, cfg.token_len, pad)
 
 
 def tokenize_reports(reports: Sequence[str], cfg, pad_short_reports: Optional[bool] = None) -> TokenizedReports:

@@ -1,4 +1,4 @@
-"""Training augmentation of the authors' pipeline (reference spec 1.6), on uint8 arrays, with an explicit RNG.
+"""Training augmentation of the authors' pipeline (docs/QUIRKS.md, A5), on uint8 arrays, with an explicit RNG.
 
 Order, as in the authors' ``RandomGenerator`` path:
 

@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from nets.text_towers import text_tower_kind
 from nets.weights import load_weights
 from utils.checkpoints import BEST_NAME, LATEST_NAME, check_frozen, frozen_names, frozen_sha256
 from utils.misc import set_rng_state
@@ -284,6 +285,6 @@ class SessionCheckpoints:
 
 
 def omits_frozen_tower(config) -> bool:
-    """Whether latest checkpoints leave out the frozen text tower: a CLIP tower that ``clip_weights`` rebuilds (an
-    hf tower stays in them)."""
-    return config.text_encoder == "clip" and config.clip_weights is not None
+    """Whether latest checkpoints leave out the frozen text tower: one its kind rebuilds from a file (a CLIP tower
+    from ``clip_weights``; an hf tower stays in them)."""
+    return text_tower_kind(config.text_encoder).omitted_from_latest(config)

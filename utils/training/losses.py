@@ -8,7 +8,7 @@ Total, with the config's weights (the authors' 5, 0.2, 1, 1):
   ``WeightedDiceLoss`` with weights [0.5, 0.5]), smoothing 1e-5, one value per image, averaged.
 - BCE is the pixel mean of binary cross-entropy, computed from logits (stable; equal to the authors' BCE on
   their sigmoid output).
-- CCL is the conditioned contrastive loss (spec 2.5): token-wise max similarity text->image and image->text,
+- CCL is the conditioned contrastive loss (docs/QUIRKS.md, A7): token-wise max similarity text->image and image->text,
   weighted by the words/patches of interest, scaled by CLIP's ``logit_scale``, symmetric in-batch cross-entropy.
 - The reconstruction terms are MSEs to the frozen CLIP text states and to the interaction's patch tokens.
 
@@ -66,7 +66,7 @@ def conditioned_contrastive_loss(
         text_mask: ``[B, L]``, nonzero on real tokens.
         word_weights: ``[B, L]`` words of interest; patch_weights: ``[B, N]`` patches of interest.
         logit_scale: scalar multiplier (CLIP's ``logit_scale.exp()``, 100 with the released weights).
-        double_softmax: softmax the (already softmaxed) weights again, as the authors do (spec 2.5).
+        double_softmax: softmax the (already softmaxed) weights again, as the authors do (docs/QUIRKS.md, A7).
 
     Returns:
         scalar loss.

@@ -1,7 +1,7 @@
 """Is bf16 autocast faster than fp32 for training on this CPU?
 
-It depends on the CPU (docs/PERFORMANCE.md): a training step took 0.43x the fp32 time on this repository's 2-core
-AMD EPYC and 1.43x on the 2-core Intel Xeon of issue 16; both show the ``avx512_bf16`` flag. :func:`check_cpu_amp`
+It depends on the CPU: some CPUs run a bf16 training step in under half the fp32 time, others in more than the fp32
+time, both showing the ``avx512_bf16`` flag (docs/PERFORMANCE.md has the measurements). :func:`check_cpu_amp`
 answers it on this machine before a run with ``amp=True`` starts, on copies of the model and loss, so the run trains
 exactly as it would without the check: no weight, BatchNorm statistic, gradient or random draw of the real model
 changes.

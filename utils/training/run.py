@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from Load_Dataset import fit_token_len
+from Load_Dataset import check_data_choices, fit_token_len
+from nets.text_towers import text_tower_kind
 from utils.checkpoints import LATEST_NAME, best_checkpoint_note
 from utils.config import Config, load_config, parse_override
 from utils.data.records import DatasetError
@@ -59,6 +60,8 @@ def train(config_name: str, overrides: Sequence[str] = (), device: Optional[str]
         config = load_config(config_name, overrides)
         if device:
             config = config.replace(device=device)
+        check_data_choices(config)  # each part checks its own choices, before any folder is written
+        text_tower_kind(config.text_encoder).check(config)
         chosen = get_device(config.device)
         dist = init_distributed(chosen.type)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
@@ -134,10 +137,7 @@ def _describe_run(config: Config, config_name: str, device: torch.device, dist: 
     logger.info("session %s, config %s, device %s%s", os.path.abspath(session_dir), config_name, device,
                 f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     # Relative paths of the config resolve against the working directory: say where each one lands.
-    if config.text_encoder == "hf":
-        tower = f"hf encoder {config.hf_text_model}"
-    else:
-        tower = f"CLIP {os.path.abspath(config.clip_weights)}" if config.clip_weights else "none (random CLIP tower)"
+    tower = text_tower_kind(config.text_encoder).describe(config)
     logger.info("working directory %s; data %s, %s, %s; text tower %s", os.getcwd(),
                 *(os.path.abspath(getattr(config, f"{split}_dataset")) for split in ("train", "val", "test")), tower)
     logger.info("token_len %d%s%s", config.token_len,
