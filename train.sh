@@ -4,7 +4,7 @@
 #   sh train.sh 0,1,2,3 Config_QaTa      four GPUs: torchrun, one process per GPU (DDP over NCCL)
 #   sh train.sh cpu Config_Demo          the CPU
 # batch_size in the config is the global batch, split over the GPUs. For several nodes, call torchrun yourself
-# (README: "Several GPUs or nodes").
+# (docs/USAGE.md, "Several GPUs or nodes").
 set -eu
 if [ "$#" -lt 2 ]; then
     echo "usage: sh train.sh <gpu ids|cpu> <Config> [more train_model.py arguments]" >&2

@@ -1,13 +1,15 @@
 """python -m tools.benchmark: every figure it reports, in each of its modes."""
 
 import json
+import time
 
 import pytest
 import torch
 
 from nets import build_model
+from nets.text_encoder import CLIPTextEncoder
 from tests.tiny import NEEDS_CXX, model_with_batchnorm_statistics, tiny_config
-from tools import bench_memory, benchmark
+from tools import bench_epoch, bench_memory, benchmark
 from utils.data.demo import make_demo_dataset
 from utils.training.checkpoint import checkpoint_payload, compact_state_dict, save_checkpoint
 from utils.training.schedulers import build_optimizer
@@ -93,3 +95,32 @@ def test_benchmark_agreement_on_a_test_split(tmp_path, capsys):
     assert set(result["dice"]) == {"fp32", "bf16"}
     assert benchmark.main(["-c", "Config_Demo", "--precision", "fp32", "--agreement", path]) == 2
     assert "give --precision bf16" in capsys.readouterr().err
+
+
+def test_the_epoch_breakdown_adds_up_and_finds_a_slow_part(tmp_path, capsys, monkeypatch):
+    """One epoch on a generated set: the training loop's parts add up to its wall time, and a text tower made
+    slower by a known 0.05 s per call shows at least that much under "text tower", not elsewhere."""
+    data = make_demo_dataset(tmp_path / "Demo", n_train=6, n_val=2, n_test=2, img_size=64, seed=2)
+    settings = [*TINY_SETTINGS, "batch_size=2", "num_workers=0", f"train_dataset={data}/Train_Folder",
+                f"val_dataset={data}/Val_Folder", f"test_dataset={data}/Test_Folder"]
+    forward = CLIPTextEncoder.forward
+    calls = []
+
+    def slow(self, tokens, mask):
+        calls.append(tokens.shape[0])
+        time.sleep(0.05)
+        return forward(self, tokens, mask)
+
+    monkeypatch.setattr(CLIPTextEncoder, "forward", slow)
+    out = tmp_path / "epoch.json"
+    assert benchmark.main(["-c", "Config_Demo", "--set", *settings, "--device", "cpu", "--epoch", "--json",
+                           str(out)]) == 0
+    result = json.loads(out.read_text())["epoch"]
+    parts, printed = result["parts"], capsys.readouterr().out
+    assert list(parts) == list(bench_epoch.PARTS) and all(part in printed for part in bench_epoch.PARTS)
+    assert result["images"] == 6 and result["batches"] == 3
+    loop = sum(parts[p] for p in ("data", "text tower", "reconstruction", "optimizer", "image path"))
+    assert loop == pytest.approx(result["train_s"], rel=1e-6)
+    assert parts["text tower"] >= 3 * 0.05  # one call per training batch, each slowed by 0.05 s
+    assert parts["image path"] < result["train_s"] - 3 * 0.05
+    assert parts["validation"] > 0.05 and parts["validation, shuffled reports"] > 0.05 and parts["data"] > 0

@@ -1,6 +1,6 @@
 """The import direction: each layer imports only the layers below it, and no module imports itself back.
 
-Layers, lowest first (README, "How the code is organised"):
+Layers, lowest first (docs/ARCHITECTURE.md):
 
     0  utils/config.py, cli.py, misc.py, logger.py, weights_io.py, memory.py, outputs.py, metrics.py, sessions.py,
        curves.py, autocast.py, timing.py
@@ -46,7 +46,7 @@ SIBLINGS = [("utils/training/", "utils/inference/")]
 def layer_of(path: str) -> int:
     matches = [(len(prefix), layer) for layer, prefixes in LAYERS for prefix in prefixes if path.startswith(prefix)]
     if not matches:
-        raise AssertionError(f"{path} belongs to no layer: add it to LAYERS here and to the README's diagram")
+        raise AssertionError(f"{path} belongs to no layer: add it to LAYERS here and to docs/ARCHITECTURE.md")
     return max(matches)[1]
 
 

@@ -1,5 +1,5 @@
 """pyproject.toml's metadata: `pip install .` takes requirements.txt, `.[hf]` requirements-hf.txt, and the Python
-version is checked (README, "Dependencies"). Read back from pip's own metadata build, not from the file."""
+version is checked (docs/INSTALL.md, "Dependencies"). Read back from pip's own metadata build, not from the file."""
 
 import json
 import os

@@ -4,6 +4,7 @@
     python -m tools.benchmark -c Config_QaTa --device cuda --batch_sizes 1 8 32 --precision fp32 bf16 fp16
     python -m tools.benchmark -c Config_Demo --agreement Demo/RecLMIS/<session>/models/best_model-RecLMIS.pth.tar
     python -m tools.benchmark -c Config_Demo --set img_size=224 batch_size=4 --loader
+    python -m tools.benchmark -c Config_QaTa_CPU --epoch
 
 The first form builds the model at the config's real size with random weights (the text tower rounded to fp16
 values, as OpenAI released CLIP) and measures, on one device:
@@ -21,6 +22,10 @@ values, as OpenAI released CLIP) and measures, on one device:
 - peak memory of loading the best checkpoint and running inference at batch 1: resident memory of a fresh
   process on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA;
 - the torch version, thread count and device name.
+
+``--epoch`` instead runs one training epoch of the config on its data and prints where its time goes: data
+loading, the text tower, the image path, the reconstruction branch, the optimizer step and both validation passes
+(:mod:`tools.bench_epoch`).
 
 ``--loader`` instead times the config's training DataLoader (images per second) for several worker counts.
 
@@ -40,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 from Load_Dataset import build_test_split
+from tools.bench_epoch import epoch_breakdown, format_breakdown
 from tools.bench_memory import checkpoint_sizes, probe_memory, run_probe
 from tools.bench_timing import (
     bench_inference,
@@ -148,6 +154,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--no_memory", action="store_true", help="skip the checkpoint sizes and the memory probe")
     parser.add_argument("--agreement", metavar="CHECKPOINT", help="mask agreement of reduced precisions with fp32 "
                         "on the config's test split, for a trained checkpoint")
+    parser.add_argument("--epoch", action="store_true", help="instead run one training epoch of the config on its "
+                        "data, with its validation, and print where the time goes (tools/bench_epoch.py)")
     parser.add_argument("--loader", action="store_true", help="instead time the config's training DataLoader "
                         "(images per second) for each of --loader_workers")
     parser.add_argument("--loader_workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts (--loader)")
@@ -175,7 +183,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         precisions = args.precision or (["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"])
         for precision in precisions:
             autocast_for(device, precision)
-        if args.loader:
+        if args.epoch:
+            breakdown = epoch_breakdown(config, device)
+            result = {"environment": {**environment(device), "allocator_tuned": tuned}, "config": args.config,
+                      "settings": args.set, "img_size": config.img_size, "epoch": breakdown}
+            text = format_breakdown(breakdown)
+        elif args.loader:
             rows = bench_loader(config, device, args.loader_workers, args.loader_batches)
             result = {"environment": {**environment(device), "allocator_tuned": tuned}, "config": args.config,
                       "img_size": config.img_size, "loader": rows}

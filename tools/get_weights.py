@@ -24,7 +24,7 @@ WEIGHTS = {
 }
 BY_HAND = ("Get CLIP ViT-B/32 by hand from any of: the Hugging Face hub's openai/clip-vit-base-patch32 (the folder "
            "with config.json and model.safetensors); open_clip's ViT-B-32 'openai' weights; OpenAI's ViT-B-32.pt "
-           "(README, 'CLIP weights'). Then --set clip_weights=<that file or folder>.")
+           "(docs/USAGE.md, 'CLIP weights'). Then --set clip_weights=<that file or folder>.")
 
 
 class WeightsError(RuntimeError):

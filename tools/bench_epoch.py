@@ -1,0 +1,181 @@
+"""Where one training epoch's time goes: ``python -m tools.benchmark -c Config_QaTa_CPU --epoch``.
+
+One epoch of the config on its own data, as ``train_model.py`` runs it (the same loaders, model, losses, optimizer
+and validation passes, in a throw-away session folder), timed part by part:
+
+- ``data``: waiting for the training loader's next batch (reading, decoding, resizing, augmenting, tokenising, and
+  collating; with ``num_workers`` 0 all of it in this process);
+- ``text tower``: the frozen text tower's forward passes (forward hooks; a frozen tower has no backward);
+- ``reconstruction``: the auxiliary branch (words/patches-of-interest heads, conditioned masking, both
+  reconstruction transformers, the contrastive and reconstruction losses), forward and backward. A backward pass
+  cannot be cut by module, so this part is measured apart: the same batches are stepped again, after the epoch, on
+  copies of the model with the branch on and off, alternating, and the difference of their medians is taken for
+  every batch of the epoch;
+- ``optimizer``: ``optimizer.step()``;
+- ``image path``: the rest of the training steps (U-Net, interaction and decoder, forward and backward, the
+  segmentation loss);
+- ``validation`` and ``validation, shuffled reports``: the two validation passes of an epoch.
+
+The parts of the training loop are taken from one timed pass and add up to its wall time; the validation passes
+are timed on their own. Timings are wall-clock seconds on this machine, with whatever else runs beside.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import statistics
+import tempfile
+import time
+from typing import Dict, List
+
+import torch
+
+from utils.config import Config
+from utils.timing import seconds_of, sync
+from utils.training.engine import evaluate, evaluate_dice, train_step
+from utils.training.losses import RecLMISCriterion
+from utils.training.trainer import Trainer
+
+PARTS = ("data", "text tower", "reconstruction", "optimizer", "image path", "validation",
+         "validation, shuffled reports")
+
+
+class _ModuleClock:
+    """Wall time spent in a module's forward passes, from a pre-hook and a hook."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device):
+        self.seconds = 0.0
+        self._device = device
+        self._started = 0.0
+        self._handles = [module.register_forward_pre_hook(self._start), module.register_forward_hook(self._stop)]
+
+    def _start(self, module, inputs) -> None:
+        sync(self._device)
+        self._started = time.perf_counter()
+
+    def _stop(self, module, inputs, output) -> None:
+        sync(self._device)
+        self.seconds += time.perf_counter() - self._started
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+class _TimedOptimizer:
+    """An optimizer whose ``step`` is timed; everything else goes to the optimizer it wraps."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device):
+        self.optimizer = optimizer
+        self.device = device
+        self.seconds = 0.0
+
+    def step(self, *args, **kwargs):
+        result = None
+
+        def run():
+            nonlocal result
+            result = self.optimizer.step(*args, **kwargs)
+
+        self.seconds += seconds_of(run, self.device)
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.optimizer, name)
+
+
+def _branch_seconds(trainer: Trainer, batches: List[dict], repeats: int) -> float:
+    """Median seconds a training step spends in the auxiliary branch, on ``batches``: steps with the branch and
+    without it (the segmentation loss alone), on copies of the model, alternating so a change of load falls on
+    both."""
+    config = trainer.config
+    with_branch = copy.deepcopy(trainer.raw_model).train()
+    without = copy.deepcopy(trainer.raw_model).train()
+    seg_only = config.replace(loss_weight_ccl=0.0, loss_weight_text_rec=0.0, loss_weight_img_rec=0.0)
+    runs = [(with_branch, RecLMISCriterion(config), True), (without, RecLMISCriterion(seg_only), False)]
+    optimizers = [torch.optim.Adam(model.parameters(), lr=config.learning_rate) for model, _, _ in runs]
+    times = {True: [], False: []}
+    with torch.random.fork_rng(devices=[]):
+        for round_ in range(repeats + 1):  # the first round warms up
+            for (model, criterion, aux), optimizer in zip(runs, optimizers):
+                step = functools.partial(_step, model, criterion, optimizer=optimizer, device=trainer.device,
+                                         aux=aux)
+                seconds = sum(seconds_of(functools.partial(step, batch), trainer.device) for batch in batches)
+                if round_:
+                    times[aux].append(seconds / len(batches))
+    return max(0.0, statistics.median(times[True]) - statistics.median(times[False]))
+
+
+def _step(model, criterion, batch: dict, *, optimizer, device: torch.device, aux: bool) -> None:
+    images, labels = batch["image"].to(device), batch["label"].to(device)
+    tokens, mask = batch["text_token"].to(device), batch["text_mask"].to(device)
+    outputs = model(images, tokens, mask, return_aux=aux)
+    total = criterion(outputs, labels)["total"]
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+
+
+def epoch_breakdown(config: Config, device: torch.device, branch_batches: int = 4, repeats: int = 3) -> Dict:
+    """Run and time one training epoch of ``config`` (with its validation) on ``device``.
+
+    Returns:
+        ``{"parts": {part: seconds}, "train_s", "images", "batches", "branch_s_per_step"}``; the parts of
+        :data:`PARTS`, the training loop's adding up to ``train_s``.
+    """
+    config = config.replace(epochs=1, tensorboard_images=0, val_text_check_every=max(config.val_text_check_every, 1))
+    with tempfile.TemporaryDirectory(prefix="bench_epoch_") as session:
+        torch.manual_seed(config.seed)
+        trainer = Trainer(config, session, device, progress=False)
+        loader = trainer.loaders["train"]
+        loader.sampler.set_epoch(0)
+        loader.dataset.set_epoch_seed(config.seed)
+        loader.generator.manual_seed(config.seed)
+        text_clock = _ModuleClock(trainer.raw_model.text_tower, device)
+        optimizer = _TimedOptimizer(trainer.optimizer, device)
+        data_s, kept, images = 0.0, [], 0
+        trainer.raw_model.train()
+        iterator = iter(loader)
+        started = time.perf_counter()
+        while True:
+            waited = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            data_s += time.perf_counter() - waited
+            train_step(trainer.model, trainer.criterion, batch, optimizer, device)
+            images += batch["image"].shape[0]
+            if len(kept) < branch_batches:
+                kept.append(batch)
+        sync(device)
+        train_s = time.perf_counter() - started
+        text_s = text_clock.seconds
+        batches = len(loader)
+        branch_per_step = _branch_seconds(trainer, kept, repeats) if kept else 0.0
+        branch_s = branch_per_step * batches
+        val_s = seconds_of(lambda: evaluate(trainer.raw_model, trainer.val_criterion, trainer.loaders["val"], device,
+                                            progress=False), device)
+        shuffled_s = seconds_of(lambda: evaluate_dice(trainer.raw_model, trainer.loaders["val_shuffled"], device,
+                                                      progress=False), device)
+        text_clock.remove()
+    image_s = train_s - data_s - text_s - branch_s - optimizer.seconds
+    parts = {"data": data_s, "text tower": text_s, "reconstruction": branch_s, "optimizer": optimizer.seconds,
+             "image path": image_s, "validation": val_s, "validation, shuffled reports": shuffled_s}
+    return {"parts": parts, "train_s": train_s, "images": images, "batches": batches,
+            "branch_s_per_step": branch_per_step}
+
+
+def format_breakdown(result: Dict) -> str:
+    """The breakdown as a table: seconds and share of the epoch per part."""
+    parts = result["parts"]
+    total = sum(parts.values())
+    lines = [f"one epoch: {result['images']} training images in {result['batches']} batches; training loop "
+             f"{result['train_s']:.1f} s, with validation {total:.1f} s",
+             f"{'part':<30}{'seconds':>10}{'share':>8}"]
+    for part in PARTS:
+        lines.append(f"{part:<30}{parts[part]:>10.2f}{100 * parts[part] / total:>7.1f}%")
+    lines.append(f"(reconstruction: {result['branch_s_per_step']:.3f} s per step, measured on copies of the model "
+                 "with the branch on and off)")
+    return "\n".join(lines)
