@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 from utils.cli import add_config_flags
 from utils.config import load_config
 from utils.data.check import CheckResult, check_dataset
+from utils.data.decoded import DecodedCache
 from utils.data.demo import ensure_demo_dataset, make_demo_dataset
 from utils.data.demo_layout import LAYOUTS
 from utils.data.files import load_split_index
@@ -96,7 +97,8 @@ class ImageToImage2D(Dataset):
     collate stacks the tensors and turns the strings into lists.
     """
 
-    def __init__(self, cfg, split: str, augment: Optional[bool] = None, index: Optional[SplitIndex] = None):
+    def __init__(self, cfg, split: str, augment: Optional[bool] = None, index: Optional[SplitIndex] = None,
+                 keep_decoded: bool = False):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.split = split
@@ -125,6 +127,9 @@ class ImageToImage2D(Dataset):
         self.words_cut = tokenized.words_cut
         self.n_truncated = int(self.words_cut.sum())
         self.epoch_seed = cfg.seed
+        # Kept decoded for every epoch (training's splits), within decode_cache_mib; filled by fill_decoded().
+        self.decoded = DecodedCache([(s.image_path, s.mask_path) for s in self.samples], self.read_arrays,
+                                    self.img_size, cfg.decode_cache_mib if keep_decoded else 0)
         logger.info("%s: %d samples from %s; %d report(s) longer than token_len=%d are cut%s", split,
                     len(self.samples), index.paths.folder, self.n_truncated, cfg.token_len,
                     f"; augmentation on (blur_mode={self.blur_mode!r})" if self.augment else "")
@@ -137,7 +142,20 @@ class ImageToImage2D(Dataset):
         return len(self.samples)
 
     def load_arrays(self, i: int):
-        """Sample ``i`` read, resized and binarised, before augmentation.
+        """Sample ``i`` at the model's size, before augmentation: kept from an earlier epoch when the split is
+        kept decoded (read-only arrays), else :meth:`read_arrays`."""
+        return self.decoded.get(i)
+
+    def fill_decoded(self) -> None:
+        """Decode the whole split now when it is kept decoded (before loader workers fork, so they share it)."""
+        if self.decoded.enabled:
+            self.decoded.fill()
+        elif self.decoded.budget_mib > 0 and self.decoded.pairs:
+            logger.info("%s: its decoded images would take %.0f MiB, over decode_cache_mib=%d: read from disk every "
+                        "epoch", self.split, self.decoded.needed_mib, self.decoded.budget_mib)
+
+    def read_arrays(self, i: int):
+        """Sample ``i`` read from its files, resized and binarised, before augmentation.
 
         Returns:
             The image ``[S, S, 3]`` uint8 (BGR) and the mask ``[S, S]`` uint8 in {0, 1}.
@@ -158,7 +176,7 @@ class ImageToImage2D(Dataset):
                 tokens, text_mask = tokenized.tokens[0], tokenized.text_mask[0]
         return {
             "image": image_to_tensor(image),
-            "label": torch.from_numpy(np.ascontiguousarray(mask)).long(),
+            "label": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64)),
             "text_token": tokens,
             "text_mask": text_mask,
             "text": report,
@@ -257,15 +275,23 @@ def build_dataloaders(cfg, splits: Sequence[str] = ("train", "val"), device=None
     """
     check_data_choices(cfg)
     if not check:
-        return {split: build_dataloader(cfg, split, device, None, num_replicas, rank) for split in splits}
+        return {split: build_dataloader(cfg, split, device, _kept_decoded(cfg, split), num_replicas, rank)
+                for split in splits}
     if cfg.demo_data:
         ensure_demo_dataset(cfg)
     result = check_dataset(cfg, splits)
     log_check(result)
     result.raise_if_errors()
-    return {split: build_dataloader(cfg, split, device, ImageToImage2D(cfg, split, index=result.indexes[split]),
+    return {split: build_dataloader(cfg, split, device, _kept_decoded(cfg, split, result.indexes[split]),
                                     num_replicas, rank)
             for split in splits}
+
+
+def _kept_decoded(cfg, split: str, index: Optional[SplitIndex] = None) -> ImageToImage2D:
+    """A training run's split, decoded once for every epoch (within ``decode_cache_mib``)."""
+    dataset = ImageToImage2D(cfg, split, index=index, keep_decoded=True)
+    dataset.fill_decoded()
+    return dataset
 
 
 def fit_token_len(cfg):

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 
+import numpy as np
 import pytest
 import torch
 
@@ -127,3 +128,35 @@ def test_start_errors_are_raised_before_any_folder_is_written(tmp_path):
     with pytest.raises(StartError, match="cannot resume"):
         train("Config_Demo", [f"output_root={tmp_path}"], resume="session_nope")
     assert not any(tmp_path.iterdir())
+
+
+def test_channels_last_trains_the_same_step_up_to_float_rounding(session):
+    """The switch puts every convolution's weights in channels-last layout; a training step from the same weights,
+    batch and random state gives the same losses and gradients up to float rounding. Dropout is off here: it draws
+    its mask in the tensor's memory order, so with dropout the two layouts draw different (equally likely) masks."""
+    config, session_dir = session
+    config = config.replace(interact_dropout=0.0, rec_dropout=0.0)
+    plain = _trainer(config, session_dir)
+    fast = _trainer(config, session_dir, channels_last=True)
+    fast.raw_model.load_state_dict(plain.raw_model.state_dict())
+    convs = [m.weight for m in fast.raw_model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    batch = next(iter(plain.loaders["val"]))
+    results = []
+    for trainer in (plain, fast):
+        torch.manual_seed(5)
+        np.random.seed(5)
+        trainer.raw_model.train()
+        outputs = trainer.raw_model(batch["image"], batch["text_token"], batch["text_mask"])
+        terms = trainer.criterion(outputs, batch["label"])
+        terms["total"].backward()
+        grads = {n: p.grad.clone() for n, p in trainer.raw_model.named_parameters() if p.grad is not None}
+        results.append(({k: float(v.detach()) for k, v in terms.items()}, grads))
+    (losses_a, grads_a), (losses_b, grads_b) = results
+    assert losses_a == pytest.approx(losses_b, rel=1e-4)
+    assert grads_a.keys() == grads_b.keys()
+    # Sums of many terms added in another order, compared by norm over all parameters (a convolution's bias ahead
+    # of a BatchNorm has a true gradient of zero: its values are rounding noise either way).
+    a = torch.cat([grads_a[name].flatten() for name in grads_a])
+    b = torch.cat([grads_b[name].flatten() for name in grads_a])
+    assert (a - b).norm() <= 1e-4 * a.norm()

@@ -31,6 +31,7 @@ from typing import Dict, List
 
 import torch
 
+from utils.autocast import amp_precision, autocast_for
 from utils.config import Config
 from utils.timing import seconds_of, sync
 from utils.training.engine import evaluate, evaluate_dice, train_step
@@ -100,18 +101,19 @@ def _branch_seconds(trainer: Trainer, batches: List[dict], repeats: int) -> floa
         for round_ in range(repeats + 1):  # the first round warms up
             for (model, criterion, aux), optimizer in zip(runs, optimizers):
                 step = functools.partial(_step, model, criterion, optimizer=optimizer, device=trainer.device,
-                                         aux=aux)
+                                         aux=aux, precision=amp_precision(trainer.device, config.amp))
                 seconds = sum(seconds_of(functools.partial(step, batch), trainer.device) for batch in batches)
                 if round_:
                     times[aux].append(seconds / len(batches))
     return max(0.0, statistics.median(times[True]) - statistics.median(times[False]))
 
 
-def _step(model, criterion, batch: dict, *, optimizer, device: torch.device, aux: bool) -> None:
+def _step(model, criterion, batch: dict, *, optimizer, device: torch.device, aux: bool, precision: str) -> None:
     images, labels = batch["image"].to(device), batch["label"].to(device)
     tokens, mask = batch["text_token"].to(device), batch["text_mask"].to(device)
-    outputs = model(images, tokens, mask, return_aux=aux)
-    total = criterion(outputs, labels)["total"]
+    with autocast_for(device, precision):
+        outputs = model(images, tokens, mask, return_aux=aux)
+        total = criterion(outputs, labels)["total"]
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
@@ -121,13 +123,15 @@ def epoch_breakdown(config: Config, device: torch.device, branch_batches: int = 
     """Run and time one training epoch of ``config`` (with its validation) on ``device``.
 
     Returns:
-        ``{"parts": {part: seconds}, "train_s", "images", "batches", "branch_s_per_step"}``; the parts of
+        ``{"parts": {part: seconds}, "train_s", "images", "batches", "branch_s_per_step", "decode_fill_s"}``
+        (the once-per-run fill of the decoded-image cache, outside the epoch); the parts of
         :data:`PARTS`, the training loop's adding up to ``train_s``.
     """
     config = config.replace(epochs=1, tensorboard_images=0, val_text_check_every=max(config.val_text_check_every, 1))
     with tempfile.TemporaryDirectory(prefix="bench_epoch_") as session:
         torch.manual_seed(config.seed)
         trainer = Trainer(config, session, device, progress=False)
+        fill_s = sum(trainer.loaders[split].dataset.decoded.fill_seconds for split in ("train", "val"))
         loader = trainer.loaders["train"]
         loader.sampler.set_epoch(0)
         loader.dataset.set_epoch_seed(config.seed)
@@ -145,7 +149,8 @@ def epoch_breakdown(config: Config, device: torch.device, branch_batches: int = 
             except StopIteration:
                 break
             data_s += time.perf_counter() - waited
-            train_step(trainer.model, trainer.criterion, batch, optimizer, device)
+            train_step(trainer.model, trainer.criterion, batch, optimizer, device, amp=trainer.amp,
+                       scaler=trainer.scaler)
             images += batch["image"].shape[0]
             if len(kept) < branch_batches:
                 kept.append(batch)
@@ -156,15 +161,15 @@ def epoch_breakdown(config: Config, device: torch.device, branch_batches: int = 
         branch_per_step = _branch_seconds(trainer, kept, repeats) if kept else 0.0
         branch_s = branch_per_step * batches
         val_s = seconds_of(lambda: evaluate(trainer.raw_model, trainer.val_criterion, trainer.loaders["val"], device,
-                                            progress=False), device)
+                                            amp=trainer.amp, progress=False), device)
         shuffled_s = seconds_of(lambda: evaluate_dice(trainer.raw_model, trainer.loaders["val_shuffled"], device,
-                                                      progress=False), device)
+                                                      amp=trainer.amp, progress=False), device)
         text_clock.remove()
     image_s = train_s - data_s - text_s - branch_s - optimizer.seconds
     parts = {"data": data_s, "text tower": text_s, "reconstruction": branch_s, "optimizer": optimizer.seconds,
              "image path": image_s, "validation": val_s, "validation, shuffled reports": shuffled_s}
     return {"parts": parts, "train_s": train_s, "images": images, "batches": batches,
-            "branch_s_per_step": branch_per_step}
+            "branch_s_per_step": branch_per_step, "decode_fill_s": fill_s}
 
 
 def format_breakdown(result: Dict) -> str:
@@ -178,4 +183,7 @@ def format_breakdown(result: Dict) -> str:
         lines.append(f"{part:<30}{parts[part]:>10.2f}{100 * parts[part] / total:>7.1f}%")
     lines.append(f"(reconstruction: {result['branch_s_per_step']:.3f} s per step, measured on copies of the model "
                  "with the branch on and off)")
+    if result.get("decode_fill_s"):
+        lines.append(f"(once per run, before the first epoch: decoding the training and validation images into "
+                     f"memory, {result['decode_fill_s']:.2f} s)")
     return "\n".join(lines)

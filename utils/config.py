@@ -81,6 +81,9 @@ class Config:
     # What one input file may cost (docs/RELIABILITY.md, "Resource limits"); raise a limit with --set.
     max_image_pixels: int = 50_000_000  # width x height of an image or mask, read from its header before decoding
     max_table_rows: int = 200_000  # rows of a report table
+    # Training keeps each split's decoded, resized images and masks in memory when they take at most this many MiB
+    # (utils/data/decoded.py): read once per run, not once per epoch; the same bits. 0 = off.
+    decode_cache_mib: int = 1024
     max_table_mib: int = 256  # a report table's size in MiB, uncompressed (an .xlsx is a zip)
     demo_data: bool = False  # write the synthetic demo set (utils/data/demo.py) at the split folders when missing
     demo_layout: str = "fixed"  # the demo's lungs: "fixed" places (its zones are fixed boxes) or "varied" per image
@@ -161,6 +164,9 @@ class Config:
     output_root: str = "."  # sessions go to <output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/
     device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", ...
     amp: bool = False  # mixed precision: fp16 autocast + gradient scaling on CUDA, bf16 autocast on CPU
+    # Train with the convolutions' weights and activations in channels-last layout: faster on CPUs and GPUs
+    # (docs/PERFORMANCE.md), the same weights up to float rounding.
+    channels_last: bool = False
     deterministic: bool = True  # cuDNN picks fixed algorithms (the authors' setting)
     tensorboard_images: int = 4  # validation images drawn in TensorBoard each epoch
     # Every N epochs also score validation with the reports shuffled among its images (a fixed derangement) and
@@ -239,6 +245,8 @@ class Config:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.train_subset < 0 or self.val_subset < 0:
             raise ValueError("train_subset and val_subset must be >= 0 (0 = the whole split)")
+        if self.decode_cache_mib < 0:
+            raise ValueError(f"decode_cache_mib must be >= 0 (0 = off), got {self.decode_cache_mib}")
         for name in ("max_image_pixels", "max_table_rows", "max_table_mib"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

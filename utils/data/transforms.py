@@ -244,4 +244,5 @@ def probability_to_full_size(probability: np.ndarray, width: int, height: int) -
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """``[H, W, 3]`` uint8 (BGR, as the data sets are read) to the network's ``[3, H, W]`` float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+    # A new float32 array (the input may be a read-only cached one): the same values as converting the uint8 tensor.
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)).div_(255.0)

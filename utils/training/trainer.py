@@ -53,6 +53,8 @@ class Trainer:
         self.loaders = self._build_loaders()
         # raw_model: the RecLMIS itself (checkpoints, evaluation); model: what training calls (DDP when distributed).
         self.raw_model = build_model(config).to(device)
+        if config.channels_last:  # the weights' layout carries over to every convolution's output
+            self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
         self.model = self.raw_model
         gather = None
         if dist.enabled:
