@@ -1,6 +1,8 @@
 """python -m tools.benchmark: every figure it reports, in each of its modes."""
 
 import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -124,3 +126,29 @@ def test_the_epoch_breakdown_adds_up_and_finds_a_slow_part(tmp_path, capsys, mon
     assert parts["text tower"] >= 3 * 0.05  # one call per training batch, each slowed by 0.05 s
     assert parts["image path"] < result["train_s"] - 3 * 0.05
     assert parts["validation"] > 0.05 and parts["validation, shuffled reports"] > 0.05 and parts["data"] > 0
+
+
+def test_the_gpu_epoch_script_makes_a_subset_and_times_each_row(tmp_path):
+    """tools/gpu_epoch.sh, run on the CPU at a tiny size (DEVICE and SETTINGS): the subset keeps N training pairs
+    and fewer of the others, with the tables, and every row's breakdown is written."""
+    data = make_demo_dataset(tmp_path / "Demo", n_train=10, n_val=4, n_test=2, img_size=64, seed=4)
+    subset, out = tmp_path / "subset", tmp_path / "out"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(["sh", "tools/gpu_epoch.sh", "--subset", str(data), str(subset), "8"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for split, count in (("Train_Folder", 8), ("Val_Folder", 3), ("Test_Folder", 2)):  # N, 3N/8, up to 16
+        assert len(list((subset / split / "img").iterdir())) == len(list((subset / split / "labelcol").iterdir()))
+        assert len(list((subset / split / "img").iterdir())) == count
+    assert (subset / "Train_Folder" / "Train_Val_text.xlsx").is_file()
+    again = subprocess.run(["sh", "tools/gpu_epoch.sh", "--subset", str(data), str(subset)], cwd=root,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "exists" in again.stderr
+    env = dict(os.environ, DEVICE="cpu", CONFIG="Config_Demo",
+               SETTINGS=" ".join([*TINY_SETTINGS, "batch_size=2", "num_workers=0"]))
+    done = subprocess.run(["sh", "tools/gpu_epoch.sh", str(subset), str(out)], cwd=root, capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = ("fp32", "amp", "amp_channels_last", "amp_channels_last_workers4")
+    assert sorted(p.name for p in out.glob("*.json")) == sorted(f"{row}.json" for row in rows)
+    assert json.loads((out / "fp32.json").read_text())["epoch"]["images"] == 8
