@@ -7,7 +7,7 @@ TRAIN = "train: total=4.1 seg=0.5 dice=0.42 iou=0.30"
 
 
 def _epoch(epoch: int, val: str, seconds: str) -> str:
-    """An epoch line as train_model.Trainer logs it."""
+    """An epoch line as utils.training.trainer.Trainer logs it."""
     return f"Epoch {epoch}/3  {TRAIN} | val: {val} | lr=0.001 | {seconds}s"
 
 

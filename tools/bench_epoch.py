@@ -31,7 +31,6 @@ from typing import Dict, List
 
 import torch
 
-from utils.autocast import amp_precision, autocast_for
 from utils.config import Config
 from utils.timing import seconds_of, sync
 from utils.training.engine import evaluate, evaluate_dice, train_step
@@ -100,23 +99,12 @@ def _branch_seconds(trainer: Trainer, batches: List[dict], repeats: int) -> floa
     with torch.random.fork_rng(devices=[]):
         for round_ in range(repeats + 1):  # the first round warms up
             for (model, criterion, aux), optimizer in zip(runs, optimizers):
-                step = functools.partial(_step, model, criterion, optimizer=optimizer, device=trainer.device,
-                                         aux=aux, precision=amp_precision(trainer.device, config.amp))
+                step = functools.partial(train_step, model, criterion, optimizer=optimizer, device=trainer.device,
+                                         amp=config.amp, return_aux=aux)
                 seconds = sum(seconds_of(functools.partial(step, batch), trainer.device) for batch in batches)
                 if round_:
                     times[aux].append(seconds / len(batches))
     return max(0.0, statistics.median(times[True]) - statistics.median(times[False]))
-
-
-def _step(model, criterion, batch: dict, *, optimizer, device: torch.device, aux: bool, precision: str) -> None:
-    images, labels = batch["image"].to(device), batch["label"].to(device)
-    tokens, mask = batch["text_token"].to(device), batch["text_mask"].to(device)
-    with autocast_for(device, precision):
-        outputs = model(images, tokens, mask, return_aux=aux)
-        total = criterion(outputs, labels)["total"]
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    optimizer.step()
 
 
 def epoch_breakdown(config: Config, device: torch.device, branch_batches: int = 4, repeats: int = 3) -> Dict:

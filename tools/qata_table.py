@@ -40,7 +40,7 @@ ROWS: Dict[str, List[str]] = {
     "improved, no report": ["variant=improved", "use_report=False"],
     "improved, token_len 18": ["variant=improved", "fit_token_len=False"],  # what reading the whole report changes
 }
-# One epoch line of the training log (train_model.Trainer): the validation Dice, text gain and seconds.
+# The token_len line of the training log (utils/training/run.py).
 _TOKEN_LEN = re.compile(r"^token_len (\d+)")
 
 

@@ -85,16 +85,19 @@ def _forward(model, criterion, batch: dict, device: torch.device, amp: bool, epo
 
 def train_step(model, criterion, batch: dict, optimizer, device: torch.device, *, amp: bool = False,
                scaler: Optional[torch.amp.GradScaler] = None, epoch: int = 0, index: int = 0,
-               any_rank: Optional[Callable[[bool], bool]] = None):
+               any_rank: Optional[Callable[[bool], bool]] = None, return_aux: Optional[bool] = None):
     """One optimisation step on one batch: forward, every loss, backward, optimizer step.
 
     Args:
         any_rank: in a distributed run, ``Distributed.any``: a NaN loss in any process stops every process.
+        return_aux: passed to the model when given; None leaves the model's default (the branch runs in train
+            mode).
 
     Returns:
         ``(outputs, terms, labels)`` of the batch.
     """
-    outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index, any_rank)
+    given = {} if return_aux is None else {"return_aux": return_aux}  # None: the model's own default
+    outputs, terms, labels = _forward(model, criterion, batch, device, amp, epoch, index, any_rank, **given)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None and scaler.is_enabled():
         scaler.scale(terms["total"]).backward()
