@@ -54,7 +54,7 @@ def test_every_command_declares_the_config_flags_through_the_one_helper():
     """Each command's --help shows -c/--config/--cfg_path and --set as add_config_flags words them."""
     for command in (["train_model.py"], ["test.py", "test"], ["test.py", "predict"], ["Load_Dataset.py"],
                     ["-m", "tools.benchmark"], ["-m", "tools.summary"], ["-m", "tools.audit_reports"],
-                    ["-m", "tools.curves"], ["-m", "tools.qata_table"]):
+                    ["-m", "tools.curves"], ["-m", "tools.qata_table"], ["-m", "tools.compare"]):
         done = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT, capture_output=True, text=True,
                               timeout=120, check=False)
         assert done.returncode == 0, (command, done.stderr)
