@@ -39,8 +39,8 @@ def test_two_sessions_on_one_split_give_one_table_and_its_files(sessions, tmp_pa
     for row in rows:
         assert 0 <= float(row["dice"]) <= 1 and float(row["gflops"]) > 0 and int(row["params"]) > int(
             row["trainable"]) > 0 and float(row["s_per_image"]) > 0
-    no_report = rows[1]  # use_report=False reads one empty report: shuffled and empty change nothing
-    assert float(no_report["dice_shuffled"]) == float(no_report["dice_empty"]) == float(no_report["dice"])
+    no_report = rows[1]  # use_report=False reads one empty report for every image: shuffling changes no input
+    assert float(no_report["dice_shuffled"]) == float(no_report["dice"])
     assert (out / "compare.md").read_text().count("| session_") == 2
     assert compare.main([a, b, "-c", "Config_Demo", "--set", *sessions["settings"], "--device", "cpu", "--out",
                          str(out), "--no_progress"]) == 2  # no overwrite without --overwrite
