@@ -22,7 +22,7 @@ from torch import nn
 from nets.hf_encoder import build_hf_text_encoder
 from nets.text_encoder import TextTowerShape, build_text_encoder
 from nets.weights import text_tower_shape
-from utils.data.tokenizer import register_tower_tokenizer
+from utils.data.tokenizer import register_tower_tokenizer, require_hf_text_model
 
 
 def _never(config) -> bool:
@@ -71,8 +71,8 @@ def register_text_tower(kind: TextTowerKind) -> TextTowerKind:
     refused."""
     if kind.name in TEXT_TOWERS and TEXT_TOWERS[kind.name] is not kind:
         raise ValueError(f"a text tower named {kind.name!r} is registered already")
+    register_tower_tokenizer(kind.name, kind.tokenizer)  # first: a refused tokenizer leaves nothing registered
     TEXT_TOWERS[kind.name] = kind
-    register_tower_tokenizer(kind.name, kind.tokenizer)
     return kind
 
 
@@ -112,9 +112,7 @@ def _describe_clip(config) -> str:
 
 
 def _check_hf(config) -> None:
-    if not config.hf_text_model:
-        raise ValueError("text_encoder='hf' needs hf_text_model: a folder written by transformers' save_pretrained or "
-                         "a hub name (docs/TEXT_ENCODERS.md)")
+    require_hf_text_model(config.hf_text_model)
 
 
 def _build_hf(config) -> nn.Module:

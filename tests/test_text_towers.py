@@ -67,6 +67,7 @@ def test_the_registry_refuses_a_second_kind_of_the_same_name_and_names_the_kinds
         text_tower_kind("sack")
     with pytest.raises(ValueError, match="no tokenizer kind 'morse'"):
         register_text_tower(TextTowerKind(name="sack", tokenizer="morse", build=None, rebuild=None, describe=None))
+    assert "sack" not in TEXT_TOWERS and "sack" not in TOWER_TOKENIZERS  # a refused kind leaves no trace
 
 
 def test_a_registered_tower_trains_resumes_tests_and_predicts(bag, tmp_path, capsys):

@@ -52,7 +52,6 @@ class DecodedCache:
         self.enabled = 0 < self.needed_mib <= budget_mib
         self.entries: Dict[int, Tuple[Stamp, np.ndarray, np.ndarray]] = {}
         self.fill_seconds = 0.0
-        self.reads = 0  # uncached reads: the fill's, and a changed file's
 
     def fill(self, threads: Optional[int] = None) -> None:
         """Decode every sample now (no-op when disabled or filled)."""
@@ -70,7 +69,6 @@ class DecodedCache:
     def _entry(self, i: int) -> Tuple[Stamp, np.ndarray, np.ndarray]:
         stamp = file_stamp(*self.pairs[i])
         image, mask = self.load(i)
-        self.reads += 1
         image.setflags(write=False)  # shared by every epoch (and forked worker): nobody may change it in place
         mask.setflags(write=False)
         return stamp, image, mask

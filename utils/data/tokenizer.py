@@ -196,11 +196,17 @@ class TokenizerKind:
     fields: Tuple[str, ...] = ()
 
 
-def _hf_tokenizer(token_len: int, pad_short_reports: bool, hf_text_model: Optional[str] = None) -> Tokenizer:
+def require_hf_text_model(hf_text_model: Optional[str]) -> str:
+    """``hf_text_model``, which ``text_encoder="hf"`` needs for its tower and its tokenizer; ``ValueError`` when
+    unset."""
     if not hf_text_model:
         raise ValueError("text_encoder='hf' needs hf_text_model: a folder written by transformers' save_pretrained or "
                          "a hub name (docs/TEXT_ENCODERS.md)")
-    return HFReportTokenizer(hf_text_model, token_len, pad_short_reports)
+    return hf_text_model
+
+
+def _hf_tokenizer(token_len: int, pad_short_reports: bool, hf_text_model: Optional[str] = None) -> Tokenizer:
+    return HFReportTokenizer(require_hf_text_model(hf_text_model), token_len, pad_short_reports)
 
 
 TOKENIZERS: Dict[str, TokenizerKind] = {
