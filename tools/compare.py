@@ -58,10 +58,16 @@ def check_comparable(names: List[str], configs: List[Config]) -> None:
         raise ValueError("sessions trained on other data or sizes are not compared: " + " | ".join(problems))
 
 
-def score_session(checkpoint: str, data_config: Config, device, ablation: bool, progress: bool) -> Dict:
-    """One row of the table for the model of ``checkpoint`` on ``data_config``'s test split."""
+def model_of(checkpoint: str, data_config: Config):
+    """``(config, size)`` of the model ``checkpoint`` rebuilds: what it was trained with, and its
+    :func:`tools.summary.summarize` counts."""
     model, _ = build_model_from_checkpoint(checkpoint, data_config)
-    size = summarize(model)
+    return model.config, summarize(model)
+
+
+def score_session(checkpoint: str, size: Dict, data_config: Config, device, ablation: bool, progress: bool) -> Dict:
+    """One row of the table for the model of ``checkpoint`` (of :func:`model_of`'s ``size``) on ``data_config``'s
+    test split."""
     predictor = Predictor.from_checkpoint(checkpoint, device=device, config=data_config)
     cfg, dataset, loader = build_test_split(data_config, predictor.config, device)
     started = time.perf_counter()
@@ -113,15 +119,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         folders = [resolve_session(s, data_config.output_root, data_config.task_name) for s in args.sessions]
         checkpoints = [os.path.join(folder, "models", BEST_NAME) for folder in folders]
         names = [os.path.basename(os.path.normpath(folder)) for folder in folders]
-        configs = [build_model_from_checkpoint(path, data_config)[0].config for path in checkpoints]
-        check_comparable(names, configs)
+        models = [model_of(path, data_config) for path in checkpoints]
+        check_comparable(names, [config for config, _ in models])
         if args.out:
             check_writable(args.out)
             refuse_overwrite([os.path.join(args.out, name) for name in ("compare.csv", "compare.md")],
                              args.overwrite)
-        rows = [{"session": name, **score_session(path, data_config, device, args.text_ablation,
+        rows = [{"session": name, **score_session(path, size, data_config, device, args.text_ablation,
                                                   progress_wanted(args.no_progress))}
-                for name, path in zip(names, checkpoints)]
+                for name, path, (_, size) in zip(names, checkpoints, models)]
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         return 130
