@@ -120,8 +120,9 @@ def print_summary(summary: dict, out_dir: str) -> None:
             oracle = demo["oracle_every_blob"]
             print(f"every-blob oracle (segments every blob, reads nothing): Dice {oracle['dice']:.4f} "
                   f"({oracle['dice_pooled']:.4f})")
-            print(f"words-of-interest weight on position words {demo['woi_position']:.3f}; patches-of-interest "
-                  f"weight in the named zones {demo['poi_in_zones']:.3f} (uniform: {demo['poi_chance']:.3f})")
+            if "woi_position" in demo:  # a network with interest maps
+                print(f"words-of-interest weight on position words {demo['woi_position']:.3f}; patches-of-interest "
+                      f"weight in the named zones {demo['poi_in_zones']:.3f} (uniform: {demo['poi_chance']:.3f})")
     print(f"results: {out_dir}")
 
 

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from nets.interaction import Interactor
+from nets.models import ModelKind, register_model
 from nets.reconstruction import DualTransformer, conditioned_mask
 from nets.text_guide import TextGuide
-from nets.text_towers import text_tower_kind
+from nets.text_towers import ReportReader
 from nets.unet import ConvBatchNorm, DownBlock, UpBlockAttention
 
 
@@ -30,7 +31,7 @@ def _weight_head(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
 
 
-class RecLMIS(nn.Module):
+class RecLMIS(ReportReader):
     """The RecLMIS network for one :class:`utils.config.Config`.
 
     The output is **logits**: ``sigmoid(logits)`` equals the probabilities of the authors' model for the same
@@ -53,16 +54,9 @@ class RecLMIS(nn.Module):
         self.img_size = config.img_size
         self.grid = config.img_size // 16
         c = config.base_channel
-        # The text tower keeps the authors' name, clip, whichever kind it is (nets/text_towers.py): their
-        # checkpoints load unchanged. self.text_tower is the same module.
-        self.clip = text_encoder if text_encoder is not None else text_tower_kind(config.text_encoder).build(config)
-        if config.token_len > self.text_tower.shape.context_length:
-            raise ValueError(f"token_len {config.token_len} exceeds the text tower's context length "
-                             f"{self.text_tower.shape.context_length}")
+        self.attach_text_tower(config, text_encoder)
         d = self.text_tower.shape.embed_dim
         self.dim = d
-        self.freeze_text_tower = config.freeze_text_tower
-        self.text_tower.freeze(config.freeze_text_tower)
 
         self.inc = ConvBatchNorm(config.n_channels, c)
         self.down1 = DownBlock(c, 2 * c)
@@ -93,41 +87,6 @@ class RecLMIS(nn.Module):
         # Vision reconstruction: condition = text tokens (decoder1), target = masked image tokens (decoder2).
         self.rec_img_trans1 = DualTransformer(d, config.rec_heads, layers, config.rec_dropout,
                                               causal1=True, causal2=image_causal)
-
-    @property
-    def text_tower(self) -> nn.Module:
-        """The text tower (CLIP, or whichever kind ``text_encoder`` names); registered as ``clip``, the authors'
-        name, which their checkpoints' keys carry."""
-        return self.clip
-
-    def train(self, mode: bool = True) -> "RecLMIS":
-        """Set train/eval mode; a frozen text tower always stays in eval mode."""
-        super().train(mode)
-        if self.freeze_text_tower:
-            self.text_tower.eval()
-        return self
-
-    def check_inputs(self, images: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> None:
-        expected = (self.config.n_channels, self.img_size, self.img_size)
-        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"images must be [B, {expected[0]}, {expected[1]}, {expected[2]}] (img_size="
-                             f"{self.img_size}), got {list(images.shape)}")
-        if text_tokens.dim() != 2 or text_tokens.shape[0] != images.shape[0]:
-            raise ValueError(f"text_tokens must be [B, L] with B = {images.shape[0]} images, got "
-                             f"{list(text_tokens.shape)}")
-        if text_tokens.shape[1] > self.text_tower.shape.context_length:
-            raise ValueError(f"text_tokens has {text_tokens.shape[1]} tokens, more than the text tower's context "
-                             f"length {self.text_tower.shape.context_length}")
-        if text_mask.shape != text_tokens.shape:
-            raise ValueError(f"text_mask {list(text_mask.shape)} must have the shape of text_tokens "
-                             f"{list(text_tokens.shape)}")
-        if text_tokens.is_floating_point():
-            raise ValueError(f"text_tokens must hold integer token ids, got {text_tokens.dtype}")
-
-    def encode_text(self, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """The text tower's hidden states ``[B, L, D]``. No graph is built through frozen parameters (the tokens are
-        integers), so a frozen CLIP tower costs no backward, and an hf tower's projection still trains."""
-        return self.text_tower(text_tokens, text_mask)
 
     def word_weights(self, text_i: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """Words of interest ``[B, L]``: softmax over the valid tokens of ``mlp_woi``; exactly 0 on padding."""
@@ -215,3 +174,10 @@ class RecLMIS(nn.Module):
             "img_rec": img_rec,
             "img_target": img_i,
         }
+
+
+RECLMIS = register_model(ModelKind(
+    name="reclmis", folder="RecLMIS", build=lambda config, text_tower=None: RecLMIS(config, text_encoder=text_tower),
+    reads_report=True, losses=None, interest_maps=True,
+    paper="Huang et al., Cross-Modal Conditioned Reconstruction for Language-guided Medical Image Segmentation, "
+          "IEEE TMI 2025"))

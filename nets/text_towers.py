@@ -17,9 +17,11 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
+import torch
 from torch import nn
 
 from nets.hf_encoder import build_hf_text_encoder
+from nets.models import Network
 from nets.text_encoder import TextTowerShape, build_text_encoder
 from nets.weights import text_tower_shape
 from utils.data.tokenizer import register_tower_tokenizer, require_hf_text_model
@@ -82,6 +84,42 @@ def text_tower_kind(name: str) -> TextTowerKind:
         return TEXT_TOWERS[name]
     except KeyError:
         raise ValueError(f"text_encoder must be one of {sorted(TEXT_TOWERS)}, got {name!r}") from None
+
+
+class ReportReader(Network):
+    """A network that reads reports through a text tower of the registry, held under the authors' name ``clip``.
+
+    :meth:`attach_text_tower` builds (or takes) the tower and freezes it as ``freeze_text_tower`` says; a frozen
+    tower stays in eval mode whatever mode the network is put in.
+    """
+
+    def attach_text_tower(self, config, tower: Optional[nn.Module] = None) -> None:
+        """Register ``tower`` (None: the one ``config.text_encoder`` names, built) as ``clip`` and freeze it; a
+        ``token_len`` beyond the tower's context length is refused."""
+        self.clip = tower if tower is not None else text_tower_kind(config.text_encoder).build(config)
+        if config.token_len > self.clip.shape.context_length:
+            raise ValueError(f"token_len {config.token_len} exceeds the text tower's context length "
+                             f"{self.clip.shape.context_length}")
+        self.freeze_text_tower = config.freeze_text_tower
+        self.clip.freeze(config.freeze_text_tower)
+
+    @property
+    def text_tower(self) -> nn.Module:
+        """The text tower (CLIP, or whichever kind ``text_encoder`` names); registered as ``clip``, the name the
+        authors' RecLMIS checkpoints carry."""
+        return self.clip
+
+    def train(self, mode: bool = True) -> "ReportReader":
+        """Set train/eval mode; a frozen text tower always stays in eval mode."""
+        super().train(mode)
+        if self.freeze_text_tower:
+            self.clip.eval()
+        return self
+
+    def encode_text(self, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The text tower's hidden states ``[B, L, D]``. No graph is built through frozen parameters (the tokens are
+        integers), so a frozen CLIP tower costs no backward, and an hf tower's projection still trains."""
+        return self.clip(text_tokens, text_mask)
 
 
 # ---- the built-in kinds ----

@@ -19,7 +19,7 @@ class ConvBatchNorm(nn.Module):
         return self.activation(self.norm(self.conv(x)))
 
 
-def _two_convs(in_channels: int, out_channels: int) -> nn.Sequential:
+def two_convs(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(ConvBatchNorm(in_channels, out_channels), ConvBatchNorm(out_channels, out_channels))
 
 
@@ -29,7 +29,7 @@ class DownBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.maxpool = nn.MaxPool2d(2)
-        self.nConvs = _two_convs(in_channels, out_channels)
+        self.nConvs = two_convs(in_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.nConvs(self.maxpool(x))
@@ -73,7 +73,7 @@ class UpBlockAttention(nn.Module):
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.pixModule = PixLevelModule(skip_channels)
-        self.nConvs = _two_convs(skip_channels + up_channels, out_channels)
+        self.nConvs = two_convs(skip_channels + up_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.nConvs(torch.cat([self.pixModule(skip), self.up(x)], dim=1))

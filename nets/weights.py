@@ -10,6 +10,7 @@ shape off its tensors, so the file needs no separate ``ViT-B-32.pt``. Reading fi
 
 from __future__ import annotations
 
+import zlib
 from typing import Dict, Mapping, Optional
 
 import torch
@@ -93,3 +94,56 @@ def save_authors_format(model: nn.Module, path: str, epoch: int = 0, data_parall
     state.update({prefix + k: v for k, v in (extra or {}).items()})
     torch.save({"epoch": epoch, "best_model": True, "model": "RecLMIS", "state_dict": state,
                 "val_loss": torch.tensor(0.0)}, path)
+
+
+def state_dict_rows(model: nn.Module) -> Dict[str, tuple]:
+    """``{name: (shape, kind)}`` of every tensor of ``model``'s state dict, as the reference tsv files hold them:
+    the shape a tuple (``()`` for a scalar), the kind ``"True"``/``"False"`` (a parameter, trainable or not) or
+    ``"buffer"``."""
+    params = dict(model.named_parameters())
+    return {name: (tuple(tensor.shape), str(params[name].requires_grad) if name in params else "buffer")
+            for name, tensor in model.state_dict().items()}
+
+
+def write_state_dict_tsv(model: nn.Module, path: str, source: str) -> None:
+    """Write :func:`state_dict_rows` of ``model`` to ``path``: a comment naming ``source``, a header, a row each."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"# {source}\n# name\tshape\ttrainable\n")
+        for name, (shape, kind) in state_dict_rows(model).items():
+            handle.write(f"{name}\t{'x'.join(map(str, shape)) if shape else 'scalar'}\t{kind}\n")
+
+
+def read_state_dict_tsv(path: str) -> Dict[str, tuple]:
+    """The rows of a reference tsv (:func:`write_state_dict_tsv`'s format), as :func:`state_dict_rows` gives them."""
+    rows = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("#"):
+                continue
+            name, shape, kind = line.rstrip("\n").split("\t")
+            rows[name] = (() if shape == "scalar" else tuple(int(s) for s in shape.split("x")), kind)
+    return rows
+
+
+def fill_for_parity(model: nn.Module, seed: int, skip_prefixes: tuple = ()) -> None:
+    """Give every floating tensor of ``model``'s state dict a value that depends only on ``seed``, its name and its
+    shape, so that two implementations with the same names get the same weights without sharing a file.
+
+    Matrices and kernels: normal / sqrt(fan-in); 1-D weights (norm scales): 1 + 0.1 normal; other vectors: 0.1
+    normal; BatchNorm running variances: uniform in [0.5, 1.5]. Integer buffers are left. Names under
+    ``skip_prefixes`` are left too.
+    """
+    with torch.no_grad():
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            if not tensor.is_floating_point() or name.startswith(skip_prefixes):
+                continue
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+            if name.endswith("running_var"):
+                value = torch.rand(tensor.shape, generator=generator) + 0.5
+            elif tensor.dim() >= 2:
+                value = torch.randn(tensor.shape, generator=generator) / (tensor[0].numel() ** 0.5)
+            elif tensor.dim() == 1 and name.endswith("weight"):
+                value = 1 + 0.1 * torch.randn(tensor.shape, generator=generator)
+            else:
+                value = 0.1 * torch.randn(tensor.shape, generator=generator)
+            tensor.copy_(value.to(tensor.dtype))

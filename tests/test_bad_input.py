@@ -432,7 +432,7 @@ def test_every_torch_file_that_is_not_a_reclmis_checkpoint_gets_one_clear_messag
                   str(tmp_path / "o")]):
         assert test_cli.main(args) == 2, kind
         err = capsys.readouterr().err
-        assert f"{str(path)!r} is not a RecLMIS checkpoint: " in err and "Traceback" not in err, err
+        assert f"{str(path)!r} is not a checkpoint of this project's networks: " in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1, err
 
 

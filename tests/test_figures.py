@@ -77,3 +77,12 @@ def test_draw_case_writes_the_png(tmp_path):
     draw_case(str(path), _grey(), np.zeros((64, 64), np.float32), "No infection.", ["no", "infection", "."],
               np.array([1e-9, 2e-9, 1e-9]), np.full((4, 4), 1 / 16), truth=np.zeros((64, 64), bool), dice=0.0)
     assert path.stat().st_size > 0
+
+
+def test_a_network_without_interest_maps_gets_the_prediction_panels_only():
+    fig = case_figure(_grey(), np.zeros((64, 64), np.float32), "No infection.", ["no", "infection", "."], None, None,
+                      truth=np.zeros((64, 64), bool), dice=0.0)
+    FigureCanvasAgg(fig).draw()
+    titles = [axis.get_title() for axis in fig.axes]
+    assert titles == ["input", "ground truth", "prediction (Dice 0.000)", "probability"]
+    assert not any(axis.get_ylabel() == "words of interest" for axis in fig.axes)

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from tests.tiny import tiny_config
-from utils.training.losses import RecLMISCriterion, conditioned_contrastive_loss, cross_entropy_diagonal, soft_dice_loss
+from utils.training.losses import (
+    RecLMISCriterion,
+    SegmentationCriterion,
+    balanced_bce,
+    build_criterion,
+    conditioned_contrastive_loss,
+    cross_entropy_diagonal,
+    soft_dice_loss,
+)
 
 
 def test_soft_dice_known_value():
@@ -132,3 +140,31 @@ def test_bad_shapes_raise_value_error_with_the_shapes():
     with pytest.raises(ValueError, match="share B and D"):
         conditioned_contrastive_loss(torch.zeros(2, 4, 8), torch.zeros(2, 5, 6), torch.ones(2, 4),
                                      torch.ones(2, 4), torch.ones(2, 5), torch.tensor(1.0))
+
+
+def test_balanced_bce_weighs_foreground_and_background_halves_alike():
+    # logits 0: BCE = ln 2 on every pixel, whatever the split; a confident right background changes only its half.
+    target = torch.tensor([[[[1.0, 0.0, 0.0, 0.0]]]])
+    assert balanced_bce(torch.zeros(1, 1, 1, 4), target).item() == pytest.approx(math.log(2), rel=1e-6)
+    logits = torch.tensor([[[[0.0, -30.0, -30.0, -30.0]]]])
+    assert balanced_bce(logits, target).item() == pytest.approx(0.5 * math.log(2), rel=1e-5)
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, target).item()
+    assert plain == pytest.approx(math.log(2) / 4, rel=1e-5)  # the plain mean lets the background dominate
+
+
+def test_segmentation_criterion_sums_the_named_terms():
+    logits, target = torch.zeros(2, 1, 2, 2), torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 0.0], [1.0, 1.0]]])
+    terms = SegmentationCriterion({"dice": 0.5, "balanced_bce": 0.5})({"logits": logits}, target)
+    expected = 0.5 * soft_dice_loss(logits, target[:, None]) + 0.5 * math.log(2)
+    assert terms["total"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(terms) == {"dice", "balanced_bce", "seg", "total"}
+    with pytest.raises(ValueError, match="unknown loss terms \\['focal'\\]"):
+        SegmentationCriterion({"focal": 1.0})
+
+
+def test_each_model_trains_with_the_losses_its_kind_names():
+    assert isinstance(build_criterion(tiny_config()), RecLMISCriterion)
+    for name in ("unet", "lvit"):
+        criterion = build_criterion(tiny_config(model=name, base_channel=8))
+        assert isinstance(criterion, SegmentationCriterion)
+        assert criterion.weights == {"dice": 0.5, "balanced_bce": 0.5}

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nets import build_model
+from nets.weights import read_state_dict_tsv
 from tests.tiny import batch, tiny_config
 from utils.config import Config
 from utils.training.losses import RecLMISCriterion
@@ -106,13 +107,7 @@ def test_same_seed_gives_same_losses_and_other_seed_differs():
 
 def test_state_dict_matches_the_authors_layout():
     model = build_model(Config().replace(clip_weights=None))
-    reference = {}
-    with open(TSV) as handle:
-        for line in handle:
-            if line.startswith("#"):
-                continue
-            name, shape, kind = line.rstrip("\n").split("\t")
-            reference[name] = (() if shape == "scalar" else tuple(int(s) for s in shape.split("x")), kind)
+    reference = read_state_dict_tsv(TSV)
     ours = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     assert ours == {name: shape for name, (shape, _) in reference.items()}
     params = dict(model.named_parameters())

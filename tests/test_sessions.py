@@ -1,4 +1,4 @@
-"""utils/sessions.py: the session lock (one training process per session folder)."""
+"""utils/sessions.py: the session lock (one training process per session folder), finding a session of any network."""
 
 import fcntl
 import json
@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from tests.tiny import PATIENCE
-from utils.sessions import LOCK_NAME, SessionInUseError, SessionLock, create_session_dir
+from utils.checkpoints import session_best
+from utils.sessions import LOCK_NAME, SessionInUseError, SessionLock, create_session_dir, list_sessions, resolve_session
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,3 +88,27 @@ def test_a_holder_that_has_ended_while_its_workers_hold_the_lock_is_said_so(sess
                                                     "loader workers still hold the lock until they exit, in a few "
                                                     "seconds: try again"):
             SessionLock(session).acquire()
+
+
+def test_a_bare_session_id_is_found_in_any_network_folder_and_a_clash_is_named(tmp_path):
+    unet = create_session_dir(str(tmp_path), "Demo", now=0, folder="UNet")
+    assert os.path.dirname(unet) == str(tmp_path / "Demo" / "UNet")
+    name = os.path.basename(unet)
+    assert resolve_session(name, str(tmp_path), "Demo") == unet
+    assert list_sessions(str(tmp_path), "Demo") == [f"UNet/{name}"]
+    create_session_dir(str(tmp_path), "Demo", now=0)  # a RecLMIS session of the same minute
+    with pytest.raises(FileNotFoundError, match="exists for several networks.*RecLMIS.*UNet"):
+        resolve_session(name, str(tmp_path), "Demo")
+    with pytest.raises(FileNotFoundError, match="sessions there: RecLMIS/.*UNet/"):
+        resolve_session("session_nope", str(tmp_path), "Demo")
+
+
+def test_a_sessions_best_checkpoint_is_found_whichever_network_wrote_it(tmp_path):
+    session = tmp_path / "s"
+    (session / "models").mkdir(parents=True)
+    assert session_best(str(session)).endswith("best_model-RecLMIS.pth.tar")  # none yet: the name a message gives
+    (session / "models" / "best_model-LViT.pth.tar").write_bytes(b"")
+    assert session_best(str(session)) == str(session / "models" / "best_model-LViT.pth.tar")
+    (session / "models" / "best_model-UNet.pth.tar").write_bytes(b"")
+    with pytest.raises(ValueError, match="several best checkpoints"):
+        session_best(str(session))

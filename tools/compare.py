@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 
 from Load_Dataset import build_test_split
 from tools.summary import summarize
-from utils.checkpoints import BEST_NAME, build_model_from_checkpoint
+from utils.checkpoints import build_model_from_checkpoint, session_best
 from utils.cli import add_config_flags, add_progress_flag, progress_wanted
 from utils.config import Config, load_config
 from utils.data.importer import manifest_hash
@@ -34,7 +34,7 @@ from utils.misc import get_device
 from utils.outputs import check_writable, refuse_overwrite
 from utils.sessions import resolve_session
 
-COLUMNS = ["session", "dice", "iou", "dice_pooled", "iou_pooled", "dice_shuffled", "dice_empty", "params",
+COLUMNS = ["session", "model", "dice", "iou", "dice_pooled", "iou_pooled", "dice_shuffled", "dice_empty", "params",
            "trainable", "gflops", "s_per_image"]
 
 
@@ -117,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         data_config = load_config(args.config, args.set)
         device = get_device(args.device or "auto")
         folders = [resolve_session(s, data_config.output_root, data_config.task_name) for s in args.sessions]
-        checkpoints = [os.path.join(folder, "models", BEST_NAME) for folder in folders]
+        checkpoints = [session_best(folder) for folder in folders]
         names = [os.path.basename(os.path.normpath(folder)) for folder in folders]
         models = [model_of(path, data_config) for path in checkpoints]
         check_comparable(names, [config for config, _ in models])
@@ -125,9 +125,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             check_writable(args.out)
             refuse_overwrite([os.path.join(args.out, name) for name in ("compare.csv", "compare.md")],
                              args.overwrite)
-        rows = [{"session": name, **score_session(path, size, data_config, device, args.text_ablation,
-                                                  progress_wanted(args.no_progress))}
-                for name, path, (_, size) in zip(names, checkpoints, models)]
+        progress = progress_wanted(args.no_progress)
+        rows = [{"session": name, "model": config.model,
+                 **score_session(path, size, data_config, device, args.text_ablation, progress)}
+                for name, path, (config, size) in zip(names, checkpoints, models)]
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         return 130

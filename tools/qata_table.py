@@ -39,6 +39,10 @@ ROWS: Dict[str, List[str]] = {
     "faithful, no report": ["variant=faithful", "use_report=False"],
     "improved, no report": ["variant=improved", "use_report=False"],
     "improved, token_len 18": ["variant=improved", "fit_token_len=False"],  # what reading the whole report changes
+    # The peers (nets/models.py), with the faithful data pipeline and the same recipe: docs/PEERS.md.
+    "U-Net": ["variant=faithful", "model=unet"],
+    "LViT": ["variant=faithful", "model=lvit"],
+    "GuideDecoder": ["variant=faithful", "model=guidedecoder"],
 }
 # The token_len line of the training log (utils/training/run.py).
 _TOKEN_LEN = re.compile(r"^token_len (\d+)")
@@ -64,8 +68,8 @@ def epoch_scores(session: str) -> List[dict]:
 
 
 def finished_session(output_root: str, task: str) -> Optional[str]:
-    """The session under ``output_root`` whose training ended (its log says ``done:``), if any."""
-    for session in sorted(glob.glob(os.path.join(output_root, task, "RecLMIS", "session_*"))):
+    """The session under ``output_root`` (any network's) whose training ended (its log says ``done:``), if any."""
+    for session in sorted(glob.glob(os.path.join(output_root, task, "*", "session_*"))):
         log = os.path.join(session, os.path.basename(session) + ".log")
         if os.path.isfile(log) and any(line.startswith("done:") for line in open(log)):
             return session

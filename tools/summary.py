@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nets import build_model
+from nets.models import model_kind
 from utils.cli import add_config_flags
 from utils.config import load_config
 
@@ -32,14 +33,15 @@ def _dummy_inputs(model: nn.Module, batch: int):
     cfg = model.config
     images = torch.rand(batch, cfg.n_channels, cfg.img_size, cfg.img_size)
     tokens = torch.zeros(batch, cfg.token_len, dtype=torch.long)
-    tokens[:, 0] = model.text_tower.shape.vocab_size - 2  # start token, then words, then the end token
+    vocab = model.text_tower.shape.vocab_size if model.text_tower is not None else cfg.clip_vocab_size
+    tokens[:, 0] = vocab - 2  # start token, then words, then the end token
     tokens[:, 1:-1] = 1000
-    tokens[:, -1] = model.text_tower.shape.vocab_size - 1
+    tokens[:, -1] = vocab - 1
     return images, tokens, torch.ones_like(tokens)
 
 
 def summarize(model: nn.Module, batch: int = 1) -> Dict:
-    """Counts for ``model`` (a :class:`nets.reclmis.RecLMIS`) at its config's input size.
+    """Counts for ``model`` (any network of the registry, :mod:`nets.models`) at its config's input size.
 
     Returns:
         dict with ``modules`` (name, params, trainable, on the inference path) and the totals: ``total``,
@@ -78,7 +80,7 @@ def summarize(model: nn.Module, batch: int = 1) -> Dict:
         "total": _count(model),
         "trainable": _count(model, True),
         "frozen": _count(model) - _count(model, True),
-        "text_tower": _count(model.text_tower),
+        "text_tower": _count(model.text_tower) if model.text_tower is not None else 0,
         "inference_trainable": sum(m["trainable"] for m in modules if m["inference"]),
         "inference_used": used,
         "flops_inference": flops_inference,
@@ -98,7 +100,7 @@ def format_summary(summary: Dict, title: str = "") -> str:
         "",
         f"{'total held in memory':<44}{summary['total']:>16,}",
         f"{'trainable':<44}{summary['trainable']:>16,}",
-        f"{'frozen (CLIP text tower)':<44}{summary['frozen']:>16,}",
+        f"{'frozen (the text tower)':<44}{summary['frozen']:>16,}",
         f"{'trainable on the inference path':<44}{summary['inference_trainable']:>16,}",
         f"{'  of which reach the logits':<44}{summary['inference_used']:>16,}",
         f"{'text tower (run at inference)':<44}{summary['text_tower']:>16,}",
@@ -124,7 +126,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(str(error))
     torch.manual_seed(0)
     summary = summarize(build_model(config), batch=args.batch)
-    print(format_summary(summary, f"RecLMIS, {args.config}: img_size {config.img_size}, base_channel "
+    print(format_summary(summary, f"{model_kind(config.model).folder}, {args.config}: img_size {config.img_size}, "
+                                  f"base_channel "
                                   f"{config.base_channel}, token_len {config.token_len}, "
                                   f"reconstruction layers {config.rec_trans_num_layers1}"))
     if args.json:

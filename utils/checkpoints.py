@@ -8,6 +8,7 @@ reads files through :mod:`utils.weights_io`, so that predicting imports no optim
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
@@ -17,7 +18,8 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from torch import nn
 
-from nets.reclmis import RecLMIS
+from nets import build_model
+from nets.models import model_kind
 from nets.text_encoder import load_clip_text_state
 from nets.text_towers import text_tower_kind
 from nets.weights import check_state_dict, extract_state_dict
@@ -26,8 +28,26 @@ from utils.memory import convert_dropping_file_pages
 from utils.weights_io import first_line, is_mappable, read_checkpoint
 
 logger = logging.getLogger(__name__)
-BEST_NAME = "best_model-RecLMIS.pth.tar"
 LATEST_NAME = "latest_model.pth.tar"
+
+
+def best_name(config) -> str:
+    """The best checkpoint's file name for the network ``config.model`` names: ``best_model-<its folder>.pth.tar``
+    (``best_model-RecLMIS.pth.tar``, the authors' name, for RecLMIS)."""
+    return f"best_model-{model_kind(config.model).folder}.pth.tar"
+
+
+BEST_NAME = best_name(Config())
+
+
+def session_best(session_dir: str) -> str:
+    """The path of a session's best checkpoint, whichever network it trained (``models/best_model-*.pth.tar``);
+    RecLMIS's name when there is none yet, so that a message names the file that is missing."""
+    found = sorted(glob.glob(os.path.join(glob.escape(session_dir), "models", "best_model-*.pth.tar")))
+    if len(found) > 1:
+        raise ValueError(f"{session_dir} holds several best checkpoints ({', '.join(found)}): pass the one you mean "
+                         "with --checkpoint")
+    return found[0] if found else os.path.join(session_dir, "models", BEST_NAME)
 
 
 def best_checkpoint_note(session_dir: str, config_name: str) -> str:
@@ -37,7 +57,7 @@ def best_checkpoint_note(session_dir: str, config_name: str) -> str:
     Cheap: the file is memory-mapped, so no tensor is read into memory, and the CRC of each of its zip records is
     checked, so "intact" means every byte torch wrote is there as written.
     """
-    path = os.path.join(session_dir, "models", BEST_NAME)
+    path = session_best(session_dir)
     if not os.path.exists(path):
         return f"the session has no best checkpoint either ({path}): start a new run"
     try:
@@ -63,7 +83,7 @@ def _read_as_reclmis(path: str, read, content):
     try:
         return read(content)
     except ValueError as error:
-        raise ValueError(f"{path!r} is not a RecLMIS checkpoint: {error}") from None
+        raise ValueError(f"{path!r} is not a checkpoint of this project's networks: {error}") from None
 
 
 def build_model_from_checkpoint(path: str, config=None):
@@ -101,15 +121,17 @@ def build_model_from_checkpoint(path: str, config=None):
         config = Config.from_dict(saved)
     elif config is None:
         config = Config()
-    # The tower's kind fits the config to the saved tensors and says whether it must be built on the CPU.
-    kind = text_tower_kind(config.text_encoder)
-    config, tower = _read_as_reclmis(path, lambda tensors: kind.rebuild(config, tensors, isinstance(saved, Mapping)),
-                                     state)
+    tower = None
+    if model_kind(config.model).has_text_tower:
+        # The tower's kind fits the config to the saved tensors and says whether it must be built on the CPU.
+        kind = text_tower_kind(config.text_encoder)
+        config, tower = _read_as_reclmis(
+            path, lambda tensors: kind.rebuild(config, tensors, isinstance(saved, Mapping)), state)
     if tower is None:
         with torch.device("meta"):
-            model = RecLMIS(config)
+            model = build_model(config)
     else:
-        model = RecLMIS(config, text_encoder=tower)
+        model = build_model(config, tower)
     check_state_dict(model, state, source=path)
     dtypes = {name: tensor.dtype for name, tensor in model.state_dict().items()}
     if mapped:  # fp16-stored tensors become fp32; the file pages read for the copy are given back

@@ -59,7 +59,7 @@ class ConfigKeyError(KeyError):
 @dataclass(frozen=True)
 class Config:
     # ---- task and data -------------------------------------------------------------------------------------
-    task_name: str = "Covid19"  # the authors' task name; outputs go under <output_root>/<task_name>/RecLMIS/
+    task_name: str = "Covid19"  # the authors' task name; outputs go under <output_root>/<task_name>/<model folder>/
     train_dataset: str = "datasets/Covid19/Train_Folder"  # split folders holding img/ and labelcol/
     val_dataset: str = "datasets/Covid19/Val_Folder"
     test_dataset: str = "datasets/Covid19/Test_Folder"
@@ -105,6 +105,13 @@ class Config:
     pad_short_reports: bool = True  # the authors' padding: append " EOF XXX" until a report has 9 words
 
     # ---- network -------------------------------------------------------------------------------------------
+    # The network (nets/models.py): "reclmis" (the default), or a peer for comparisons: "unet" (image-only, LViT's
+    # baseline), "lvit" or "guidedecoder". Sessions go to <output_root>/<task_name>/<its folder>/ (RecLMIS, UNet,
+    # LViT, GuideDecoder).
+    model: str = "reclmis"
+    # model="guidedecoder": ConvNeXt-Tiny's weights (transformers' save_pretrained folder of facebook/convnext-tiny-224
+    # or its hub name); None = random weights, which the log and config.json then say.
+    convnext_weights: Optional[str] = None
     base_channel: int = 64  # U-Net width at full resolution
     clip_weights: Optional[str] = "nets/ViT-B-32.pt"  # OpenAI archive or state dict; None = random text tower
     freeze_text_tower: bool = True  # freeze the text tower, kept in eval mode (hf: its projection still trains)
@@ -161,7 +168,7 @@ class Config:
     early_stopping_patience: int = 100
 
     # ---- runs ----------------------------------------------------------------------------------------------
-    output_root: str = "."  # sessions go to <output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/
+    output_root: str = "."  # sessions go to <output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/ (RecLMIS)
     device: str = "auto"  # "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", ...
     amp: bool = False  # mixed precision: fp16 autocast + gradient scaling on CUDA, bf16 autocast on CPU
     # Train with the convolutions' weights and activations in channels-last layout: faster on CPUs and GPUs

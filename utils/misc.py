@@ -64,8 +64,9 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(cuda)
 
 
-def import_transformers() -> ModuleType:
-    """transformers, an optional dependency that only ``text_encoder="hf"`` (its tower and tokenizer) needs.
+def import_transformers(needed_by: str = "text_encoder='hf'") -> ModuleType:
+    """transformers, an optional dependency that only ``text_encoder="hf"`` (its tower and tokenizer) and
+    ``model="guidedecoder"`` (its ConvNeXt) need; ``needed_by`` names the one asking.
 
     Raises:
         ImportError: it is not installed; the message names the requirements file that installs it.
@@ -73,7 +74,7 @@ def import_transformers() -> ModuleType:
     try:
         return importlib.import_module("transformers")
     except ImportError:
-        raise ImportError("text_encoder='hf' needs transformers: pip install -r requirements-hf.txt") from None
+        raise ImportError(f"{needed_by} needs transformers: pip install -r requirements-hf.txt") from None
 
 
 def to_device(batch: dict, device: torch.device):

@@ -1,8 +1,10 @@
 """Session folders: where a run writes, and finding a session again by its id.
 
-Layout (the authors'): ``<output_root>/<task_name>/RecLMIS/session_MM.DD_HHhMM/`` with ``models/``
-(``best_model-RecLMIS.pth.tar``, ``latest_model.pth.tar``), ``tensorboard_logs/``, ``<session>.log``,
-and ``config.json``; ``.lock`` (:class:`SessionLock`) while a training process writes the session.
+Layout (the authors'): ``<output_root>/<task_name>/<model folder>/session_MM.DD_HHhMM/`` with ``models/``
+(``best_model-<model folder>.pth.tar``, ``latest_model.pth.tar``), ``tensorboard_logs/``, ``<session>.log``,
+and ``config.json``; ``.lock`` (:class:`SessionLock`) while a training process writes the session. The model
+folder is ``RecLMIS`` for RecLMIS, as the authors', and each other network's own (``nets/models.py``), so the
+sessions of a task sit side by side, one folder per network.
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ _WINDOWS_LOCK_OFFSET = 1 << 20
 _HELD_ELSEWHERE = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK}
 
 
-def sessions_root(output_root: str, task_name: str) -> str:
-    return os.path.join(output_root, task_name, MODEL_NAME)
+def sessions_root(output_root: str, task_name: str, folder: str = MODEL_NAME) -> str:
+    """Where the sessions of the network whose folder is ``folder`` go."""
+    return os.path.join(output_root, task_name, folder)
 
 
-def create_session_dir(output_root: str, task_name: str, now: float = None) -> str:
-    """Create and return a new session folder; a second run in the same minute gets ``_2``, ``_3``, ..."""
-    root = sessions_root(output_root, task_name)
+def create_session_dir(output_root: str, task_name: str, now: float = None, folder: str = MODEL_NAME) -> str:
+    """Create and return a new session folder of the network whose folder is ``folder``; a second run in the same
+    minute gets ``_2``, ``_3``, ..."""
+    root = sessions_root(output_root, task_name, folder)
     os.makedirs(root, exist_ok=True)
     base = time.strftime("session_%m.%d_%Hh%M", time.localtime(now))
     for attempt in range(1, 1000):
@@ -58,25 +62,40 @@ def create_session_dir(output_root: str, task_name: str, now: float = None) -> s
 
 
 def list_sessions(output_root: str, task_name: str) -> List[str]:
-    root = sessions_root(output_root, task_name)
-    if not os.path.isdir(root):
+    """The sessions of a task, every network's, as ``<model folder>/<session>``, sorted."""
+    task = os.path.join(output_root, task_name)
+    if not os.path.isdir(task):
         return []
-    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    return sorted(f"{model}/{session}" for model in os.listdir(task) if os.path.isdir(os.path.join(task, model))
+                  for session in os.listdir(os.path.join(task, model))
+                  if os.path.isdir(os.path.join(task, model, session)))
+
+
+def _session_in(task_dir: str, session: str) -> List[str]:
+    """The folders named ``session`` in any network's sessions under ``task_dir``."""
+    if not os.path.isdir(task_dir):
+        return []
+    return sorted(os.path.join(task_dir, model, session) for model in os.listdir(task_dir)
+                  if os.path.isdir(os.path.join(task_dir, model, session)))
 
 
 def resolve_session(session: str, output_root: str, task_name: str) -> str:
-    """A session folder from a path or a bare session id; the error lists the sessions there are."""
+    """A session folder from a path or a bare session id (looked for in every network's folder of the task); the
+    error lists the sessions there are, or the paths when two networks have a session of that id."""
     if os.path.isdir(session):
         return session
-    path = os.path.join(sessions_root(output_root, task_name), session)
-    if os.path.isdir(path):
-        return path
+    task_dir = os.path.join(output_root, task_name)
+    found = _session_in(task_dir, session)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise FileNotFoundError(f"session {session!r} exists for several networks: {', '.join(found)}; pass the "
+                                "path of the one you mean")
     known = list_sessions(output_root, task_name)
-    message = (f"no session {session!r} under {os.path.abspath(sessions_root(output_root, task_name))}; "
+    message = (f"no session {session!r} under {os.path.abspath(task_dir)}; "
                + (f"sessions there: {', '.join(known)}" if known else "there are no sessions there yet"))
     tasks = [entry.name for entry in os.scandir(output_root)] if os.path.isdir(output_root) else []
-    elsewhere = sorted(t for t in tasks if t != task_name and os.path.isdir(os.path.join(
-        sessions_root(output_root, t), session)))
+    elsewhere = sorted(t for t in tasks if t != task_name and _session_in(os.path.join(output_root, t), session))
     if elsewhere:
         configs = [name for name in known_configs() if _task_of(name) == elsewhere[0]]
         how = f"add -c {configs[0]}" if configs else f"use a config whose task_name is {elsewhere[0]!r}"

@@ -22,7 +22,7 @@ from typing import List, Optional
 import torch
 
 from Load_Dataset import build_test_split
-from utils.checkpoints import BEST_NAME
+from utils.checkpoints import session_best
 from utils.config import Config, load_config
 from utils.data.files import split_paths
 from utils.data.importer import manifest_hash
@@ -129,7 +129,7 @@ def run_test(request: TestRequest) -> tuple:
     checkpoint = request.checkpoint
     if request.session:
         session_dir = resolve_session(request.session, config.output_root, config.task_name)
-        checkpoint = os.path.join(session_dir, "models", BEST_NAME)
+        checkpoint = session_best(session_dir)
     device = test_device(request.device, request.gpu)
     out_dir = request.out or results_dir(checkpoint, session_dir)
     check_writable(out_dir)

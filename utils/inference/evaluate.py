@@ -67,10 +67,11 @@ def score_split(predictor: Predictor, dataset: ImageToImage2D, loader, *, save_p
                 if vis_dir is not None:
                     image = (batch["image"][i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
                     words = predictor.tokenizer.report_token_strings(batch["text_token"][i], batch["text"][i])
+                    interest = "word_weights" in out  # only a network with interest maps returns them
                     draw_case(os.path.join(vis_dir, f"{os.path.splitext(name)[0]}_dice{dice:.3f}.png"), image,
                               torch.sigmoid(logits[i, 0]).cpu().numpy(), batch["text"][i], words,
-                              out["word_weights"][i, 1:1 + len(words)].cpu().numpy(),
-                              out["patch_weights"][i].reshape(grid, grid).cpu().numpy(),
+                              out["word_weights"][i, 1:1 + len(words)].cpu().numpy() if interest else None,
+                              out["patch_weights"][i].reshape(grid, grid).cpu().numpy() if interest else None,
                               truth=batch["label"][i].numpy(), dice=dice)
     return {"images": meter.images, **meter.compute()}, rows
 
@@ -90,7 +91,7 @@ def text_ablation(predictor: Predictor, dataset: ImageToImage2D, seed: int, *, p
     with an empty report (start and end tokens only, without the authors' short-report padding) for every image.
 
     With ``cases`` (:func:`demo_cases_of`), the true-report pass also gives the demo's measures under ``"demo"``:
-    the every-blob oracle's scores and the mean interest-map shares of
+    the every-blob oracle's scores and, for a network with interest maps, the mean interest-map shares of
     :func:`utils.inference.language.interest_shares`.
     """
     donor, unchanged = text_derangement(dataset.reports, seed)
@@ -114,12 +115,13 @@ def text_ablation(predictor: Predictor, dataset: ImageToImage2D, seed: int, *, p
                 if weigh:
                     case = cases[sample["name"]]
                     oracle.update(every_blob_logits(case.blobs, dataset.img_size), label)
+                if weigh and "word_weights" in out:  # a network with interest maps
                     shares.append(interest_shares(predictor.tokenizer.token_strings(sample["text_token"]),
                                                   out["word_weights"][0], out["patch_weights"][0], case.zones,
                                                   dataset.img_size, layout=case.layout))
             results[kind] = {**meter.compute(), "images": meter.images}
     results["shuffled"]["unchanged"] = unchanged
     if cases is not None:
-        means = {key: float(np.mean([row[key] for row in shares])) for key in shares[0]}
+        means = {key: float(np.mean([row[key] for row in shares])) for key in (shares[0] if shares else {})}
         results["demo"] = {"oracle_every_blob": {**oracle.compute(), "images": oracle.images}, **means}
     return results

@@ -74,8 +74,8 @@ def draw_case(path: str, *args, **kwargs) -> None:
 
 
 def case_figure(image_bgr: np.ndarray, probability: np.ndarray, report: str, words: Sequence[str],
-                word_weights: np.ndarray, patch_weights: np.ndarray, truth: Optional[np.ndarray] = None,
-                dice: Optional[float] = None) -> Figure:
+                word_weights: Optional[np.ndarray], patch_weights: Optional[np.ndarray],
+                truth: Optional[np.ndarray] = None, dice: Optional[float] = None) -> Figure:
     """One figure: the input, the prediction (against the ground truth when given), the probability map, the
     patches of interest on a fixed scale with its colour bar, and a bar per report word (its words-of-interest
     weight) under the report.
@@ -85,7 +85,8 @@ def case_figure(image_bgr: np.ndarray, probability: np.ndarray, report: str, wor
         words: the report's own tokens, without the " EOF XXX" padding
             (:meth:`utils.data.tokenizer.ReportTokenizer.report_token_strings`); word_weights: one per word (the rest of
             the weight, on the start, end and padding tokens, is named in the bar panel's label).
-        patch_weights: ``[G, G]``, summing to 1.
+        patch_weights: ``[G, G]``, summing to 1. Both None for a network without interest maps (the peers): the
+            figure then has the input, prediction and probability panels only.
 
     Pictures larger than ``DISPLAY_SIDE`` on a side are shrunk first: a panel is a few hundred pixels wide, and
     full-size copies of a large scan would cost memory for nothing.
@@ -98,12 +99,16 @@ def case_figure(image_bgr: np.ndarray, probability: np.ndarray, report: str, wor
                    overlay(image_bgr, truth, mask))]
     else:
         panels = [("input", image_bgr), ("prediction", mask_overlay(image_bgr, mask))]
-    spread = float(patch_weights.max()) / max(float(patch_weights.min()), 1e-12)
-    relative = relative_patch_weights(patch_weights)
-    flat = " - flat" if spread < FLAT else ""
-    panels += [("probability", None), (f"patches of interest{flat}\n(max/min {spread:.4f})", "patches")]
-    fig = Figure(figsize=(3 * len(panels) + 0.6, 5.8))
-    grid = fig.add_gridspec(2, len(panels), height_ratios=[3, 1.3], hspace=0.45)
+    panels.append(("probability", None))
+    interest = word_weights is not None and patch_weights is not None
+    if interest:
+        spread = float(patch_weights.max()) / max(float(patch_weights.min()), 1e-12)
+        relative = relative_patch_weights(patch_weights)
+        flat = " - flat" if spread < FLAT else ""
+        panels.append((f"patches of interest{flat}\n(max/min {spread:.4f})", "patches"))
+    fig = Figure(figsize=(3 * len(panels) + 0.6, 5.8 if interest else 4.2))
+    grid = fig.add_gridspec(2 if interest else 1, len(panels), height_ratios=[3, 1.3] if interest else [1],
+                            hspace=0.45)
     for column, (title, picture) in enumerate(panels):
         axis = fig.add_subplot(grid[0, column])
         if picture is None:
@@ -120,6 +125,11 @@ def case_figure(image_bgr: np.ndarray, probability: np.ndarray, report: str, wor
             axis.imshow(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB))
         axis.set_title(title, fontsize=9)
         axis.axis("off")
+    caption = report if truth is None else f"{report}\nprediction: TP green, FP blue, FN red"
+    fig.suptitle(caption, fontsize=8, wrap=True, y=0.995)
+    if not interest:
+        fig.subplots_adjust(left=0.03, right=0.97, top=0.8, bottom=0.03)
+        return fig
     bars = fig.add_subplot(grid[1, :])
     positions = np.arange(len(words))
     word_weights = np.asarray(word_weights, dtype=np.float64)[:len(words)]
@@ -135,7 +145,5 @@ def case_figure(image_bgr: np.ndarray, probability: np.ndarray, report: str, wor
     bars.set_title(f"words of interest (dashed: uniform over the words; {rest:.1%} of the weight on the start, end "
                    "and padding tokens)", fontsize=8)
     bars.tick_params(axis="y", labelsize=7)
-    caption = report if truth is None else f"{report}\nprediction: TP green, FP blue, FN red"
-    fig.suptitle(caption, fontsize=8, wrap=True, y=0.995)
     fig.subplots_adjust(left=0.05, right=0.96, top=0.86, bottom=0.14)  # tight_layout cannot place the colour bar
     return fig

@@ -35,7 +35,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Optional, Union
 
 import cv2
 import numpy as np
@@ -77,8 +77,8 @@ class Prediction:
         words: the report's tokens as the model read them (after the authors' short-report padding, cut to
             ``token_len``).
         word_weights: ``[len(words)]`` words-of-interest weights (a softmax over the tokens with the start and end
-            tokens, so they sum to at most 1).
-        patch_weights: ``[G, G]`` patches-of-interest weights (sum 1), ``G = img_size / 16``.
+            tokens, so they sum to at most 1); None for a network without interest maps (the peers).
+        patch_weights: ``[G, G]`` patches-of-interest weights (sum 1), ``G = img_size / 16``; None likewise.
     """
 
     image: np.ndarray
@@ -86,8 +86,8 @@ class Prediction:
     mask: np.ndarray
     report: str
     words: List[str]
-    word_weights: np.ndarray
-    patch_weights: np.ndarray
+    word_weights: Optional[np.ndarray]
+    patch_weights: Optional[np.ndarray]
 
     def save(self, prefix: str) -> List[str]:
         """Write ``<prefix>_mask.png`` (0/255), ``<prefix>_prob.png`` (probability x 255) and
@@ -165,7 +165,8 @@ class Predictor:
         self.model = model
         self.compiled = torch.compile(model, dynamic=False) if compile else None
         self._compiled_sizes: List[int] = []
-        self.text_cache = TextFeatureCache(cache_text) if cache_text else None
+        # A network without a text tower (the U-Net) has no text features to keep.
+        self.text_cache = TextFeatureCache(cache_text) if cache_text and model.text_tower is not None else None
         self.config = model.config
         self.tokenizer = build_tokenizer(self.config)
         self.max_image_pixels = max_image_pixels
@@ -292,9 +293,11 @@ class Predictor:
         mask = np.greater(probability, 0.5).view(np.uint8)
         words = self.tokenizer.report_token_strings(tokens.tokens[0], report)
         grid = size // 16
+        interest = "word_weights" in out  # only a network with interest maps returns them
         return Prediction(image=image, probability=probability, mask=mask, report=report, words=words,
-                          word_weights=out["word_weights"][0, 1:1 + len(words)].cpu().numpy(),
-                          patch_weights=out["patch_weights"][0].reshape(grid, grid).cpu().numpy())
+                          word_weights=out["word_weights"][0, 1:1 + len(words)].cpu().numpy() if interest else None,
+                          patch_weights=out["patch_weights"][0].reshape(grid, grid).cpu().numpy() if interest
+                          else None)
 
     def _warn_about(self, report: str) -> None:
         """Log what looks wrong with ``report`` (:func:`utils.data.reports.report_concerns`, and a cut to

@@ -22,11 +22,11 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from nets.models import model_kind
 from nets.text_towers import text_tower_kind
 from nets.weights import load_weights
-from utils.checkpoints import BEST_NAME, LATEST_NAME, check_frozen, frozen_names, frozen_sha256
+from utils.checkpoints import LATEST_NAME, best_name, check_frozen, frozen_names, frozen_sha256
 from utils.misc import set_rng_state
-from utils.sessions import MODEL_NAME
 from utils.weights_io import read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def checkpoint_payload(model, config, epoch: int, best: bool, val: dict, trainin
     omitted = frozen_names(model) if frozen_sha256 is not None else []
     if omitted and config.clip_weights is None:
         raise ValueError("a random text tower (clip_weights=None) cannot be rebuilt: keep it in the checkpoint")
-    payload = {"epoch": epoch, "best_model": best, "model": MODEL_NAME,
+    payload = {"epoch": epoch, "best_model": best, "model": model_kind(config.model).folder,
                "state_dict": compact_state_dict(model, leave_out=omitted), "val_loss": float(val["total"]),
                "val_dice": float(val["dice"]), "config": config.to_dict()}
     if omitted:
@@ -206,7 +206,8 @@ class SessionCheckpoints:
 
     def __init__(self, session_dir: str, model: nn.Module, optimizer, scheduler, scaler, config):
         self.models_dir = os.path.join(session_dir, "models")
-        self.best_path = os.path.join(self.models_dir, BEST_NAME)
+        self.best_name = best_name(config)
+        self.best_path = os.path.join(self.models_dir, self.best_name)
         self.latest_path = os.path.join(self.models_dir, LATEST_NAME)
         self.model, self.optimizer, self.scheduler, self.scaler, self.config = (model, optimizer, scheduler, scaler,
                                                                                 config)
@@ -238,7 +239,7 @@ class SessionCheckpoints:
         """After a finished epoch: the best checkpoint when ``improved``, then the latest."""
         if improved:
             save_checkpoint(self.best_payload(epoch, val), self.best_path)
-            logger.info("\tbest val Dice so far (%.4f): saved %s", val["dice"], BEST_NAME)
+            logger.info("\tbest val Dice so far (%.4f): saved %s", val["dice"], self.best_name)
         save_checkpoint(self.latest_payload(epoch, val, state, rngs), self.latest_path)
 
     def save_partial(self, epoch: int, batches_done: int, meters: dict, state: TrainState, rngs: list) -> None:
@@ -287,4 +288,4 @@ class SessionCheckpoints:
 def omits_frozen_tower(config) -> bool:
     """Whether latest checkpoints leave out the frozen text tower: one its kind rebuilds from a file (a CLIP tower
     from ``clip_weights``; an hf tower stays in them)."""
-    return text_tower_kind(config.text_encoder).omitted_from_latest(config)
+    return model_kind(config.model).has_text_tower and text_tower_kind(config.text_encoder).omitted_from_latest(config)

@@ -1,5 +1,8 @@
-"""RecLMIS losses, on the model's output dict. All take logits, never probabilities.
+"""The losses, on the model's output dict. All take logits, never probabilities. :func:`build_criterion` gives the
+one a network trains with: RecLMIS's (:class:`RecLMISCriterion`), or the weighted terms its model kind names
+(:class:`SegmentationCriterion`; LViT and its U-Net: ``0.5 * Dice + 0.5 * balanced BCE``).
 
+RecLMIS's
 Total, with the config's weights (the authors' 5, 0.2, 1, 1):
 
     5 * (0.5 * Dice + 0.5 * BCE) + 0.2 * CCL + text reconstruction MSE + image reconstruction MSE
@@ -23,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nets.models import model_kind
+
 
 def _check_pair(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape:
@@ -42,6 +47,35 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     t = 0.5 * target.float().reshape(b, -1)
     dice = (2 * (p * t).sum(-1) + smooth) / ((p * p).sum(-1) + (t * t).sum(-1) + smooth)
     return (1 - dice).mean()
+
+
+def plain_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """MONAI's default Dice loss (GuideDecoder's): ``1 - (2 sum(p t) + s) / (sum(p) + sum(t) + s)`` per image with
+    ``p = sigmoid(logits)``, averaged.
+
+    Args:
+        logits: ``[B, ...]``; target: same shape, values in {0, 1}.
+    """
+    _check_pair("plain_dice_loss", logits, target)
+    b = logits.shape[0]
+    p = torch.sigmoid(logits.float()).reshape(b, -1)
+    t = target.float().reshape(b, -1)
+    return (1 - (2 * (p * t).sum(-1) + smooth) / (p.sum(-1) + t.sum(-1) + smooth)).mean()
+
+
+def balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """LViT's class-balanced BCE (its ``WeightedBCE([0.5, 0.5])``): half the mean BCE over the batch's foreground
+    pixels plus half the mean over its background pixels, so that a small lesion weighs as much as the rest.
+
+    Args:
+        logits: ``[B, ...]``; target: same shape, values in {0, 1}.
+    """
+    _check_pair("balanced_bce", logits, target)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    positive = (target > 0.5).float()
+    negative = 1 - positive
+    return (0.5 * (positive * loss).sum() / (positive.sum() + 1e-12)
+            + 0.5 * (negative * loss).sum() / (negative.sum() + 1e-12))
 
 
 def cross_entropy_diagonal(logits: torch.Tensor) -> torch.Tensor:
@@ -91,10 +125,10 @@ def conditioned_contrastive_loss(
     return (cross_entropy_diagonal(logits) + cross_entropy_diagonal(logits.T)) / 2
 
 
-# The loss terms RecLMISCriterion returns, and their names in logs, epochs.jsonl and TensorBoard: the Dice loss term
+# The loss terms the criteria return, and their names in logs, epochs.jsonl and TensorBoard: the Dice loss term
 # is logged as "dice_loss", because "dice" there is the metric.
-TERMS = ("dice", "bce", "seg", "ccl", "text_rec", "img_rec", "total")
-LOGGED_TERMS = ("total", "seg", "dice_loss", "bce", "ccl", "text_rec", "img_rec")
+TERMS = ("dice", "dice_plain", "bce", "balanced_bce", "seg", "ccl", "text_rec", "img_rec", "total")
+LOGGED_TERMS = ("total", "seg", "dice_loss", "dice_plain", "bce", "balanced_bce", "ccl", "text_rec", "img_rec")
 
 
 def logged_name(term: str) -> str:
@@ -157,3 +191,44 @@ class RecLMISCriterion(nn.Module):
             img_target = img_target.detach()
         terms["img_rec"] = (outputs["img_rec"].float() - img_target.float()).pow(2).mean()
         return terms
+
+
+# The terms a model kind may name in its ``losses`` (nets/models.py), each ``term(logits, masks)``.
+SEGMENTATION_TERMS = {
+    "dice": soft_dice_loss,
+    "dice_plain": plain_dice_loss,
+    "bce": lambda logits, masks: F.binary_cross_entropy_with_logits(logits.float(), masks.float()),
+    "balanced_bce": balanced_bce,
+}
+
+
+class SegmentationCriterion(nn.Module):
+    """The weighted sum of segmentation terms (:data:`SEGMENTATION_TERMS`) that a model kind names.
+
+    Call with the model's output dict and the masks ``[B, H, W]`` or ``[B, 1, H, W]``; returns each term, ``seg``
+    and ``total`` (both the weighted sum).
+    """
+
+    def __init__(self, weights: Dict[str, float]):
+        super().__init__()
+        unknown = sorted(set(weights) - set(SEGMENTATION_TERMS))
+        if unknown:
+            raise ValueError(f"unknown loss terms {unknown}; known: {sorted(SEGMENTATION_TERMS)}")
+        self.weights = dict(weights)
+
+    def forward(self, outputs: Dict[str, torch.Tensor], masks: torch.Tensor) -> Dict[str, torch.Tensor]:
+        logits = outputs["logits"]
+        if masks.dim() == logits.dim() - 1:
+            masks = masks.unsqueeze(1)
+        _check_pair("logits vs masks", logits, masks)
+        terms = {name: SEGMENTATION_TERMS[name](logits, masks.to(logits.dtype)) for name in self.weights}
+        terms["seg"] = sum(weight * terms[name] for name, weight in self.weights.items())
+        terms["total"] = terms["seg"]
+        return terms
+
+
+def build_criterion(config, gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> nn.Module:
+    """The criterion the network ``config.model`` names trains with (``gather``: RecLMIS's contrastive negatives
+    across processes, :class:`RecLMISCriterion`)."""
+    weights = model_kind(config.model).losses
+    return RecLMISCriterion(config, gather=gather) if weights is None else SegmentationCriterion(weights)

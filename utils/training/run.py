@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import torch
 
 from Load_Dataset import check_data_choices, fit_token_len
+from nets.models import model_kind
 from nets.text_towers import text_tower_kind
 from utils.checkpoints import LATEST_NAME, best_checkpoint_note
 from utils.config import Config, load_config, parse_override
@@ -61,7 +62,10 @@ def train(config_name: str, overrides: Sequence[str] = (), device: Optional[str]
         if device:
             config = config.replace(device=device)
         check_data_choices(config)  # each part checks its own choices, before any folder is written
-        text_tower_kind(config.text_encoder).check(config)
+        model = model_kind(config.model)  # an unknown name is refused here
+        model.check(config)
+        if model.has_text_tower:
+            text_tower_kind(config.text_encoder).check(config)
         chosen = get_device(config.device)
         dist = init_distributed(chosen.type)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
@@ -102,7 +106,8 @@ def _open_session(config: Config, config_name: str, overrides: Sequence[str], re
             error = f"cannot resume: {failure}"
     elif dist.is_main:
         try:
-            session_dir = create_session_dir(config.output_root, config.task_name)
+            session_dir = create_session_dir(config.output_root, config.task_name,
+                                             folder=model_kind(config.model).folder)
             lock = SessionLock(session_dir).acquire()  # no other process knows the new folder yet: never refused
             with open(os.path.join(session_dir, "config.json"), "w") as handle:
                 json.dump(config.to_dict(), handle, indent=2)
@@ -137,7 +142,9 @@ def _describe_run(config: Config, config_name: str, device: torch.device, dist: 
     logger.info("session %s, config %s, device %s%s", os.path.abspath(session_dir), config_name, device,
                 f", {dist.world_size} processes ({dist.backend})" if dist.enabled else "")
     # Relative paths of the config resolve against the working directory: say where each one lands.
-    tower = text_tower_kind(config.text_encoder).describe(config)
+    kind = model_kind(config.model)
+    tower = text_tower_kind(config.text_encoder).describe(config) if kind.has_text_tower else "none (reads no report)"
+    logger.info("network %s (model=%r): %s", kind.folder, kind.name, kind.paper)
     logger.info("working directory %s; data %s, %s, %s; text tower %s", os.getcwd(),
                 *(os.path.abspath(getattr(config, f"{split}_dataset")) for split in ("train", "val", "test")), tower)
     logger.info("token_len %d%s%s", config.token_len,

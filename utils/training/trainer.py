@@ -33,7 +33,7 @@ from utils.sessions import append_epoch
 from utils.training.checkpoint import SessionCheckpoints, TrainState
 from utils.training.distributed import Distributed, convert_sync_batchnorm, gather_with_grad
 from utils.training.engine import TrainingInterrupted, evaluate, evaluate_dice, train_one_epoch
-from utils.training.losses import LOGGED_TERMS, RecLMISCriterion
+from utils.training.losses import LOGGED_TERMS, build_criterion
 from utils.training.precision import check_cpu_amp
 from utils.training.schedulers import build_optimizer, build_scheduler
 
@@ -66,8 +66,8 @@ class Trainer:
             gather = gather_with_grad if config.ccl_gather else None
             if dist.rank > 0:  # dropout and the masking draws: each process its own stream (rank 0 keeps seed's)
                 torch.manual_seed(config.seed + dist.rank)
-        self.criterion = RecLMISCriterion(config, gather=gather)
-        self.val_criterion = RecLMISCriterion(config)
+        self.criterion = build_criterion(config, gather=gather)
+        self.val_criterion = build_criterion(config)
         self.optimizer = build_optimizer(config, self.raw_model)
         self.scheduler = build_scheduler(config, self.optimizer)
         self.amp = config.amp

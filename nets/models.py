@@ -1,0 +1,116 @@
+"""The model registry: each segmentation network, by the name ``Config.model`` gives it.
+
+A kind says how its network is built, the folder its sessions go to (``<output_root>/<task_name>/<folder>/``, and
+its best checkpoint ``best_model-<folder>.pth.tar``, as LViT's code names it), whether it reads the report, the
+losses it trains with, whether it draws words and patches of interest, and what sizes it accepts. Everything else
+(data, augmentation, checkpoints, training, ``test.py``, ``predict``, ``tools.compare``) is shared.
+
+Every network follows one contract, RecLMIS's: ``forward(images, text_tokens, text_mask, return_aux=None,
+return_weights=False, text_clip=None)`` returns a dict whose ``logits`` is ``[B, 1, H, W]``; ``text_tower`` is the
+text tower (None for an image-only model), ``encode_text`` its features (cached at inference). A network that does
+not read the report takes the same arguments and ignores them. Only a model with ``interest_maps`` returns
+``word_weights`` and ``patch_weights``.
+
+A new model is one module that defines the network and calls :func:`register_model` once, imported by
+``nets/__init__.py``. The built-in kinds: ``reclmis`` (:mod:`nets.reclmis`, the default), ``unet``
+(:mod:`nets.unet_baseline`, LViT's image-only U-Net) and ``lvit`` (:mod:`nets.lvit`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+
+def _no_check(config) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One kind of segmentation network.
+
+    Attributes:
+        name: the ``model`` value that selects it.
+        folder: its sessions' folder under the task, and the tail of its best checkpoint's name.
+        build: ``build(config, text_tower=None) -> model``; ``text_tower`` an already built tower to use (a
+            checkpoint's rebuild), None builds the one the config names.
+        reads_report: whether its output depends on the report (False: the image-only control).
+        has_text_tower: whether it holds a text tower of the registry (as ``clip``; False: it reads no text).
+        losses: the loss terms and their weights (``{"dice": 0.5, "balanced_bce": 0.5}``; the names of
+            :mod:`utils.training.losses`), or None for RecLMIS's losses with the config's ``loss_weight_*``.
+        interest_maps: whether ``forward(..., return_weights=True)`` returns words and patches of interest.
+        check: raises ``ValueError`` naming the field when the config's sizes cannot build this network (called
+            before a run starts and in the constructor).
+        paper: where the network comes from, for the log and the docs.
+    """
+
+    name: str
+    folder: str
+    build: Callable[..., nn.Module]
+    reads_report: bool = True
+    has_text_tower: bool = True
+    losses: Optional[Mapping[str, float]] = None
+    interest_maps: bool = False
+    check: Callable[[object], None] = _no_check
+    paper: str = ""
+
+
+MODELS: Dict[str, ModelKind] = {}
+
+
+def register_model(kind: ModelKind) -> ModelKind:
+    """Add ``kind`` to the registry; a second kind of the same name or folder is refused."""
+    for other in MODELS.values():
+        if other is not kind and (other.name == kind.name or other.folder == kind.folder):
+            raise ValueError(f"a model named {kind.name!r} or with the folder {kind.folder!r} is registered already")
+    MODELS[kind.name] = kind
+    return kind
+
+
+def model_kind(name: str) -> ModelKind:
+    """The registered kind called ``name``; ``ValueError`` lists the kinds there are."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}") from None
+
+
+class Network(nn.Module):
+    """What every network has: its ``config``, ``text_tower`` (None here: a network that reads reports has one,
+    :class:`nets.text_towers.ReportReader`) and :meth:`check_inputs`."""
+
+    text_tower = None
+
+    def check_inputs(self, images: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor) -> None:
+        """Raise ``ValueError`` naming what is wrong with a batch for this network (:func:`check_batch`)."""
+        tower = self.text_tower
+        check_batch(self.config, images, text_tokens, text_mask,
+                    None if tower is None else tower.shape.context_length)
+
+
+def check_batch(config, images: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor,
+                context_length: Optional[int] = None) -> None:
+    """Raise ``ValueError`` naming what is wrong with a batch for a network built from ``config``.
+
+    Args:
+        context_length: the text tower's, when the network has one (more tokens than it are refused).
+    """
+    expected = (config.n_channels, config.img_size, config.img_size)
+    if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+        raise ValueError(f"images must be [B, {expected[0]}, {expected[1]}, {expected[2]}] (img_size="
+                         f"{config.img_size}), got {list(images.shape)}")
+    if text_tokens.dim() != 2 or text_tokens.shape[0] != images.shape[0]:
+        raise ValueError(f"text_tokens must be [B, L] with B = {images.shape[0]} images, got "
+                         f"{list(text_tokens.shape)}")
+    if context_length is not None and text_tokens.shape[1] > context_length:
+        raise ValueError(f"text_tokens has {text_tokens.shape[1]} tokens, more than the text tower's context "
+                         f"length {context_length}")
+    if text_mask.shape != text_tokens.shape:
+        raise ValueError(f"text_mask {list(text_mask.shape)} must have the shape of text_tokens "
+                         f"{list(text_tokens.shape)}")
+    if text_tokens.is_floating_point():
+        raise ValueError(f"text_tokens must hold integer token ids, got {text_tokens.dtype}")
