@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nets.models import ModelKind, register_model
+from nets.models import ModelKind, register_model, with_built_tower
 from nets.text_towers import ReportReader
 from utils.misc import import_transformers
 
@@ -252,5 +252,7 @@ def check_guidedecoder(config) -> None:
 GUIDEDECODER = register_model(ModelKind(
     name="guidedecoder", folder="GuideDecoder", build=LanGuideMedSeg, reads_report=True,
     losses={"dice_plain": 1.0, "bce": 1.0}, interest_maps=False, check=check_guidedecoder,
+    authors_state=lambda state, model: with_built_tower(
+        {k: v for k, v in state.items() if ".project_head." not in k}, model, "text_encoder.model."),
     paper="Zhong et al., Ariadne's Thread: Using Text Prompts to Improve Segmentation of Infectious Areas from "
           "Chest X-ray images, MICCAI 2023"))

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nets.models import ModelKind, register_model
+from nets.models import ModelKind, register_model, with_built_tower
 from nets.text_towers import ReportReader
 from nets.unet import ConvBatchNorm, DownBlock, PixLevelModule, UpBlockAttention
 from nets.unet_baseline import LVIT_LOSSES
@@ -268,5 +268,5 @@ class LViT(ReportReader):
 
 LVIT = register_model(ModelKind(
     name="lvit", folder="LViT", build=LViT, reads_report=True, losses=LVIT_LOSSES, interest_maps=False,
-    check=check_lvit, paper="Li et al., LViT: Language meets Vision Transformer in Medical Image Segmentation, "
-                            "IEEE TMI 2023"))
+    check=check_lvit, authors_state=with_built_tower,
+    paper="Li et al., LViT: Language meets Vision Transformer in Medical Image Segmentation, IEEE TMI 2023"))

@@ -46,6 +46,9 @@ class ModelKind:
         check: raises ``ValueError`` naming the field when the config's sizes cannot build this network (called
             before a run starts and in the constructor).
         paper: where the network comes from, for the log and the docs.
+        authors_state: ``authors_state(state, model) -> state``: a checkpoint written by the peer's own code (one
+            that saved no config) made into this network's state dict, ``model`` being this network built from the
+            config with its text tower's weights; None: their names are ours as they are.
     """
 
     name: str
@@ -57,6 +60,7 @@ class ModelKind:
     interest_maps: bool = False
     check: Callable[[object], None] = _no_check
     paper: str = ""
+    authors_state: Optional[Callable[[Mapping, nn.Module], Dict[str, torch.Tensor]]] = None
 
 
 MODELS: Dict[str, ModelKind] = {}
@@ -90,6 +94,33 @@ class Network(nn.Module):
         tower = self.text_tower
         check_batch(self.config, images, text_tokens, text_mask,
                     None if tower is None else tower.shape.context_length)
+
+
+def with_built_tower(state: Mapping[str, torch.Tensor], model: nn.Module,
+                     file_prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """A peer's own state dict completed with ``model``'s text tower, for networks whose own code runs the text
+    encoder outside the network (LViT) or holds it under another name (GuideDecoder's ``text_encoder.model.``).
+
+    The tower's tensors come from ``model`` (built from the config's weights) unless the file holds them under
+    ``file_prefix``, which is renamed to the tower's encoder (``clip.model.``). Their networks read the encoder's
+    hidden states as they are, so an hf tower's projection becomes the identity (``text_embed_dim`` must then be
+    the encoder's width). Every other tensor is the file's.
+    """
+    tower = {f"clip.{name}": tensor for name, tensor in model.text_tower.state_dict().items()}
+    converted = dict(tower)
+    for name, tensor in state.items():
+        if file_prefix and name.startswith(file_prefix):
+            name = "clip.model." + name[len(file_prefix):]
+        converted[name] = tensor
+    if "clip.proj.weight" in tower:
+        weight = tower["clip.proj.weight"]
+        if weight.shape[0] != weight.shape[1]:
+            raise ValueError(f"a checkpoint of the peer's own code reads the text encoder's {weight.shape[1]}-wide "
+                             f"hidden states as they are: set text_embed_dim={weight.shape[1]} (not "
+                             f"{weight.shape[0]})")
+        converted["clip.proj.weight"] = torch.eye(weight.shape[0], dtype=weight.dtype)
+        converted["clip.proj.bias"] = torch.zeros(weight.shape[0], dtype=weight.dtype)
+    return converted
 
 
 def check_batch(config, images: torch.Tensor, text_tokens: torch.Tensor, text_mask: torch.Tensor,

@@ -18,8 +18,9 @@ from nets.lvit import LViT
 from nets.models import MODELS, ModelKind, model_kind, register_model
 from nets.unet_baseline import UNet
 from nets.weights import fill_for_parity, read_state_dict_tsv, state_dict_rows
-from tests.tiny import batch, tiny_config
+from tests.tiny import batch, tiny_config, write_clip_file
 from tools.peer_reference import TEXT_WIDTH, TOKENS, parity_inputs
+from utils.checkpoints import build_model_from_checkpoint
 
 PEERS = ["unet", "lvit", "guidedecoder"]
 
@@ -135,3 +136,53 @@ def test_registry_names_the_models_and_refuses_a_clash():
     with pytest.raises(ValueError, match="registered already"):
         register_model(ModelKind(name="unet2", folder="UNet", build=UNet))
     assert "unet2" not in MODELS
+
+
+def _their_file(model, path, keep=lambda name: not name.startswith("clip."), rename=None, extra=None):
+    """``model``'s weights written as the peer's own code writes a checkpoint: no config, its tower left out (or
+    renamed), DataParallel's ``module.`` prefix."""
+    state = {f"module.{rename(n) if rename else n}": t for n, t in model.state_dict().items() if keep(n)}
+    state.update(extra or {})
+    torch.save({"epoch": 3, "model": "theirs", "state_dict": state}, path)
+    return str(path)
+
+
+def test_an_lvit_checkpoint_of_their_code_loads_with_the_tower_from_the_config(tmp_path):
+    config = tiny_config(model="lvit", base_channel=8, clip_weights=write_clip_file(tmp_path / "tower.pt"),
+                         text_embed_dim=32)
+    torch.manual_seed(3)
+    trained = build_model(config).eval()
+    loaded, _ = build_model_from_checkpoint(_their_file(trained, tmp_path / "lvit.pth.tar"), config)
+    images, tokens, mask, _ = batch(config)
+    with torch.no_grad():
+        assert torch.equal(loaded(images, tokens, mask)["logits"], trained(images, tokens, mask)["logits"])
+
+
+def test_a_guidedecoder_checkpoint_of_their_code_loads_its_bert_into_the_hf_tower(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path / "bert"
+    (folder).mkdir()
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "left", "lung"]) + "\n")
+    transformers.BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    transformers.BertModel(transformers.BertConfig(vocab_size=7, hidden_size=16, num_hidden_layers=1,
+                                                   num_attention_heads=2, intermediate_size=32,
+                                                   max_position_embeddings=16)).save_pretrained(folder)
+    config = tiny_config(model="guidedecoder", text_encoder="hf", hf_text_model=str(folder), text_embed_dim=16,
+                         token_len=8)
+    torch.manual_seed(4)
+    trained = build_model(config).eval()
+    with torch.no_grad():  # their network has no projection after BERT: ours, the identity
+        trained.text_tower.proj.weight.copy_(torch.eye(16))
+        trained.text_tower.proj.bias.zero_()
+        trained.text_tower.model.embeddings.word_embeddings.weight.mul_(3)  # a BERT unlike the folder's
+    heads = {"module.encoder.project_head.weight": torch.zeros(768, 768),
+             "module.text_encoder.project_head.0.weight": torch.zeros(768, 768)}
+    path = _their_file(trained, tmp_path / "gd.pth.tar", keep=lambda n: not n.startswith("clip.") or ".model." in n,
+                       rename=lambda n: n.replace("clip.model.", "text_encoder.model."), extra=heads)
+    loaded, _ = build_model_from_checkpoint(path, config)
+    tokens = torch.tensor([[2, 5, 6, 3, 0, 0, 0, 0]] * 2)
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(images, tokens, tokens > 0)["logits"], trained(images, tokens, tokens > 0)["logits"])
+    with pytest.raises(ValueError, match="set text_embed_dim=16"):
+        build_model_from_checkpoint(path, config.replace(text_embed_dim=8))

@@ -104,7 +104,9 @@ def build_model_from_checkpoint(path: str, config=None):
             CLIP file it recorded (as given, then as an absolute path), else from ``config.clip_weights``, and
             must match the recorded SHA-256. Other towers are rebuilt as their kind says
             (:class:`nets.text_towers.TextTowerKind`): an hf tower from the ``config.json`` of the saved
-            ``hf_text_model`` on the CPU, its weights from the checkpoint.
+            ``hf_text_model`` on the CPU, its weights from the checkpoint. A checkpoint written by a peer's own
+            code (LViT's, GuideDecoder's: ``config.model`` names the network) gets its text tower from the
+            config's weights (:attr:`nets.models.ModelKind.authors_state`).
 
     Returns:
         ``(model, checkpoint)``: the model in eval mode, and the checkpoint dict. The model's tensors stay mapped
@@ -121,8 +123,17 @@ def build_model_from_checkpoint(path: str, config=None):
         config = Config.from_dict(saved)
     elif config is None:
         config = Config()
+    kind = model_kind(config.model)
+    if not isinstance(saved, Mapping) and kind.authors_state is not None:
+        # A checkpoint of the peer's own code: the network built with its tower's weights, the file's names made ours.
+        model = build_model(config)
+        state = _read_as_reclmis(path, lambda tensors: kind.authors_state(tensors, model), state)
+        check_state_dict(model, state, source=path)
+        model.load_state_dict(state, strict=True)
+        logger.info("loaded %d tensors from %s (%s's own format)", len(state), path, kind.folder)
+        return model.eval(), checkpoint
     tower = None
-    if model_kind(config.model).has_text_tower:
+    if kind.has_text_tower:
         # The tower's kind fits the config to the saved tensors and says whether it must be built on the CPU.
         kind = text_tower_kind(config.text_encoder)
         config, tower = _read_as_reclmis(
