@@ -152,3 +152,14 @@ def test_the_gpu_epoch_script_makes_a_subset_and_times_each_row(tmp_path):
     rows = ("fp32", "amp", "amp_channels_last", "amp_channels_last_workers4")
     assert sorted(p.name for p in out.glob("*.json")) == sorted(f"{row}.json" for row in rows)
     assert json.loads((out / "fp32.json").read_text())["epoch"]["images"] == 8
+
+
+def test_the_epoch_breakdown_of_a_network_without_a_text_tower(tmp_path):
+    data = make_demo_dataset(tmp_path / "Demo", n_train=4, n_val=2, n_test=2, img_size=48, seed=3)
+    settings = [*TINY_SETTINGS, "batch_size=2", "num_workers=0", "model=unet", f"train_dataset={data}/Train_Folder",
+                f"val_dataset={data}/Val_Folder", f"test_dataset={data}/Test_Folder"]
+    out = tmp_path / "epoch.json"
+    assert benchmark.main(["-c", "Config_Demo", "--set", *settings, "--device", "cpu", "--epoch", "--json",
+                           str(out)]) == 0
+    parts = json.loads(out.read_text())["epoch"]["parts"]
+    assert parts["text tower"] == 0 and parts["image path"] > 0

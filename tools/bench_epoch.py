@@ -27,7 +27,7 @@ import functools
 import statistics
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -42,13 +42,15 @@ PARTS = ("data", "text tower", "reconstruction", "optimizer", "image path", "val
 
 
 class _ModuleClock:
-    """Wall time spent in a module's forward passes, from a pre-hook and a hook."""
+    """Wall time spent in a module's forward passes, from a pre-hook and a hook (0 for no module: a network
+    without a text tower)."""
 
-    def __init__(self, module: torch.nn.Module, device: torch.device):
+    def __init__(self, module: Optional[torch.nn.Module], device: torch.device):
         self.seconds = 0.0
         self._device = device
         self._started = 0.0
-        self._handles = [module.register_forward_pre_hook(self._start), module.register_forward_hook(self._stop)]
+        self._handles = [] if module is None else [module.register_forward_pre_hook(self._start),
+                                                   module.register_forward_hook(self._stop)]
 
     def _start(self, module, inputs) -> None:
         sync(self._device)
