@@ -13,10 +13,11 @@ The parameter names are theirs (``encoder.model.*``, ``decoder16``, ``decoder8``
 ``out``; tests/data/guidedecoder_state_dict.tsv, from their code), and so is the output on the same weights and the
 same text features (tests/data/guidedecoder_reference.pt). What differs:
 
-- The report: their code runs CXR-BERT (frozen) inside the network and feeds its last hidden states (768 wide, 24
-  tokens) to the stages. Here the tower is the registry's (``text_encoder``; ``"hf"`` with a CXR-BERT folder is
-  theirs, plus the hf tower's trained projection), held as ``clip`` like every report reader, and the stages take
-  ``token_len`` tokens of the tower's width. Their checkpoint's ``text_encoder.model.*`` is that BERT.
+- The report: their code runs CXR-BERT-specialized (frozen) inside the network and feeds its last hidden states
+  (768 wide, 24 tokens) to the stages. Here the tower is the registry's (``text_encoder``; ``"hf"`` with a BERT
+  folder, plus the hf tower's trained projection), held as ``clip`` like every report reader, and the stages take
+  ``token_len`` tokens of the tower's width. CXR-BERT-specialized is transformers custom code, which the hf tower
+  does not run; its BERT body (``text_encoder.model.bert.*`` in their checkpoints) has CXR-BERT-general's shape.
 - Their two projection heads (``encoder.project_head``, ``text_encoder.project_head``) feed nothing that the
   segmentation uses, and are left out.
 - ConvNeXt-Tiny's weights come from ``convnext_weights`` (a folder of transformers' ``save_pretrained``, or a hub
@@ -47,6 +48,9 @@ from utils.misc import import_transformers
 
 logger = logging.getLogger(__name__)
 
+# In their checkpoints CXR-BERT (a BertForMaskedLM with a projection head) sits under text_encoder.model: its BERT
+# body under .bert goes into the hf tower; its masked-language and projection heads feed nothing here.
+_CXR_BERT_HEADS = ("text_encoder.model.cls.", "text_encoder.model.cls_projection_head.")
 WIDTHS = (96, 192, 384, 768)  # ConvNeXt-Tiny's stage widths, strides 4, 8, 16, 32
 GUIDED_TOKENS = {"decoder16": 24, "decoder8": 12, "decoder4": 9}  # the report's length in each stage (theirs)
 STRIDE = 32
@@ -253,6 +257,7 @@ GUIDEDECODER = register_model(ModelKind(
     name="guidedecoder", folder="GuideDecoder", build=LanGuideMedSeg, reads_report=True,
     losses={"dice_plain": 1.0, "bce": 1.0}, interest_maps=False, check=check_guidedecoder,
     authors_state=lambda state, model: with_built_tower(
-        {k: v for k, v in state.items() if ".project_head." not in k}, model, "text_encoder.model."),
+        {k: v for k, v in state.items() if ".project_head." not in k and not k.startswith(_CXR_BERT_HEADS)}, model,
+        "text_encoder.model.bert."),
     paper="Zhong et al., Ariadne's Thread: Using Text Prompts to Improve Segmentation of Infectious Areas from "
           "Chest X-ray images, MICCAI 2023"))

@@ -175,10 +175,13 @@ def test_a_guidedecoder_checkpoint_of_their_code_loads_its_bert_into_the_hf_towe
         trained.text_tower.proj.weight.copy_(torch.eye(16))
         trained.text_tower.proj.bias.zero_()
         trained.text_tower.model.embeddings.word_embeddings.weight.mul_(3)  # a BERT unlike the folder's
-    heads = {"module.encoder.project_head.weight": torch.zeros(768, 768),
-             "module.text_encoder.project_head.0.weight": torch.zeros(768, 768)}
-    path = _their_file(trained, tmp_path / "gd.pth.tar", keep=lambda n: not n.startswith("clip.") or ".model." in n,
-                       rename=lambda n: n.replace("clip.model.", "text_encoder.model."), extra=heads)
+    heads = {"module.encoder.project_head.weight": torch.zeros(768, 768),  # theirs, unused by the mask
+             "module.text_encoder.project_head.0.weight": torch.zeros(768, 768),
+             "module.text_encoder.model.cls.predictions.bias": torch.zeros(7),  # CXR-BERT's own heads
+             "module.text_encoder.model.cls_projection_head.dense_to_hidden.weight": torch.zeros(16, 16)}
+    in_file = lambda n: n.startswith("clip.model.") and not n.startswith("clip.model.pooler.")  # noqa: E731
+    path = _their_file(trained, tmp_path / "gd.pth.tar", keep=lambda n: not n.startswith("clip.") or in_file(n),
+                       rename=lambda n: n.replace("clip.model.", "text_encoder.model.bert."), extra=heads)
     loaded, _ = build_model_from_checkpoint(path, config)
     tokens = torch.tensor([[2, 5, 6, 3, 0, 0, 0, 0]] * 2)
     images = torch.rand(2, 3, 32, 32)
