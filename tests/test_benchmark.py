@@ -163,3 +163,12 @@ def test_the_epoch_breakdown_of_a_network_without_a_text_tower(tmp_path):
                            str(out)]) == 0
     parts = json.loads(out.read_text())["epoch"]["parts"]
     assert parts["text tower"] == 0 and parts["image path"] > 0
+
+
+def test_benchmark_of_a_network_without_a_text_tower(tmp_path):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["-c", "Config_Demo", "--set", *TINY_SETTINGS, "model=unet", "--device", "cpu",
+                           "--batch_sizes", "1", "--train_batch", "2", "--repeats", "1", "--warmup", "0", "--json",
+                           str(out)]) == 0
+    model = json.loads(out.read_text())["model"]
+    assert model["params_text_tower"] == 0 and model["params_trainable"] > 0 and model["flops_per_image"] > 0

@@ -15,7 +15,7 @@ import torch
 
 from Load_Dataset import build_dataloaders
 from nets import build_model
-from tools.summary import summarize
+from tools.summary import summarize, vocab_size
 from utils.inference.predictor import Predictor
 from utils.inference.speed import TEXT_CACHE
 from utils.timing import median_seconds, seconds_of
@@ -59,7 +59,7 @@ def build_random_model(config):
     torch.manual_seed(config.seed)
     model = build_model(config.replace(clip_weights=None))
     with torch.no_grad():
-        for param in model.text_tower.parameters():
+        for param in model.text_tower.parameters() if model.text_tower is not None else ():
             param.copy_(param.half().float())
     return model
 
@@ -78,7 +78,7 @@ def bench_plain_forward(model, device: torch.device, batch_sizes: List[int], war
     plain = copy.deepcopy(model).to(device).eval()
     rows = []
     for batch_size in batch_sizes:
-        batch = dummy_batch(model.config, batch_size, model.text_tower.shape.vocab_size)
+        batch = dummy_batch(model.config, batch_size, vocab_size(model))
         inputs = [batch[key].to(device) for key in ("image", "text_token", "text_mask")]
 
         def forward(images=inputs[0], tokens=inputs[1], mask=inputs[2]):
@@ -109,7 +109,7 @@ def bench_inference(model, device: torch.device, batch_sizes: List[int], precisi
                 if options.get("compile"):
                     torch._dynamo.reset()  # each batch size compiled afresh: no padding, no recompilation limit
                 runner = Predictor(predictor.model, device, precision, **options)
-                batch = dummy_batch(model.config, batch_size, model.text_tower.shape.vocab_size)
+                batch = dummy_batch(model.config, batch_size, vocab_size(model))
                 inputs = [batch[key].to(device) for key in ("image", "text_token", "text_mask")]
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
@@ -163,7 +163,7 @@ def bench_training(model, device: torch.device, batch_size: int, amp_modes: List
     """Seconds per training step in each mode; returns ``(rows, model, optimizer, scheduler, scaler)`` of the
     last mode for the checkpoint sizes."""
     rows, state = [], None
-    batch = dummy_batch(model.config, batch_size, model.text_tower.shape.vocab_size)
+    batch = dummy_batch(model.config, batch_size, vocab_size(model))
     for amp in amp_modes:
         trained = copy.deepcopy(model).to(device).train()
         criterion = RecLMISCriterion(trained.config)

@@ -29,11 +29,16 @@ def _count(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def vocab_size(model: nn.Module) -> int:
+    """The vocabulary of ``model``'s text tower (the config's CLIP vocabulary for a network without one)."""
+    return model.text_tower.shape.vocab_size if model.text_tower is not None else model.config.clip_vocab_size
+
+
 def _dummy_inputs(model: nn.Module, batch: int):
     cfg = model.config
     images = torch.rand(batch, cfg.n_channels, cfg.img_size, cfg.img_size)
     tokens = torch.zeros(batch, cfg.token_len, dtype=torch.long)
-    vocab = model.text_tower.shape.vocab_size if model.text_tower is not None else cfg.clip_vocab_size
+    vocab = vocab_size(model)
     tokens[:, 0] = vocab - 2  # start token, then words, then the end token
     tokens[:, 1:-1] = 1000
     tokens[:, -1] = vocab - 1
