@@ -319,3 +319,15 @@ def test_distributed_batchnorm_matches_one_batchnorm_even_in_bf16(tmp_path):
     assert torch.allclose(merged, out.detach(), atol=0.05)
     assert torch.allclose(parts[0][1], reference.running_var, rtol=0.05)
     assert torch.allclose(torch.cat([parts[0][2], parts[1][2]]), x.grad, atol=0.05)
+
+
+def test_a_peer_with_modules_its_forward_never_calls_trains_on_two_processes(data_root, tmp_path):
+    """LViT keeps modules of its authors' code that no forward uses (their checkpoints hold them): DDP must not wait
+    for their gradients."""
+    settings = SETTINGS + ["model=lvit", "base_channel=8", "epochs=1", f"output_root={tmp_path}",
+                           f"train_dataset={data_root}/Train_Folder", f"val_dataset={data_root}/Val_Folder",
+                           f"test_dataset={data_root}/Test_Folder"]
+    done = _run(["--set", *settings], 2)
+    session = tmp_path / "Demo" / "LViT" / done.stdout.strip().splitlines()[-1]
+    assert read_checkpoint(str(session / "models" / "best_model-LViT.pth.tar"))["model"] == "LViT"
+    assert [e["epoch"] for e in read_epochs(str(session))] == [1]
