@@ -17,11 +17,12 @@ from nets.attention import MultiheadAttention
 
 
 class Embeddings(nn.Module):
-    """1x1 conv of the bottleneck to tokens, plus a learned position embedding (zeros at start), dropout."""
+    """A feature map to tokens: a conv of ``patch_size`` and the same stride (1x1 for the bottleneck; LViT's levels
+    use larger patches), its channels kept, plus a learned position embedding (zeros at start), dropout."""
 
-    def __init__(self, channels: int, num_patches: int, dropout: float = 0.1):
+    def __init__(self, channels: int, num_patches: int, dropout: float = 0.1, patch_size: int = 1):
         super().__init__()
-        self.patch_embeddings = nn.Conv2d(channels, channels, kernel_size=1)
+        self.patch_embeddings = nn.Conv2d(channels, channels, kernel_size=patch_size, stride=patch_size)
         self.position_embeddings = nn.Parameter(torch.zeros(1, num_patches, channels))
         self.dropout = nn.Dropout(dropout)
 
@@ -31,12 +32,14 @@ class Embeddings(nn.Module):
 
 
 class ConvTransBN(nn.Module):
-    """Conv1d (k=3, padding 1) -> BatchNorm1d -> ReLU, over the token axis of ``[B, C, L]``."""
+    """Conv1d (k=3, padding 1) -> BatchNorm1d -> ReLU over the last axis of ``[B, C, L]``; ``out_channels`` defaults
+    to ``channels``."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, out_channels: int = None):
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel_size=3, padding=1)
-        self.norm = nn.BatchNorm1d(channels)
+        out_channels = out_channels or channels
+        self.conv = nn.Conv1d(channels, out_channels, kernel_size=3, padding=1)
+        self.norm = nn.BatchNorm1d(out_channels)
         self.activation = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,26 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nets.interaction import ConvTransBN, Embeddings
 from nets.models import ModelKind, register_model, with_built_tower
 from nets.text_towers import ReportReader
 from nets.unet import ConvBatchNorm, DownBlock, PixLevelModule, UpBlockAttention
 from nets.unet_baseline import LVIT_LOSSES
 
 LEVELS = 4
-
-
-class Embeddings(nn.Module):
-    """Patch embedding (a strided conv keeping the channels), learnt position embeddings, dropout 0.1."""
-
-    def __init__(self, channels: int, patch_size: int, n_patches: int):
-        super().__init__()
-        self.patch_embeddings = nn.Conv2d(channels, channels, kernel_size=patch_size, stride=patch_size)
-        self.position_embeddings = nn.Parameter(torch.zeros(1, n_patches, channels))
-        self.dropout = nn.Dropout(0.1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embeddings(x).flatten(2).transpose(1, 2)  # (B, N, C)
-        return self.dropout(x + self.position_embeddings)
 
 
 class MLP(nn.Module):
@@ -103,19 +90,6 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class ConvTransBN(nn.Module):
-    """Conv1d (kernel 3) -> BatchNorm1d -> ReLU, over the last axis of ``[B, channels, length]``."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=3, padding=1)
-        self.norm = nn.BatchNorm1d(out_channels)
-        self.activation = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.norm(self.conv(x)))
-
-
 def _across_tokens(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module`` over the channel axis of token features ``[B, N, C]`` (a Conv1d wants ``[B, C, N]``)."""
     return module(x.transpose(1, 2)).transpose(1, 2)
@@ -134,7 +108,7 @@ class VisionTransformer(nn.Module):
     def __init__(self, level: int, channels: int, patch_size: int, n_patches: int, n_tokens: int):
         super().__init__()
         self.first, self.last = level == 0, level == LEVELS - 1
-        self.embeddings = Embeddings(channels, patch_size, n_patches)
+        self.embeddings = Embeddings(channels, n_patches, dropout=0.1, patch_size=patch_size)
         self.norm = nn.LayerNorm(channels)  # unused, as in their code
         self.Encoder_blocks = nn.Sequential(Block(channels))
         self.head = nn.Linear(channels, 1)  # unused, as in their code
