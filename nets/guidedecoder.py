@@ -11,7 +11,7 @@ applies two conv-BN-LeakyReLU layers (MONAI's ``UnetrUpBlock``). A sub-pixel con
 
 The parameter names are theirs (``encoder.model.*``, ``decoder16``, ``decoder8``, ``decoder4``, ``decoder1``,
 ``out``; tests/data/guidedecoder_state_dict.tsv, from their code), and so is the output on the same weights and the
-same text features (tests/data/guidedecoder_reference.pt). What differs:
+same text features (tests/data/guidedecoder_reference.npz). What differs:
 
 - The report: their code runs CXR-BERT-specialized (frozen) inside the network and feeds its last hidden states
   (768 wide, 24 tokens) to the stages. Here the tower is the registry's (``text_encoder``; ``"hf"`` with a BERT

@@ -12,7 +12,7 @@ Their code fixes the sizes to 224 px, ``base_channel`` 64 and 10 BERT tokens; he
 ``C * 2**k`` channels, the map ``img_size / 2**k`` and patches of ``16 / 2**k`` pixels, so every level has
 ``(img_size / 16)**2`` patches (196 at 224 px), and ``CTBN3`` takes ``token_len`` tokens. At their sizes the
 parameter names and shapes are theirs (tests/data/lvit_state_dict.tsv, from their code), and so is the output on
-the same weights (tests/data/lvit_reference.pt). Their modules that the forward pass never uses are kept, so that
+the same weights (tests/data/lvit_reference.npz). Their modules that the forward pass never uses are kept, so that
 their checkpoints load: each ViT's ``norm``, ``head`` and the ``CTBN``/``CTBN2``/``CTBN3`` it does not call, and the
 network's ``pix_module1..4``.
 

@@ -92,7 +92,7 @@ def test_peers_and_reclmis_on_a_qata_copy_through_one_evaluator(tmp_path, capsys
     output = tmp_path / "runs"
     settings = TINY + _paths(data) + [f"output_root={output}"]
     sessions = [_train_resume_test("Config_QaTa_CPU", settings, output, "Covid19", model, capsys)
-                for model in ("unet", "lvit")]
+                for model in ("unet", "lvit", "guidedecoder")]
     assert train_model.main(["-c", "Config_QaTa_CPU", "--set", "epochs=1", "rec_trans_num_layers1=1", *settings,
                              "--no_progress"]) == 0
     sessions.append(output / "Covid19" / "RecLMIS" / capsys.readouterr().out.strip().splitlines()[-1])
@@ -101,6 +101,6 @@ def test_peers_and_reclmis_on_a_qata_copy_through_one_evaluator(tmp_path, capsys
                          "--out", str(table), "--no_progress"]) == 0
     with open(table / "compare.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["model"] for row in rows] == ["unet", "lvit", "reclmis"]
+    assert [row["model"] for row in rows] == ["unet", "lvit", "guidedecoder", "reclmis"]
     assert rows[0]["dice"] == rows[0]["dice_shuffled"] == rows[0]["dice_empty"]  # the U-Net reads no report
     assert float(rows[1]["params"]) > float(rows[0]["params"])

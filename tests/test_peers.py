@@ -10,6 +10,7 @@ the same output.
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,6 +35,12 @@ def their_size(name: str):
                                    text_embed_dim=TEXT_WIDTH, clip_width=32, clip_layers=1, clip_heads=1))
 
 
+def load_reference(name: str) -> dict:
+    """The reference run of ``name`` (tests/data/<name>_reference.npz): its seed and output probabilities."""
+    with np.load(os.path.join(DATA, f"{name}_reference.npz"), allow_pickle=False) as saved:
+        return {"seed": int(saved["seed"]), "probabilities": torch.from_numpy(saved["probabilities"])}
+
+
 def theirs_without_what_we_leave_out(name):
     rows = read_state_dict_tsv(os.path.join(DATA, f"{name}_state_dict.tsv"))
     return {k: v for k, v in rows.items() if ".project_head." not in k}  # GuideDecoder's, unused by segmentation
@@ -56,7 +63,7 @@ def test_only_guidedecoders_projection_heads_are_left_out():
 
 @pytest.mark.parametrize("name", PEERS)
 def test_output_on_the_same_weights_is_theirs(name):
-    reference = torch.load(os.path.join(DATA, f"{name}_reference.pt"))
+    reference = load_reference(name)
     model = their_size(name)
     fill_for_parity(model, reference["seed"], skip_prefixes=("clip.",))
     images, text = parity_inputs(name)
@@ -70,7 +77,7 @@ def test_output_on_the_same_weights_is_theirs(name):
 
 def test_a_changed_weight_changes_the_output():
     """The parity test can fail: one filled tensor changed moves the U-Net's output off the reference."""
-    reference = torch.load(os.path.join(DATA, "unet_reference.pt"))
+    reference = load_reference("unet")
     model = their_size("unet")
     fill_for_parity(model, reference["seed"])
     with torch.no_grad():

@@ -7,7 +7,7 @@ LVIT_CHECKOUT is a checkout of github HUANGLIZI/LViT (its ``nets/`` is imported 
 GUIDEDECODER_CHECKOUT one of github Junelin2333/LanGuideMedSeg-MICCAI2023 (its ``utils/model.py`` and
 ``utils/layers.py``; they need monai, einops and transformers, none of which this project needs). For each network
 (LViT and its U-Net at 224 px, width 64, 10 token features of width 768; GuideDecoder at 224 px with 24 of width
-768), this writes ``<name>_state_dict.tsv`` (every tensor: name, shape, trainable) and ``<name>_reference.pt``: the
+768), this writes ``<name>_state_dict.tsv`` (every tensor: name, shape, trainable) and ``<name>_reference.npz``: the
 network in eval mode, its weights filled by :func:`nets.weights.fill_for_parity`, run on a seeded image batch and
 seeded token features, the output probabilities stored in fp16 with the seeds and shapes.
 
@@ -29,6 +29,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from nets.weights import fill_for_parity, write_state_dict_tsv
@@ -131,10 +132,10 @@ def main(argv=None) -> int:
         network.eval()
         with torch.no_grad():
             probs = call(images, text)
-        path = os.path.join(args.out, f"{name}_reference.pt")
-        torch.save({"source": source, "seed": SEED, "img_size": IMG_SIZE, "tokens": TOKENS[name],
-                    "text_width": TEXT_WIDTH, "date": datetime.date.today().isoformat(),
-                    "probabilities": probs.half()}, path)
+        path = os.path.join(args.out, f"{name}_reference.npz")
+        np.savez_compressed(path, source=np.array(source), seed=SEED, img_size=IMG_SIZE, tokens=TOKENS[name],
+                            text_width=TEXT_WIDTH, date=np.array(datetime.date.today().isoformat()),
+                            probabilities=probs.half().numpy())
         print(f"{name}: {tsv}, {path} ({sum(p.numel() for p in network.parameters()):,} parameters)")
     return 0
 
