@@ -1,4 +1,5 @@
-"""The one inference path: a trained RecLMIS, run as fast as the device allows, the same masks.
+"""The one inference path: a trained network (RecLMIS or a peer of nets/models.py), run as fast as the device
+allows, the same masks.
 
     predictor = Predictor.from_checkpoint("best_model-RecLMIS.pth.tar")       # or Predictor(model, device)
     result = predictor.predict("scan.png", "Bilateral pulmonary infection, two infected areas.")
@@ -123,11 +124,12 @@ def _write_png(path: str, array: np.ndarray) -> None:
 
 
 class Predictor:
-    """Runs a RecLMIS model for inference as fast as the device allows (see the module docstring).
+    """Runs a network of the registry for inference as fast as the device allows (see the module docstring).
 
     Args:
-        model: a RecLMIS model. It is changed in place: eval mode, BatchNorm folded, moved to ``device`` and,
-            with ``channels_last``, converted to that memory format. Do not train it afterwards.
+        model: a network of the registry (RecLMIS by default). It is changed in place: eval mode, BatchNorm
+            folded, moved to ``device`` and, with ``channels_last``, converted to that memory format. Do not train
+            it afterwards.
         device: where to run.
         precision: ``"fp32"`` (default; same masks as the plain eval forward), ``"bf16"`` or ``"fp16"`` (CUDA).
         channels_last: channels-last convolutions (faster on CPU and on CUDA tensor cores).

@@ -51,7 +51,7 @@ class Trainer:
         self.dist = dist = dist or Distributed()
         self.progress = progress and dist.is_main
         self.loaders = self._build_loaders()
-        # raw_model: the RecLMIS itself (checkpoints, evaluation); model: what training calls (DDP when distributed).
+        # raw_model: the network itself (checkpoints, evaluation); model: what training calls (DDP when distributed).
         self.raw_model = build_model(config).to(device)
         if config.channels_last:  # the weights' layout carries over to every convolution's output
             self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
