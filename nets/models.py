@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 
-def _no_check(config) -> None:
+def no_check(config) -> None:
+    """The check of a kind that accepts every config (models and text towers alike)."""
     return None
 
 
@@ -58,7 +59,7 @@ class ModelKind:
     has_text_tower: bool = True
     losses: Optional[Mapping[str, float]] = None
     interest_maps: bool = False
-    check: Callable[[object], None] = _no_check
+    check: Callable[[object], None] = no_check
     paper: str = ""
     authors_state: Optional[Callable[[Mapping, nn.Module], Dict[str, torch.Tensor]]] = None
 

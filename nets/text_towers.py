@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from nets.hf_encoder import build_hf_text_encoder
-from nets.models import Network
+from nets.models import Network, no_check
 from nets.text_encoder import TextTowerShape, build_text_encoder
 from nets.weights import text_tower_shape
 from utils.data.tokenizer import register_tower_tokenizer, require_hf_text_model
@@ -29,10 +29,6 @@ from utils.data.tokenizer import register_tower_tokenizer, require_hf_text_model
 
 def _never(config) -> bool:
     return False
-
-
-def _no_check(config) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ class TextTowerKind:
     rebuild: Callable[[object, Mapping, bool], Tuple[object, Optional[nn.Module]]]
     describe: Callable[[object], str]
     omitted_from_latest: Callable[[object], bool] = _never
-    check: Callable[[object], None] = _no_check
+    check: Callable[[object], None] = no_check
 
 
 TEXT_TOWERS: Dict[str, TextTowerKind] = {}
