@@ -254,8 +254,8 @@ def check_guidedecoder(config) -> None:
 
 
 GUIDEDECODER = register_model(ModelKind(
-    name="guidedecoder", folder="GuideDecoder", build=LanGuideMedSeg, reads_report=True,
-    losses={"dice_plain": 1.0, "bce": 1.0}, interest_maps=False, check=check_guidedecoder,
+    name="guidedecoder", folder="GuideDecoder", build=LanGuideMedSeg,
+    losses={"dice_plain": 1.0, "bce": 1.0}, check=check_guidedecoder,
     authors_state=lambda state, model: with_built_tower(
         {k: v for k, v in state.items() if ".project_head." not in k and not k.startswith(_CXR_BERT_HEADS)}, model,
         "text_encoder.model.bert."),

@@ -241,6 +241,6 @@ class LViT(ReportReader):
 
 
 LVIT = register_model(ModelKind(
-    name="lvit", folder="LViT", build=LViT, reads_report=True, losses=LVIT_LOSSES, interest_maps=False,
+    name="lvit", folder="LViT", build=LViT, losses=LVIT_LOSSES,
     check=check_lvit, authors_state=with_built_tower,
     paper="Li et al., LViT: Language meets Vision Transformer in Medical Image Segmentation, IEEE TMI 2023"))

@@ -1,19 +1,21 @@
 """The model registry: each segmentation network, by the name ``Config.model`` gives it.
 
 A kind says how its network is built, the folder its sessions go to (``<output_root>/<task_name>/<folder>/``, and
-its best checkpoint ``best_model-<folder>.pth.tar``, as LViT's code names it), whether it reads the report, the
-losses it trains with, whether it draws words and patches of interest, and what sizes it accepts. Everything else
-(data, augmentation, checkpoints, training, ``test.py``, ``predict``, ``tools.compare``) is shared.
+its best checkpoint ``best_model-<folder>.pth.tar``, as LViT's code names it), whether it has a text tower, the
+losses it trains with, what sizes it accepts, and how a checkpoint of its authors' code becomes its state dict.
+Everything else (data, augmentation, checkpoints, training, ``test.py``, ``predict``, ``tools.compare``) is
+shared.
 
 Every network follows one contract, RecLMIS's: ``forward(images, text_tokens, text_mask, return_aux=None,
 return_weights=False, text_clip=None)`` returns a dict whose ``logits`` is ``[B, 1, H, W]``; ``text_tower`` is the
 text tower (None for an image-only model), ``encode_text`` its features (cached at inference). A network that does
-not read the report takes the same arguments and ignores them. Only a model with ``interest_maps`` returns
-``word_weights`` and ``patch_weights``.
+not read the report takes the same arguments and ignores them. A network with interest maps (RecLMIS) returns
+``word_weights`` and ``patch_weights`` when asked; the others leave them out, and figures do without them.
 
 A new model is one module that defines the network and calls :func:`register_model` once, imported by
 ``nets/__init__.py``. The built-in kinds: ``reclmis`` (:mod:`nets.reclmis`, the default), ``unet``
-(:mod:`nets.unet_baseline`, LViT's image-only U-Net) and ``lvit`` (:mod:`nets.lvit`).
+(:mod:`nets.unet_baseline`, LViT's image-only U-Net), ``lvit`` (:mod:`nets.lvit`) and ``guidedecoder``
+(:mod:`nets.guidedecoder`).
 """
 
 from __future__ import annotations
@@ -39,11 +41,10 @@ class ModelKind:
         folder: its sessions' folder under the task, and the tail of its best checkpoint's name.
         build: ``build(config, text_tower=None) -> model``; ``text_tower`` an already built tower to use (a
             checkpoint's rebuild), None builds the one the config names.
-        reads_report: whether its output depends on the report (False: the image-only control).
-        has_text_tower: whether it holds a text tower of the registry (as ``clip``; False: it reads no text).
+        has_text_tower: whether it reads the report, through a text tower of the registry held as ``clip``
+            (False: the image-only control).
         losses: the loss terms and their weights (``{"dice": 0.5, "balanced_bce": 0.5}``; the names of
             :mod:`utils.training.losses`), or None for RecLMIS's losses with the config's ``loss_weight_*``.
-        interest_maps: whether ``forward(..., return_weights=True)`` returns words and patches of interest.
         check: raises ``ValueError`` naming the field when the config's sizes cannot build this network (called
             before a run starts and in the constructor).
         paper: where the network comes from, for the log and the docs.
@@ -55,10 +56,8 @@ class ModelKind:
     name: str
     folder: str
     build: Callable[..., nn.Module]
-    reads_report: bool = True
     has_text_tower: bool = True
     losses: Optional[Mapping[str, float]] = None
-    interest_maps: bool = False
     check: Callable[[object], None] = no_check
     paper: str = ""
     authors_state: Optional[Callable[[Mapping, nn.Module], Dict[str, torch.Tensor]]] = None

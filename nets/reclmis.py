@@ -178,6 +178,6 @@ class RecLMIS(ReportReader):
 
 RECLMIS = register_model(ModelKind(
     name="reclmis", folder="RecLMIS", build=lambda config, text_tower=None: RecLMIS(config, text_encoder=text_tower),
-    reads_report=True, losses=None, interest_maps=True,
+    losses=None,
     paper="Huang et al., Cross-Modal Conditioned Reconstruction for Language-guided Medical Image Segmentation, "
           "IEEE TMI 2025"))

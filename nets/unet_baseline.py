@@ -71,5 +71,5 @@ class UNet(Network):
 
 
 UNET = register_model(ModelKind(
-    name="unet", folder="UNet", build=UNet, reads_report=False, has_text_tower=False, losses=LVIT_LOSSES,
+    name="unet", folder="UNet", build=UNet, has_text_tower=False, losses=LVIT_LOSSES,
     paper="Ronneberger et al., MICCAI 2015, as LViT's code builds it (Li et al., IEEE TMI 2023)"))

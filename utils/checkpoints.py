@@ -77,7 +77,7 @@ def best_checkpoint_note(session_dir: str, config_name: str) -> str:
             f"test it with python test.py -c {config_name} -t {session_dir}, or start a new run")
 
 
-def _read_as_reclmis(path: str, read, content):
+def _read_as_checkpoint(path: str, read, content):
     """``read(content)``; its ``ValueError`` (torch read the file, but it holds a tensor, a list, a dict of numbers,
     another model's weights) becomes one naming ``path``."""
     try:
@@ -114,7 +114,7 @@ def build_model_from_checkpoint(path: str, config=None):
     """
     mapped = is_mappable(path)
     checkpoint = read_checkpoint(path, mmap=mapped)
-    state = _read_as_reclmis(path, extract_state_dict, checkpoint)
+    state = _read_as_checkpoint(path, extract_state_dict, checkpoint)
     omitted = checkpoint.get("frozen_omitted") if isinstance(checkpoint, Mapping) else None
     if omitted:
         state.update(_rebuilt_frozen(path, omitted, getattr(config, "clip_weights", None)))
@@ -127,7 +127,7 @@ def build_model_from_checkpoint(path: str, config=None):
     if not isinstance(saved, Mapping) and kind.authors_state is not None:
         # A checkpoint of the peer's own code: the network built with its tower's weights, the file's names made ours.
         model = build_model(config)
-        state = _read_as_reclmis(path, lambda tensors: kind.authors_state(tensors, model), state)
+        state = _read_as_checkpoint(path, lambda tensors: kind.authors_state(tensors, model), state)
         check_state_dict(model, state, source=path)
         model.load_state_dict(state, strict=True)
         logger.info("loaded %d tensors from %s (%s's own format)", len(state), path, kind.folder)
@@ -136,7 +136,7 @@ def build_model_from_checkpoint(path: str, config=None):
     if kind.has_text_tower:
         # The tower's kind fits the config to the saved tensors and says whether it must be built on the CPU.
         kind = text_tower_kind(config.text_encoder)
-        config, tower = _read_as_reclmis(
+        config, tower = _read_as_checkpoint(
             path, lambda tensors: kind.rebuild(config, tensors, isinstance(saved, Mapping)), state)
     if tower is None:
         with torch.device("meta"):
