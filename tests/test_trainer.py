@@ -132,10 +132,9 @@ def test_start_errors_are_raised_before_any_folder_is_written(tmp_path):
 
 def test_channels_last_trains_the_same_step_up_to_float_rounding(session):
     """The switch puts every convolution's weights in channels-last layout; a training step from the same weights,
-    batch and random state gives the same losses and gradients up to float rounding. Dropout is off here: it draws
-    its mask in the tensor's memory order, so with dropout the two layouts draw different (equally likely) masks."""
+    batch and random state gives the same losses and gradients up to float rounding, dropout included (it draws its
+    mask in memory order, so the layout must not reach it)."""
     config, session_dir = session
-    config = config.replace(interact_dropout=0.0, rec_dropout=0.0)
     plain = _trainer(config, session_dir)
     fast = _trainer(config, session_dir, channels_last=True)
     fast.raw_model.load_state_dict(plain.raw_model.state_dict())
