@@ -147,3 +147,15 @@ def fill_for_parity(model: nn.Module, seed: int, skip_prefixes: tuple = ()) -> N
             else:
                 value = 0.1 * torch.randn(tensor.shape, generator=generator)
             tensor.copy_(value.to(tensor.dtype))
+
+
+def nudge_weights(model: nn.Module, steps: int) -> None:
+    """Move every trainable floating weight of ``model`` by ``steps`` representable values (``nextafter``; upwards
+    for positive ``steps``): a change of the size of one float rounding, for probing a run's sensitivity to it."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if not (param.requires_grad and param.is_floating_point()):
+                continue
+            towards = torch.full_like(param, float("inf") if steps > 0 else float("-inf"))
+            for _ in range(abs(steps)):
+                param.copy_(torch.nextafter(param, towards))

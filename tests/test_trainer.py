@@ -159,3 +159,13 @@ def test_channels_last_trains_the_same_step_up_to_float_rounding(session):
     a = torch.cat([grads_a[name].flatten() for name in grads_a])
     b = torch.cat([grads_b[name].flatten() for name in grads_a])
     assert (a - b).norm() <= 1e-4 * a.norm()
+
+
+def test_init_nudge_moves_the_initial_weights_by_one_float_step(session):
+    config, session_dir = session
+    plain = _trainer(config, session_dir).raw_model.state_dict()
+    nudged = _trainer(config, session_dir, init_nudge_ulp=1).raw_model
+    for name, param in nudged.named_parameters():
+        start = plain[name]
+        expected = torch.nextafter(start, torch.full_like(start, float("inf"))) if param.requires_grad else start
+        assert torch.equal(param.detach(), expected), name

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nets import build_model
-from nets.weights import save_authors_format
+from nets.weights import nudge_weights, save_authors_format
 from tests.tiny import batch, tiny_config
 from utils.checkpoints import build_model_from_checkpoint
 
@@ -45,3 +45,24 @@ def test_our_checkpoint_rebuilds_from_its_saved_config(tmp_path):
     assert loaded.config.img_size == 48 and loaded.config.base_channel == 6
 
 
+
+
+@pytest.mark.parametrize("steps", [1, -2])
+def test_nudge_moves_each_trainable_weight_by_whole_float_steps_and_leaves_the_frozen_tower(steps):
+    torch.manual_seed(0)
+    model = build_model(tiny_config())
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    nudge_weights(model, steps)
+    direction = float("inf") if steps > 0 else float("-inf")
+    moved = 0
+    for name, param in model.named_parameters():
+        expected = before[name]
+        if param.requires_grad:
+            for _ in range(abs(steps)):
+                expected = torch.nextafter(expected, torch.full_like(expected, direction))
+            moved += 1
+            assert not torch.equal(param, before[name])
+        assert torch.equal(param, expected), name
+    assert moved and any(not p.requires_grad for p in model.parameters())
+    nudge_weights(model, -steps)
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())

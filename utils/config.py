@@ -160,6 +160,9 @@ class Config:
 
     # ---- optimisation --------------------------------------------------------------------------------------
     seed: int = 3407
+    # Move every trainable weight by this many float steps after it is initialised (negative: downwards): a probe
+    # of how far float rounding alone moves a seeded run's scores (docs/PERFORMANCE.md). 0 changes nothing.
+    init_nudge_ulp: int = 0
     epochs: int = 2000
     batch_size: int = 32
     learning_rate: float = 3e-4

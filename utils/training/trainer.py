@@ -24,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from Load_Dataset import ReportsSwapped, build_dataloader, build_dataloaders
 from nets import build_model
+from nets.weights import nudge_weights
 from utils.config import Config
 from utils.curves import column_header, draw_session_curves
 from utils.data.records import DatasetError
@@ -53,6 +54,8 @@ class Trainer:
         self.loaders = self._build_loaders()
         # raw_model: the network itself (checkpoints, evaluation); model: what training calls (DDP when distributed).
         self.raw_model = build_model(config).to(device)
+        if config.init_nudge_ulp:
+            nudge_weights(self.raw_model, config.init_nudge_ulp)
         if config.channels_last:  # the weights' layout carries over to every convolution's output
             self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
         self.model = self.raw_model
