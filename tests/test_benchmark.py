@@ -161,8 +161,26 @@ def test_the_epoch_breakdown_of_a_network_without_a_text_tower(tmp_path):
     out = tmp_path / "epoch.json"
     assert benchmark.main(["-c", "Config_Demo", "--set", *settings, "--device", "cpu", "--epoch", "--json",
                            str(out)]) == 0
-    parts = json.loads(out.read_text())["epoch"]["parts"]
-    assert parts["text tower"] == 0 and parts["image path"] > 0
+    result = json.loads(out.read_text())["epoch"]
+    assert result["parts"]["text tower"] == 0 and result["parts"]["image path"] > 0
+    assert "operators" not in result  # only with --ops
+
+
+def test_the_epoch_breakdown_lists_the_operators_of_a_step_with_the_convolutions_share(tmp_path, capsys):
+    data = make_demo_dataset(tmp_path / "Demo", n_train=4, n_val=2, n_test=2, img_size=48, seed=3)
+    settings = [*TINY_SETTINGS, "batch_size=2", "num_workers=0", f"train_dataset={data}/Train_Folder",
+                f"val_dataset={data}/Val_Folder", f"test_dataset={data}/Test_Folder"]
+    out = tmp_path / "epoch.json"
+    assert benchmark.main(["-c", "Config_Demo", "--set", *settings, "--device", "cpu", "--epoch", "--ops", "2",
+                           "--json", str(out)]) == 0
+    operators = json.loads(out.read_text())["epoch"]["operators"]
+    times = [ms for _, ms in operators["top"]]
+    assert operators["steps"] == 2 and times == sorted(times, reverse=True) and len(times) == 12
+    assert 0 < operators["convolution_ms_per_step"] < operators["ms_per_step"]
+    names = [name for name, _ in operators["top"]]
+    assert "aten::convolution_backward" in names and sum(times) <= operators["ms_per_step"] + 1e-6
+    printed = capsys.readouterr().out
+    assert "of which convolutions" in printed and "aten::convolution_backward" in printed
 
 
 def test_benchmark_of_a_network_without_a_text_tower(tmp_path):

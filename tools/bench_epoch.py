@@ -30,6 +30,7 @@ import time
 from typing import Dict, List, Optional
 
 import torch
+from torch import profiler
 
 from utils.config import Config
 from utils.timing import seconds_of, sync
@@ -109,13 +110,43 @@ def _branch_seconds(trainer: Trainer, batches: List[dict], repeats: int) -> floa
     return max(0.0, statistics.median(times[True]) - statistics.median(times[False]))
 
 
-def epoch_breakdown(config: Config, device: torch.device, branch_batches: int = 4, repeats: int = 3) -> Dict:
-    """Run and time one training epoch of ``config`` (with its validation) on ``device``.
+def operator_profile(trainer: Trainer, batches: List[dict], steps: int, top: int = 12) -> Dict:
+    """Profile ``steps`` training steps (cycling over ``batches``) with torch.profiler after one untimed step: each
+    operator's own time (its callees' excluded; device time on CUDA), per step.
+
+    Returns:
+        ``{"steps", "ms_per_step", "convolution_ms_per_step", "top": [[operator, ms per step], ...]}``, the
+        convolutions being every operator whose name contains ``convolution`` (forward and backward).
+    """
+    cuda = trainer.device.type == "cuda"
+    activities = [profiler.ProfilerActivity.CPU] + ([profiler.ProfilerActivity.CUDA] if cuda else [])
+    step = functools.partial(train_step, trainer.model, trainer.criterion, optimizer=trainer.optimizer,
+                             device=trainer.device, amp=trainer.amp, scaler=trainer.scaler)
+    trainer.raw_model.train()
+    step(batches[0])
+    with profiler.profile(activities=activities) as recorded:
+        for index in range(steps):
+            step(batches[index % len(batches)])
+        sync(trainer.device)
+    own = {}
+    for event in recorded.key_averages():
+        value = event.self_device_time_total if cuda else event.self_cpu_time_total
+        own[event.key] = own.get(event.key, 0.0) + value / 1000.0 / steps  # microseconds -> ms per step
+    ranked = sorted(own.items(), key=lambda item: -item[1])
+    return {"steps": steps, "ms_per_step": sum(own.values()),
+            "convolution_ms_per_step": sum(ms for name, ms in own.items() if "convolution" in name),
+            "top": [[name, ms] for name, ms in ranked[:top]]}
+
+
+def epoch_breakdown(config: Config, device: torch.device, branch_batches: int = 4, repeats: int = 3,
+                    profile_steps: int = 0) -> Dict:
+    """Run and time one training epoch of ``config`` (with its validation) on ``device``; with ``profile_steps``,
+    then profile that many more training steps (:func:`operator_profile`).
 
     Returns:
         ``{"parts": {part: seconds}, "train_s", "images", "batches", "branch_s_per_step", "decode_fill_s"}``
-        (the once-per-run fill of the decoded-image cache, outside the epoch); the parts of
-        :data:`PARTS`, the training loop's adding up to ``train_s``.
+        (the once-per-run fill of the decoded-image cache, outside the epoch), and ``"operators"`` with
+        ``profile_steps``; the parts of :data:`PARTS`, the training loop's adding up to ``train_s``.
     """
     config = config.replace(epochs=1, tensorboard_images=0, val_text_check_every=max(config.val_text_check_every, 1))
     with tempfile.TemporaryDirectory(prefix="bench_epoch_") as session:
@@ -155,11 +186,15 @@ def epoch_breakdown(config: Config, device: torch.device, branch_batches: int = 
         shuffled_s = seconds_of(lambda: evaluate_dice(trainer.raw_model, trainer.loaders["val_shuffled"], device,
                                                       amp=trainer.amp, progress=False), device)
         text_clock.remove()
+        operators = operator_profile(trainer, kept, profile_steps) if profile_steps and kept else None
     image_s = train_s - data_s - text_s - branch_s - optimizer.seconds
     parts = {"data": data_s, "text tower": text_s, "reconstruction": branch_s, "optimizer": optimizer.seconds,
              "image path": image_s, "validation": val_s, "validation, shuffled reports": shuffled_s}
-    return {"parts": parts, "train_s": train_s, "images": images, "batches": batches,
-            "branch_s_per_step": branch_per_step, "decode_fill_s": fill_s}
+    result = {"parts": parts, "train_s": train_s, "images": images, "batches": batches,
+              "branch_s_per_step": branch_per_step, "decode_fill_s": fill_s}
+    if operators is not None:
+        result["operators"] = operators
+    return result
 
 
 def format_breakdown(result: Dict) -> str:
@@ -176,4 +211,11 @@ def format_breakdown(result: Dict) -> str:
     if result.get("decode_fill_s"):
         lines.append(f"(once per run, before the first epoch: decoding the training and validation images into "
                      f"memory, {result['decode_fill_s']:.2f} s)")
+    operators = result.get("operators")
+    if operators:
+        total, conv = operators["ms_per_step"], operators["convolution_ms_per_step"]
+        lines.append(f"operators over {operators['steps']} more training steps (torch.profiler, each operator's own "
+                     f"time): {total:.1f} ms per step, of which convolutions {conv:.1f} ms "
+                     f"({100 * conv / max(total, 1e-9):.0f}%)")
+        lines.extend(f"  {name:<48}{ms:>9.2f} ms" for name, ms in operators["top"])
     return "\n".join(lines)

@@ -25,7 +25,8 @@ values, as OpenAI released CLIP) and measures, on one device:
 
 ``--epoch`` instead runs one training epoch of the config on its data and prints where its time goes: data
 loading, the text tower, the image path, the reconstruction branch, the optimizer step and both validation passes
-(:mod:`tools.bench_epoch`).
+(:mod:`tools.bench_epoch`); ``--ops STEPS`` adds the operators that take most of a training step, from
+torch.profiler, and the convolutions' share of it.
 
 ``--loader`` instead times the config's training DataLoader (images per second) for several worker counts.
 
@@ -156,6 +157,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         "on the config's test split, for a trained checkpoint")
     parser.add_argument("--epoch", action="store_true", help="instead run one training epoch of the config on its "
                         "data, with its validation, and print where the time goes (tools/bench_epoch.py)")
+    parser.add_argument("--ops", type=int, default=0, metavar="STEPS", help="with --epoch: then profile STEPS more "
+                        "training steps (torch.profiler) and list the operators that take the most time, with the "
+                        "convolutions' share")
     parser.add_argument("--loader", action="store_true", help="instead time the config's training DataLoader "
                         "(images per second) for each of --loader_workers")
     parser.add_argument("--loader_workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts (--loader)")
@@ -184,7 +188,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for precision in precisions:
             autocast_for(device, precision)
         if args.epoch:
-            breakdown = epoch_breakdown(config, device)
+            breakdown = epoch_breakdown(config, device, profile_steps=args.ops)
             result = {"environment": {**environment(device), "allocator_tuned": tuned}, "config": args.config,
                       "settings": args.set, "img_size": config.img_size, "epoch": breakdown}
             text = format_breakdown(breakdown)
