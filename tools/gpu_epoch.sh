@@ -8,6 +8,10 @@
 # `python -m tools.benchmark --epoch` for the full-size model (CONFIG, default Config_QaTa, random text tower) in
 # fp32, with amp=True, with amp=True and channels_last=True, and with 4 loader workers, each to OUT_DIR/<row>.json.
 # DEVICE (default cuda) and SETTINGS (more --set values) let the tests run it on the CPU at a tiny size.
+# AUTHORS, a checkout of the authors' code (github ShawnHuang497/RecLMIS, about 1 MiB; kept under the git-ignored
+# external/ so a device call can carry it), adds their training step beside ours on the same batches
+# (python -m tools.authors_epoch) to OUT_DIR/authors.json. On the GPU machine:
+#   AUTHORS=external/RecLMIS sh tools/gpu_epoch.sh datasets/qata800 $OUT
 set -eu
 if [ "${1:-}" = "--subset" ]; then
     DATA=$2; SUBSET=$3; N=${4:-800}
@@ -45,3 +49,8 @@ run fp32
 run amp amp=True
 run amp_channels_last amp=True channels_last=True
 run amp_channels_last_workers4 amp=True channels_last=True num_workers=4
+if [ -n "${AUTHORS:-}" ]; then
+    # shellcheck disable=SC2086
+    python3 -m tools.authors_epoch --authors "$AUTHORS" -c "$CONFIG" --device "$DEVICE" --set $COMMON ${SETTINGS:-} \
+        --json "$OUT/authors.json" | tee "$OUT/authors.txt"
+fi

@@ -49,7 +49,7 @@ def parity_inputs(name: str, batch: int = 2):
     return images, text
 
 
-def _package(name: str, folder: str, first: str):
+def package_from_folder(name: str, folder: str, first: str):
     """Make ``folder`` importable as the package ``name`` (their folders are called nets and utils, like ours, and
     have no ``__init__.py``)."""
     spec = importlib.util.spec_from_file_location(name, os.path.join(folder, first),
@@ -59,7 +59,7 @@ def _package(name: str, folder: str, first: str):
 
 def _lvit_networks(checkout: str):
     """Their LViT and U-Net, from ``checkout/nets``: ``{name: (network, call(images, text) -> probabilities)}``."""
-    _package("lvit_reference", os.path.join(os.path.abspath(checkout), "nets"), "LViT.py")
+    package_from_folder("lvit_reference", os.path.join(os.path.abspath(checkout), "nets"), "LViT.py")
     lvit = importlib.import_module("lvit_reference.LViT").LViT(SimpleNamespace(base_channel=64), n_channels=3,
                                                                 n_classes=1)
     unet = importlib.import_module("lvit_reference.UNet").UNet(n_channels=3, n_classes=1)
@@ -83,7 +83,7 @@ def _guidedecoder_network(checkout: str):
     def from_pretrained(name, *args, **kwargs):
         return transformers.ConvNextModel(transformers.ConvNextConfig()) if "convnext" in name else _FixedText()
 
-    _package("guidedecoder_reference", os.path.join(os.path.abspath(checkout), "utils"), "model.py")
+    package_from_folder("guidedecoder_reference", os.path.join(os.path.abspath(checkout), "utils"), "model.py")
     original = transformers.AutoModel.from_pretrained
     transformers.AutoModel.from_pretrained = from_pretrained
     try:
@@ -100,7 +100,8 @@ def _guidedecoder_network(checkout: str):
     return {"guidedecoder": (network, call)}
 
 
-def _commit(checkout: str) -> str:
+def checkout_commit(checkout: str) -> str:
+    """The commit a git checkout is at, or ``unknown`` (not a git checkout, or no git)."""
     try:
         return subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -116,10 +117,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     networks = {}
     if args.lvit:
-        networks.update({name: (net, f"github HUANGLIZI/LViT at {_commit(args.lvit)}")
+        networks.update({name: (net, f"github HUANGLIZI/LViT at {checkout_commit(args.lvit)}")
                          for name, net in _lvit_networks(args.lvit).items()})
     if args.guidedecoder:
-        source = f"github Junelin2333/LanGuideMedSeg-MICCAI2023 at {_commit(args.guidedecoder)}"
+        source = f"github Junelin2333/LanGuideMedSeg-MICCAI2023 at {checkout_commit(args.guidedecoder)}"
         networks.update({name: (net, source) for name, net in _guidedecoder_network(args.guidedecoder).items()})
     if not networks:
         parser.error("give --lvit, --guidedecoder or both")
