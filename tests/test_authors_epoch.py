@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from tests.tiny import tiny_config
+from tests.tiny import tiny_config, write_clip_file
 from tools import authors_epoch
 
 RECLMIS = '''
@@ -25,9 +25,10 @@ class RecLMIS(nn.Module):
     def __init__(self, global_config, config, n_channels=3, n_classes=1):
         super().__init__()
         self.loss_weight = global_config.loss_weight
-        self.clip = CLIP()
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ViT-B-32.pt")
-        self.clip.load_state_dict(torch.load(path, map_location="cpu"))
+        state = torch.load(path, map_location="cpu")
+        self.clip = CLIP(*state["token_embedding.weight"].shape)
+        self.clip.load_state_dict(state, strict=False)
         for param in self.clip.parameters():
             param.requires_grad = False
         self.conv = nn.Conv2d(n_channels, n_classes, 3, padding=1)
@@ -56,7 +57,7 @@ from torch import nn
 class CLIP(nn.Module):
     def __init__(self, *shapes):
         super().__init__()
-        self.token_embedding = nn.Embedding(49408, 2)
+        self.token_embedding = nn.Embedding(*(shapes if len(shapes) == 2 else (49408, 2)))
 '''
 
 UTILS = '''
@@ -184,3 +185,23 @@ def test_a_given_clip_file_is_linked_not_copied_or_written(checkout, tmp_path, c
     authors = authors_epoch.load_authors(str(checkout), str(work), clip=str(clip))
     assert not authors.clip_random
     assert os.path.realpath(work / "nets" / "ViT-B-32.pt") == str(clip)
+
+
+def test_a_given_clip_file_feeds_both_text_towers(checkout, qata_set, tmp_path, small_size, clean_modules,
+                                                  monkeypatch):
+    clip = write_clip_file(tmp_path / "clip.pt")
+    config = tiny_config(**{k: getattr(qata_set, k) for k in ("train_dataset", "val_dataset", "test_dataset",
+                                                              "task_name", "batch_size", "num_workers")})
+    monkeypatch.setattr(authors_epoch, "load_config", lambda name, overrides: config)
+    built = []
+    original = authors_epoch.build_model
+
+    def build(config):
+        built.append(config.clip_weights)
+        return original(config)
+
+    monkeypatch.setattr(authors_epoch, "build_model", build)
+    out = tmp_path / "times.json"
+    assert authors_epoch.main(["--authors", str(checkout), "--device", "cpu", "--batches", "1", "--warmup", "0",
+                               "--clip", clip, "--json", str(out)]) == 0
+    assert built == [clip] and not json.loads(out.read_text())["clip_random"]

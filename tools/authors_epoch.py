@@ -18,9 +18,9 @@ changing it:
   project needs: install them beside it to run this tool;
 - fairseq, whose softmax their attention imports inside its forward: when fairseq is not installed, a stand-in with
   an fp32 softmax is put in its place (without one, their code silently drops three of its four losses);
-- their CLIP file beside their model (``nets/ViT-B-32.pt``): ``--clip FILE`` (OpenAI's ViT-B/32), else one of its
-  shapes with random weights, which costs the same time; their ``nets/`` is copied to a temporary folder for this,
-  so their checkout is never written;
+- their CLIP file beside their model (``nets/ViT-B-32.pt``): ``--clip FILE`` (OpenAI's ViT-B/32, then our tower
+  loads it too), else one of its shapes with random weights (ours random too; it costs the same time); their
+  ``nets/`` is copied to a temporary folder for this, so their checkout is never written;
 - on the CPU, their ``.cuda()`` calls (in their masking) leave the tensor where it is.
 
 After the first step the tool checks that their auxiliary branch ran: their bare ``except`` turns it off for good on
@@ -228,12 +228,12 @@ def main(argv=None) -> int:
     add_config_flags(parser)
     parser.add_argument("--batches", type=int, default=20, help="timed steps of each (default 20)")
     parser.add_argument("--warmup", type=int, default=2, help="uncounted first steps of each (default 2)")
-    parser.add_argument("--clip", metavar="FILE", help="OpenAI's ViT-B-32.pt for their network (default: random "
-                        "weights of its shapes)")
+    parser.add_argument("--clip", metavar="FILE", help="OpenAI's ViT-B-32.pt for both networks' text towers "
+                        "(default: random weights of its shapes for both)")
     parser.add_argument("--json", metavar="PATH", help="also write the times as JSON")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, args.set)
+        config = load_config(args.config, args.set).replace(clip_weights=args.clip)  # both towers alike
         check_size(config)
         device = get_device(args.device or config.device)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as error:
