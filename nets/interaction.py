@@ -27,8 +27,8 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # In the standard layout (a no-op there): dropout draws its mask in memory order, so a channels-last map
-        # would draw another mask than the same map in the standard layout.
+        # Tokens taken from the map in the standard layout (a no-op unless it is channels-last): dropout draws its
+        # mask in memory order, so both layouts then draw the same mask.
         x = self.patch_embeddings(x).contiguous().flatten(2).transpose(1, 2)  # (B, N, D)
         return self.dropout(x + self.position_embeddings)
 
