@@ -99,13 +99,22 @@ def small_size(monkeypatch):
     monkeypatch.setattr(authors_epoch, "AUTHORS_SIZE", {"img_size": 32, "base_channel": 4})
 
 
+@pytest.fixture
+def tiny_qata(qata_set, monkeypatch):
+    """The tool's config: a tiny RecLMIS on a generated QaTa-layout set, whatever -c and --set say."""
+    config = tiny_config(**{k: getattr(qata_set, k) for k in ("train_dataset", "val_dataset", "test_dataset",
+                                                              "task_name", "batch_size", "num_workers")})
+    monkeypatch.setattr(authors_epoch, "load_config", lambda name, overrides: config)
+    return config
+
+
 def _listing(root):
     return sorted((path, os.path.getsize(os.path.join(path, name)))
                   for path, _, names in os.walk(root) for name in names)
 
 
 def test_both_step_alternately_on_the_same_batches_and_their_checkout_is_not_written(
-        checkout, qata_set, tmp_path, small_size, clean_modules, monkeypatch, capsys):
+        checkout, tiny_qata, tmp_path, small_size, clean_modules, monkeypatch, capsys):
     before = _listing(checkout)
     cuda = torch.Tensor.cuda
     seen = {"authors": [], "ours": []}
@@ -123,9 +132,6 @@ def test_both_step_alternately_on_the_same_batches_and_their_checkout_is_not_wri
     monkeypatch.setattr(authors_epoch.AuthorsStep, "__call__", their_call)
     monkeypatch.setattr(authors_epoch, "train_step", our_step)
     out = tmp_path / "times.json"
-    config = tiny_config(**{k: getattr(qata_set, k) for k in ("train_dataset", "val_dataset", "test_dataset",
-                                                              "task_name", "batch_size", "num_workers")})
-    monkeypatch.setattr(authors_epoch, "load_config", lambda name, overrides: config)
     code = authors_epoch.main(["--authors", str(checkout), "--device", "cpu", "--batches", "1", "--warmup", "1",
                                "--json", str(out)])
     assert code == 0
@@ -187,12 +193,9 @@ def test_a_given_clip_file_is_linked_not_copied_or_written(checkout, tmp_path, c
     assert os.path.realpath(work / "nets" / "ViT-B-32.pt") == str(clip)
 
 
-def test_a_given_clip_file_feeds_both_text_towers(checkout, qata_set, tmp_path, small_size, clean_modules,
+def test_a_given_clip_file_feeds_both_text_towers(checkout, tiny_qata, tmp_path, small_size, clean_modules,
                                                   monkeypatch):
     clip = write_clip_file(tmp_path / "clip.pt")
-    config = tiny_config(**{k: getattr(qata_set, k) for k in ("train_dataset", "val_dataset", "test_dataset",
-                                                              "task_name", "batch_size", "num_workers")})
-    monkeypatch.setattr(authors_epoch, "load_config", lambda name, overrides: config)
     built = []
     original = authors_epoch.build_model
 
@@ -205,3 +208,9 @@ def test_a_given_clip_file_feeds_both_text_towers(checkout, qata_set, tmp_path, 
     assert authors_epoch.main(["--authors", str(checkout), "--device", "cpu", "--batches", "1", "--warmup", "0",
                                "--clip", clip, "--json", str(out)]) == 0
     assert built == [clip] and not json.loads(out.read_text())["clip_random"]
+
+
+def test_a_split_too_small_for_the_warm_up_is_an_error_not_a_traceback(checkout, tiny_qata, small_size, clean_modules,
+                                                                        capsys):
+    assert authors_epoch.main(["--authors", str(checkout), "--device", "cpu", "--warmup", "50"]) == 2
+    assert "no batch after 50 warm-up steps" in capsys.readouterr().err

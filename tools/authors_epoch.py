@@ -246,7 +246,11 @@ def main(argv=None) -> int:
         except (FileNotFoundError, ImportError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        result = compare_steps(config, device, authors, args.batches, args.warmup)
+        try:
+            result = compare_steps(config, device, authors, args.batches, args.warmup)
+        except ValueError as error:  # a split too small for the warm-up, or a data set error
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     result.update(device=str(device), config=args.config, settings=list(args.set),
                   authors_commit=checkout_commit(args.authors), fairseq_stand_in=stand_in,
                   clip_random=authors.clip_random, torch=torch.__version__)
