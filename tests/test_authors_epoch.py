@@ -5,6 +5,7 @@ a bare ``except`` that turns the auxiliary losses off, and ``utils.py`` with ``W
 
 import json
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -13,6 +14,7 @@ import torch
 
 from tests.tiny import tiny_config, write_clip_file
 from tools import authors_epoch
+from tools.peer_reference import checkout_commit
 
 RECLMIS = '''
 import os
@@ -214,3 +216,17 @@ def test_a_split_too_small_for_the_warm_up_is_an_error_not_a_traceback(checkout,
                                                                         capsys):
     assert authors_epoch.main(["--authors", str(checkout), "--device", "cpu", "--warmup", "50"]) == 2
     assert "no batch after 50 warm-up steps" in capsys.readouterr().err
+
+
+def test_the_commit_recorded_is_the_checkouts_own_or_unknown(tmp_path):
+    """A copy of their code without its .git, inside another repository, must not report that repository's commit."""
+    repo = tmp_path / "their code"
+    (repo / "nets").mkdir(parents=True)
+    (repo / "nets" / "RecLMIS.py").write_text("")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    for command in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(git + command, check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert checkout_commit(str(repo)) == head
+    assert checkout_commit(str(repo / "nets")) == "unknown"
+    assert checkout_commit(str(tmp_path)) == "unknown"

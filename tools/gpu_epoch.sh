@@ -8,7 +8,7 @@
 # `python -m tools.benchmark --epoch` for the full-size model (CONFIG, default Config_QaTa, random text tower) in
 # fp32, with amp=True, with amp=True and channels_last=True, and with 4 loader workers, each to OUT_DIR/<row>.json.
 # DEVICE (default cuda) and SETTINGS (more --set values) let the tests run it on the CPU at a tiny size.
-# AUTHORS, a checkout of the authors' code (github ShawnHuang497/RecLMIS, about 1 MiB; kept under the git-ignored
+# AUTHORS, a checkout of the authors' code (a git clone of github ShawnHuang497/RecLMIS, 4 MiB; kept under the git-ignored
 # external/ so a device call can carry it), adds their training step beside ours on the same batches
 # (python -m tools.authors_epoch) to OUT_DIR/authors.json. On the GPU machine:
 #   AUTHORS=external/RecLMIS sh tools/gpu_epoch.sh datasets/qata800 $OUT

@@ -101,12 +101,14 @@ def _guidedecoder_network(checkout: str):
 
 
 def checkout_commit(checkout: str) -> str:
-    """The commit a git checkout is at, or ``unknown`` (not a git checkout, or no git)."""
+    """The commit a git checkout is at, or ``unknown`` (no git, or ``checkout`` is not the top of a git checkout: a
+    copy without its ``.git`` inside another repository must not report that repository's commit)."""
     try:
-        return subprocess.run(["git", "-C", checkout, "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        top, commit = subprocess.run(["git", "-C", checkout, "rev-parse", "--show-toplevel", "HEAD"],
+                                     capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError, ValueError):
         return "unknown"
+    return commit if os.path.realpath(top) == os.path.realpath(checkout) else "unknown"
 
 
 def main(argv=None) -> int:
