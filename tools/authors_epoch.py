@@ -51,7 +51,7 @@ from nets import build_model
 from tools.peer_reference import checkout_commit, package_from_folder
 from utils.cli import add_config_flags
 from utils.config import Config, load_config
-from utils.misc import get_device
+from utils.misc import get_device, to_device
 from utils.timing import seconds_of
 from utils.training.engine import train_step
 from utils.training.losses import build_criterion
@@ -158,8 +158,7 @@ class AuthorsStep:
         self.loss_names: List[str] = []
 
     def __call__(self, batch: dict) -> None:
-        images, masks = batch["image"].to(self.device), batch["label"].to(self.device)
-        tokens, mask = batch["text_token"].to(self.device), batch["text_mask"].to(self.device)
+        images, masks, tokens, mask = to_device(batch, self.device)  # copied as our step copies its batch
         with cuda_calls_stay(self.device):
             preds, losses = self.model(images, masks, tokens, mask)
         losses["loss_criterion"] = self.criterion(preds, masks.float())
