@@ -7,11 +7,13 @@ import time
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from nets import build_model
 from nets.text_encoder import CLIPTextEncoder
 from tests.tiny import NEEDS_CXX, model_with_batchnorm_statistics, tiny_config
 from tools import bench_epoch, bench_memory, benchmark
+from tools.bench_epoch import reference_convolution_rate
 from utils.data.demo import make_demo_dataset
 from utils.training.checkpoint import checkpoint_payload, compact_state_dict, save_checkpoint
 from utils.training.schedulers import build_optimizer
@@ -179,8 +181,25 @@ def test_the_epoch_breakdown_lists_the_operators_of_a_step_with_the_convolutions
     assert 0 < operators["convolution_ms_per_step"] < operators["ms_per_step"]
     names = [name for name, _ in operators["top"]]
     assert "aten::convolution_backward" in names and sum(times) <= operators["ms_per_step"] + 1e-6
+    # FLOPs of one step: the convolutions' part, forward and backward, of the whole step's; a rate to set them against.
+    assert 0 < operators["convolution_gflop_per_step"] < operators["gflop_per_step"]
+    assert operators["reference_convolution_gflops"] > 0
     printed = capsys.readouterr().out
     assert "of which convolutions" in printed and "aten::convolution_backward" in printed
+    assert "GFLOP per step" in printed and "a plain 3x3 convolution" in printed
+
+
+def test_the_convolution_flops_of_a_step_are_those_of_its_convolutions_forward_and_backward():
+    """A network of one 3x3 convolution (no gradient for its input): FlopCounterMode's count is 2 per multiply-add
+    forward and again for the weight gradient; the reference rate is a positive GFLOP/s."""
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 8, 8)
+    with FlopCounterMode(display=False) as counter:
+        conv(x).sum().backward()
+    macs = 2 * 4 * 8 * 8 * 3 * 9
+    counted = sum(n for op, n in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
+    assert counted == 2 * macs * 2
+    assert reference_convolution_rate(torch.device("cpu"), amp=False, repeats=2) > 0
 
 
 def test_benchmark_of_a_network_without_a_text_tower(tmp_path):
