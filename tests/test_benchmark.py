@@ -154,6 +154,8 @@ def test_the_gpu_epoch_script_makes_a_subset_and_times_each_row(tmp_path):
     rows = ("fp32", "amp", "amp_channels_last", "amp_channels_last_workers4")
     assert sorted(p.name for p in out.glob("*.json")) == sorted(f"{row}.json" for row in rows)
     assert json.loads((out / "fp32.json").read_text())["epoch"]["images"] == 8
+    assert json.loads((out / "fp32.json").read_text())["epoch"]["operators"]["convolution_gflop_per_step"] > 0
+    assert "operators" not in json.loads((out / "amp.json").read_text())["epoch"]  # the fp32 row profiles
 
 
 def test_the_epoch_breakdown_of_a_network_without_a_text_tower(tmp_path):

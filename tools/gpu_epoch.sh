@@ -6,7 +6,8 @@
 # The subset keeps the data set's layout and its report tables (rows naming images left out are only warned
 # about); 800 + 300 + 16 QaTa-COV19 pairs take about 32 MiB, under the 64 MiB a device call carries. On the GPU it runs
 # `python -m tools.benchmark --epoch` for the full-size model (CONFIG, default Config_QaTa, random text tower) in
-# fp32, with amp=True, with amp=True and channels_last=True, and with 4 loader workers, each to OUT_DIR/<row>.json.
+# fp32 (then the operators of 8 more steps and their FLOPs: --ops 8), with amp=True, with amp=True and
+# channels_last=True, and with 4 loader workers, each to OUT_DIR/<row>.json.
 # DEVICE (default cuda) and SETTINGS (more --set values) let the tests run it on the CPU at a tiny size.
 # AUTHORS, a checkout of the authors' code (a git clone of github ShawnHuang497/RecLMIS, 4 MiB; kept under the git-ignored
 # external/ so a device call can carry it), adds their training step beside ours on the same batches
@@ -45,7 +46,7 @@ run() {
     python3 -m tools.benchmark -c "$CONFIG" --device "$DEVICE" --epoch --set $COMMON ${SETTINGS:-} "$@" \
         --json "$OUT/$row.json" | tee "$OUT/$row.txt"
 }
-run fp32
+run fp32 --ops 8
 run amp amp=True
 run amp_channels_last amp=True channels_last=True
 run amp_channels_last_workers4 amp=True channels_last=True num_workers=4
