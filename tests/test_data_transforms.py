@@ -67,6 +67,11 @@ def test_row_blur_equals_scipy_per_row(width):
     assert not np.array_equal(ours, image)
 
 
+def test_row_blur_refuses_a_sigma_range_that_reaches_zero():
+    with pytest.raises(ValueError, match="sigma_range must be above 0"):
+        gaussian_blur_rows(stripes(False), np.random.default_rng(0), sigma_range=(0.0, 1.0))
+
+
 def test_row_blur_mixes_colours_and_2d_blur_does_not():
     flat = np.empty((16, 16, 3), np.uint8)
     flat[:] = (200, 0, 30)

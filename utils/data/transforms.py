@@ -55,7 +55,12 @@ def gaussian_blur_rows(image: np.ndarray, rng: np.random.Generator, prob: float 
 
     Returns:
         ``[H, W, 3]`` uint8; rows are never mixed with each other.
+
+    Raises:
+        ValueError: a sigma range that reaches 0 or below (scipy would skip such an axis; a kernel cannot be made).
     """
+    if min(sigma_range) <= 0:
+        raise ValueError(f"sigma_range must be above 0, got {sigma_range}")
     out = image.copy()
     if rng.random() >= prob:
         return out
