@@ -1,5 +1,6 @@
 """python -m tools.benchmark: every figure it reports, in each of its modes."""
 
+import copy
 import json
 import os
 import subprocess
@@ -12,8 +13,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from nets import build_model
 from nets.text_encoder import CLIPTextEncoder
 from tests.tiny import NEEDS_CXX, model_with_batchnorm_statistics, tiny_config
+from tests.tiny import batch as tiny_batch
 from tools import bench_epoch, bench_memory, benchmark
-from tools.bench_epoch import reference_convolution_rate
+from tools.bench_convs import convolution_layers, format_convolution_layers, reference_convolution_rate
 from utils.data.demo import make_demo_dataset
 from utils.training.checkpoint import checkpoint_payload, compact_state_dict, save_checkpoint
 from utils.training.schedulers import build_optimizer
@@ -202,6 +204,38 @@ def test_the_convolution_flops_of_a_step_are_those_of_its_convolutions_forward_a
     counted = sum(n for op, n in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
     assert counted == 2 * macs * 2
     assert reference_convolution_rate(torch.device("cpu"), amp=False, repeats=2) > 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_each_convolution_layer_is_timed_alone_with_the_flops_it_computes(channels_last):
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = build_model(config)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    images, tokens, mask, labels = tiny_batch(config)
+    data = {"image": images, "label": labels, "text_token": tokens, "text_mask": mask}
+    state, stream = copy.deepcopy(model.state_dict()), torch.get_rng_state()
+    rows = convolution_layers(model, data, torch.device("cpu"), amp=False, repeats=1)
+    # Every convolution the forward runs, once (conv_sig is built but never run), slowest first.
+    ran = {name for name, module in model.named_modules()
+           if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d)) and "conv_sig" not in name}
+    assert sorted(row["name"] for row in rows) == sorted(ran)
+    assert [row["ms"] for row in rows] == sorted((row["ms"] for row in rows), reverse=True)
+    assert all(row["ms"] > 0 and row["gflops"] > 0 for row in rows)
+    by_name = {row["name"]: row for row in rows}
+    b, c, size = images.shape[0], config.base_channel, config.img_size
+    first = by_name["inc.conv"]  # the image needs no gradient: forward and weight gradient only
+    assert first["input"] == [b, 3, size, size] and not first["input_grad"]
+    assert first["gflop"] == pytest.approx(2 * 2 * (b * c * size * size) * 3 * 9 / 1e9)
+    deeper = by_name["down1.nConvs.0.conv"]  # and the input gradient
+    assert deeper["input_grad"] and deeper["channels_last"] == channels_last
+    assert deeper["gflop"] == pytest.approx(3 * 2 * (b * 2 * c * (size // 2) ** 2) * c * 9 / 1e9)
+    # The model and the random stream are as they were.
+    assert all(torch.equal(state[key], value) for key, value in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), stream)
+    assert "down1.nConvs.0.conv" in "\n".join(format_convolution_layers(rows, top=len(rows)))
 
 
 def test_benchmark_of_a_network_without_a_text_tower(tmp_path):

@@ -30,11 +30,15 @@ import time
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import profiler
 from torch.utils.flop_counter import FlopCounterMode
 
-from utils.autocast import amp_precision, autocast_for
+from tools.bench_convs import (
+    REFERENCE_CONVOLUTION,
+    convolution_layers,
+    format_convolution_layers,
+    reference_convolution_rate,
+)
 from utils.config import Config
 from utils.timing import seconds_of, sync
 from utils.training.engine import evaluate, evaluate_dice, train_step
@@ -117,13 +121,15 @@ def operator_profile(trainer: Trainer, batches: List[dict], steps: int, top: int
     """Profile ``steps`` training steps (cycling over ``batches``) with torch.profiler after one untimed step: each
     operator's own time (its callees' excluded; device time on CUDA), per step.
 
-    Then one more step under torch's FlopCounterMode counts its floating-point operations (2 per multiply-add).
+    Then one more step under torch's FlopCounterMode counts its floating-point operations (2 per multiply-add), and
+    each convolution layer is timed alone (:func:`tools.bench_convs.convolution_layers`).
 
     Returns:
         ``{"steps", "ms_per_step", "convolution_ms_per_step", "top": [[operator, ms per step], ...],
-        "gflop_per_step", "convolution_gflop_per_step", "reference_convolution_gflops"}``, the convolutions being
-        every operator whose name contains ``convolution`` (forward and backward), the reference
-        :func:`reference_convolution_rate`.
+        "gflop_per_step", "convolution_gflop_per_step", "reference_convolution_gflops", "layers"}``, the
+        convolutions being every operator whose name contains ``convolution`` (forward and backward), the reference
+        :func:`tools.bench_convs.reference_convolution_rate`, the layers those of
+        :func:`tools.bench_convs.convolution_layers`.
     """
     cuda = trainer.device.type == "cuda"
     activities = [profiler.ProfilerActivity.CPU] + ([profiler.ProfilerActivity.CUDA] if cuda else [])
@@ -148,28 +154,8 @@ def operator_profile(trainer: Trainer, batches: List[dict], steps: int, top: int
             "top": [[name, ms] for name, ms in ranked[:top]],
             "gflop_per_step": counter.get_total_flops() / 1e9,
             "convolution_gflop_per_step": sum(n for op, n in counts.items() if "convolution" in str(op)) / 1e9,
-            "reference_convolution_gflops": reference_convolution_rate(trainer.device, trainer.amp)}
-
-
-REFERENCE_CONVOLUTION = (16, 64, 56)  # batch, channels (in and out), size: a 3x3 convolution with well-fed kernels
-
-
-def reference_convolution_rate(device: torch.device, amp: bool, repeats: int = 10) -> float:
-    """GFLOP/s (2 per multiply-add) of one plain 3x3 convolution forward, :data:`REFERENCE_CONVOLUTION`, channels-last,
-    in the training step's precision: what this machine's convolution kernels reach on a shape that suits them, to
-    set a step's convolutions against. The median of ``repeats`` after two untimed runs."""
-    batch, channels, size = REFERENCE_CONVOLUTION
-    x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(channels, channels, 3, 3, device=device).contiguous(memory_format=torch.channels_last)
-    flops = 2 * batch * channels * channels * 9 * size * size
-
-    def run():
-        with torch.no_grad(), autocast_for(device, amp_precision(device, amp)):
-            F.conv2d(x, weight, padding=1)
-
-    for _ in range(2):
-        run()
-    return flops / statistics.median(seconds_of(run, device) for _ in range(repeats)) / 1e9
+            "reference_convolution_gflops": reference_convolution_rate(trainer.device, trainer.amp),
+            "layers": convolution_layers(trainer.raw_model, batches[0], trainer.device, trainer.amp)}
 
 
 def epoch_breakdown(config: Config, device: torch.device, branch_batches: int = 4, repeats: int = 3,
@@ -258,4 +244,5 @@ def format_breakdown(result: Dict) -> str:
                      f"FlopCounterMode, 2 per multiply-add), {1000 * conv_gflop / max(conv, 1e-9):.0f} GFLOP/s in the "
                      f"profile; a plain 3x3 convolution ({channels} channels, {size} px, batch {batch}, "
                      f"channels-last) reaches {operators['reference_convolution_gflops']:.0f} GFLOP/s here")
+        lines.extend(format_convolution_layers(operators["layers"]))
     return "\n".join(lines)

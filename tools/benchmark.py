@@ -26,7 +26,8 @@ values, as OpenAI released CLIP) and measures, on one device:
 ``--epoch`` instead runs one training epoch of the config on its data and prints where its time goes: data
 loading, the text tower, the image path, the reconstruction branch, the optimizer step and both validation passes
 (:mod:`tools.bench_epoch`); ``--ops STEPS`` adds the operators that take most of a training step, from
-torch.profiler, and the convolutions' share of it.
+torch.profiler, the convolutions' share of it, the step's FLOPs, and each convolution layer timed alone against a
+reference convolution's rate (:mod:`tools.bench_convs`).
 
 ``--loader`` instead times the config's training DataLoader (images per second) for several worker counts.
 
@@ -159,7 +160,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         "data, with its validation, and print where the time goes (tools/bench_epoch.py)")
     parser.add_argument("--ops", type=int, default=0, metavar="STEPS", help="with --epoch: then profile STEPS more "
                         "training steps (torch.profiler) and list the operators that take the most time, with the "
-                        "convolutions' share")
+                        "convolutions' share, the step's FLOPs and the slowest convolution layers "
+                        "(tools/bench_convs.py)")
     parser.add_argument("--loader", action="store_true", help="instead time the config's training DataLoader "
                         "(images per second) for each of --loader_workers")
     parser.add_argument("--loader_workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts (--loader)")
